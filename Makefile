@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine with Python 3.11 and make: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+FUZZ_EXAMPLES ?= 10
+
+.PHONY: run test lint fuzz fuzz-deep bench lock clean
+
+$(INSTALLED): requirements-dev.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+## Serve the demo: sandbox vendors on 8101-8103 and the gateway on http://127.0.0.1:8080
+run: $(INSTALLED)
+	$(BIN)/gateway demo
+
+## Every test: unit, integration over real sockets, contract fuzzing (quick), Dockerfile lint
+test: $(INSTALLED)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check gateway adapters tests bench
+	$(BIN)/hadolint Dockerfile
+
+## Only the contract fuzzing, deeper: `make fuzz-deep FUZZ_EXAMPLES=500`
+fuzz: $(INSTALLED)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz
+
+fuzz-deep: FUZZ_EXAMPLES = 200
+fuzz-deep: fuzz
+
+## Regenerate the pinned dependency files from pyproject.toml
+lock:
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --no-header -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev -c requirements.lock --python-version 3.11 --no-header \
+	  -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,99 @@
+"""The adapter seam: what an adapter receives, what it returns, and how it declares its operations.
+
+An adapter translates one of our contract operations into its vendor's real API and back, and maps the vendor's
+errors to ours (`adapters.errors`). It holds no policy: auth, limits, validation, retries and idempotency are the
+gateway's job. All its HTTP goes through the `VendorClient` it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from gateway.problems import UpstreamContractViolation
+from gateway.settings import VendorSettings
+
+from .client import VendorClient
+
+log = logging.getLogger("adapters")
+F = TypeVar("F", bound=Callable[..., Awaitable["AdapterResult"]])
+
+
+@dataclass(slots=True)
+class AdapterCall:
+    """One call to an adapter operation: the validated request in the contract's own shape."""
+
+    operation_id: str
+    params: dict[str, Any]
+    body: Any = None
+    request_id: str = ""
+    client_id: str | None = None
+    idempotency_key: str | None = None
+    scopes: frozenset[str] = frozenset()
+    options: dict[str, Any] = field(default_factory=dict)  # the route's static options from the contract
+    method: str = "GET"
+    raw_body: bytes | None = None  # the body as received (pass-through adapters forward it unchanged)
+    query_string: bytes = b""
+    media_type: str | None = None
+
+
+@dataclass(slots=True)
+class AdapterResult:
+    """The answer in the contract's shape: validated against the operation's response schema before it leaves."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] | None = None
+    vendor_request_id: str | None = None
+    raw: bytes | None = None  # pass-through body (http adapter): sent as is after validation
+    media_type: str = "application/json"
+
+
+def operation(fn: F) -> F:
+    """Marks an adapter method as routable from a contract (`x-gateway.route: <vendor>.<method name>`).
+
+    A vendor answer of an unexpected shape makes translation code fail with KeyError, TypeError or ValueError;
+    that is the vendor breaking its contract, so it becomes a 502 upstream-contract-violation, not a 500.
+    """
+
+    @functools.wraps(fn)
+    async def guarded(self: Adapter, call: AdapterCall) -> AdapterResult:
+        try:
+            return await fn(self, call)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            log.warning("%s.%s: vendor answer could not be translated: %s: %s", self.vendor, fn.__name__,
+                        type(exc).__name__, exc, extra={"request_id": call.request_id})
+            raise UpstreamContractViolation(f"{self.vendor} answered in a shape the adapter does not understand",
+                                            extensions={"vendor": self.vendor}) from exc
+
+    guarded.__gateway_operation__ = True  # type: ignore[attr-defined]
+    return guarded  # type: ignore[return-value]
+
+
+class Adapter:
+    """Base class of every vendor adapter. Subclasses set `name` and decorate methods with `@operation`."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, vendor: str, settings: VendorSettings, client: VendorClient) -> None:
+        self.vendor = vendor
+        self.settings = settings
+        self.client = client
+
+    @classmethod
+    def operations(cls) -> set[str]:
+        return {n for n in dir(cls) if getattr(getattr(cls, n, None), "__gateway_operation__", False)}
+
+    @classmethod
+    def check_settings(cls, settings: VendorSettings) -> list[str]:
+        """Problems with this vendor's settings (missing credentials...), reported before start-up."""
+        return []
+
+    async def startup(self) -> None:
+        await self.client.start()
+
+    async def shutdown(self) -> None:
+        await self.client.close()

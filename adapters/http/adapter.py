@@ -1,0 +1,55 @@
+"""Generic HTTP upstream: forwards an operation to an internal service that already speaks the contract.
+
+Route it with `x-gateway: {route: <vendor>.forward, upstream_path: /orders/{order_id}}`; the vendor's
+`base_url` in gateway.yaml says where the service lives. The validated request goes out unchanged (path mapped,
+query string and body as received); the caller's Authorization never leaves the gateway: the upstream gets the
+gateway's own credentials (`credentials.bearer_token`, or `credentials.api_key` sent in `options.api_key_header`).
+The answer is passed back as is, after response validation, except failures that are ours to name.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from adapters.base import Adapter, AdapterCall, AdapterResult, operation
+from adapters.errors import VendorFailure, retry_after_seconds, to_problem
+
+_VAR = re.compile(r"\{([^{}/]+)\}")
+_FORWARDED = ("content-type", "accept")
+# Statuses that say something about the upstream or about us, not about the caller's request.
+_OURS = {401, 403, 407, 408, 429}
+
+
+class HttpAdapter(Adapter):
+    name = "http"
+
+    def _path(self, call: AdapterCall) -> str:
+        template: str = call.options["upstream_path"]
+        return _VAR.sub(lambda m: quote(str(call.params[m.group(1)]), safe=""), template)
+
+    def _headers(self, call: AdapterCall) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if call.media_type and call.raw_body:
+            headers["content-type"] = call.media_type
+        creds = self.settings.credentials
+        if "bearer_token" in creds:
+            headers["authorization"] = "Bearer " + creds["bearer_token"].get_secret_value()
+        elif "api_key" in creds:
+            header = self.settings.options.get("api_key_header", "x-api-key")
+            headers[header] = creds["api_key"].get_secret_value()
+        return headers
+
+    @operation
+    async def forward(self, call: AdapterCall) -> AdapterResult:
+        path = self._path(call)
+        if call.query_string:
+            path += "?" + call.query_string.decode("latin-1")
+        r = await self.client.request(call.method, path, content=call.raw_body, headers=self._headers(call),
+                                      request_id=call.request_id)
+        vendor_request_id = r.header("x-request-id")
+        if r.status >= 500 or r.status in _OURS:
+            raise to_problem(VendorFailure(self.vendor, r.status, vendor_request_id=vendor_request_id,
+                                           retry_after_s=retry_after_seconds(r.header("retry-after"))))
+        media = (r.header("content-type") or "application/json").split(";")[0].strip()
+        return AdapterResult(r.status, raw=r.body, media_type=media, vendor_request_id=vendor_request_id)

@@ -1,0 +1,277 @@
+"""What every vendor sandbox shares: fault injection, request journal, counters, and a server for all of them.
+
+Each sandbox (adapters/<vendor>/sandbox.py) is a Starlette app implementing the subset of its vendor's real API
+that the adapter calls, with the vendor's own auth check and error bodies. `Sandbox` wraps it with a control API
+under `/_sandbox/` (never part of the vendor's API):
+
+    PUT    /_sandbox/faults     [{"latency_ms": 200}, {"status": 503, "times": 2, "path": "/v1/payment_intents"}]
+    DELETE /_sandbox/faults     clear faults
+    GET    /_sandbox/stats      {"requests": {"POST /v1/payment_intents": 3}, "effects": {"charges_created": 1}}
+    GET    /_sandbox/requests   the last requests: method, path, headers (credentials masked), body
+    POST   /_sandbox/reset      forget all state, faults and counters
+
+A fault rule (all keys optional): `method`, `path` (prefix), `times` (apply to the next N matching requests, then
+drop the rule), `probability` (0..1), and one effect: `latency_ms` (delay, then serve normally), `status` (answer
+with this status and the vendor's error body; `retry_after_s` adds Retry-After), `hang_s` (never answer within
+this time: a timeout), `malformed` (a body that is not JSON), `break_contract` (valid JSON of the wrong shape),
+`reset` (close the connection without an answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+MASKED_HEADERS = {"authorization", "cookie", "x-api-key", "stripe-signature"}
+
+
+@dataclass
+class Fault:
+    method: str | None = None
+    path: str | None = None
+    times: int | None = None
+    probability: float = 1.0
+    latency_ms: float = 0.0
+    status: int | None = None
+    retry_after_s: float | None = None
+    hang_s: float | None = None
+    malformed: bool = False
+    break_contract: bool = False
+    reset: bool = False
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> Fault:
+        unknown = set(raw) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown fault keys: {sorted(unknown)}")
+        return cls(**raw)
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method and self.method.upper() != method:
+            return False
+        if self.path and not path.startswith(self.path):
+            return False
+        return self.probability >= 1.0 or random.random() < self.probability
+
+
+@dataclass
+class SandboxState:
+    """Counters and journal shared by a vendor app and its control API."""
+
+    faults: list[Fault] = field(default_factory=list)
+    requests: Counter[str] = field(default_factory=Counter)
+    effects: Counter[str] = field(default_factory=Counter)
+    journal: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        for fault in list(self.faults):
+            if fault.matches(method, path):
+                if fault.times is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                return fault
+        return None
+
+
+ErrorBody = Callable[[int, str], Response]
+
+
+class Sandbox:
+    """A vendor simulator: `routes` implement the vendor API; `error` renders the vendor's own error body."""
+
+    def __init__(self, name: str, routes: list[BaseRoute], error: ErrorBody,
+                 broken_body: Callable[[], Any] | None = None,
+                 reset: Callable[[], None] | None = None) -> None:
+        self.name = name
+        self.state = SandboxState()
+        self._error = error
+        self._broken = broken_body or (lambda: {"unexpected": "shape"})
+        self._reset_vendor = reset
+        control = [
+            Route("/_sandbox/faults", self._set_faults, methods=["PUT", "POST"]),
+            Route("/_sandbox/faults", self._clear_faults, methods=["DELETE"]),
+            Route("/_sandbox/stats", self._stats, methods=["GET"]),
+            Route("/_sandbox/requests", self._journal, methods=["GET"]),
+            Route("/_sandbox/reset", self._reset, methods=["POST"]),
+        ]
+        self.vendor_app = Starlette(routes=routes)
+        self.control_app = Starlette(routes=control)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.vendor_app(scope, receive, send)
+        path: str = scope["path"]
+        if path.startswith("/_sandbox/"):
+            return await self.control_app(scope, receive, send)
+        method: str = scope["method"]
+        body = await _read_all(receive)
+        self._record(scope, method, path, body)
+        fault = self.state.take_fault(method, path)
+        if fault is not None:
+            if fault.latency_ms:
+                await asyncio.sleep(fault.latency_ms / 1000)
+            if fault.hang_s is not None:
+                await asyncio.sleep(fault.hang_s)
+                return await self._error(504, "sandbox: hung request finally answered")(scope, receive, send)
+            if fault.reset:
+                # Promise a body, send part of it, then drop the connection: the client sees a broken answer.
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})
+                await send({"type": "http.response.body", "body": b'{"trunc', "more_body": True})
+                raise ConnectionResetError("sandbox: connection dropped by fault injection")
+            if fault.status is not None:
+                response = self._error(fault.status, "sandbox: injected failure")
+                if fault.retry_after_s is not None:
+                    response.headers["retry-after"] = str(int(fault.retry_after_s))
+                return await response(scope, receive, send)
+            if fault.malformed:
+                return await Response(b"<html>502 Bad Gateway</html>", 200,
+                                      media_type="application/json")(scope, receive, send)
+            if fault.break_contract:
+                return await JSONResponse(self._broken())(scope, receive, send)
+        await self.vendor_app(scope, _replay(body), send)
+
+    def _record(self, scope: dict[str, Any], method: str, path: str, body: bytes) -> None:
+        self.state.requests[f"{method} {path}"] += 1
+        headers = {}
+        for k, v in scope["headers"]:
+            name = k.decode("latin-1")
+            headers[name] = "***" if name in MASKED_HEADERS else v.decode("latin-1")
+        self.state.journal.append({"method": method, "path": path, "query": scope["query_string"].decode(),
+                                   "headers": headers, "body": body.decode("utf-8", "replace")[:4000],
+                                   "at": time.time()})
+
+    async def _set_faults(self, request: Request) -> Response:
+        raw = await request.json()
+        rules = raw if isinstance(raw, list) else [raw]
+        try:
+            faults = [Fault.parse(r) for r in rules]
+        except (TypeError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        self.state.faults = faults
+        return JSONResponse({"faults": len(faults)})
+
+    async def _clear_faults(self, request: Request) -> Response:
+        self.state.faults = []
+        return JSONResponse({"faults": 0})
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse({"requests": dict(self.state.requests), "effects": dict(self.state.effects)})
+
+    async def _journal(self, request: Request) -> Response:
+        limit = int(request.query_params.get("limit", "50"))
+        return JSONResponse(list(self.state.journal)[-limit:])
+
+    async def _reset(self, request: Request) -> Response:
+        self.state = SandboxState()
+        if self._reset_vendor is not None:
+            self._reset_vendor()
+        return JSONResponse({"reset": True})
+
+
+async def _read_all(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # nothing more: wait like a connection that stays open
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(value), status, headers=headers, media_type="application/json")
+
+
+def build_sandboxes() -> dict[str, Sandbox]:
+    from adapters.hubspot.sandbox import create_sandbox as hubspot
+    from adapters.stripe.sandbox import create_sandbox as stripe
+    from adapters.woocommerce.sandbox import create_sandbox as woocommerce
+
+    return {"stripe": stripe(), "hubspot": hubspot(), "woocommerce": woocommerce()}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(apps: dict[str, tuple[Sandbox, socket.socket]], started: threading.Event | None = None) -> None:
+    import uvicorn
+
+    servers = []
+    for app, sock in apps.values():
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        servers.append((uvicorn.Server(config), sock))
+    tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+    while not all(server.started for server, _ in servers):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.01)
+    if started is not None:
+        started.set()
+    await asyncio.gather(*tasks)
+
+
+def serve_sandboxes(host: str, ports: dict[str, int]) -> None:
+    """Serve every sandbox on its port until interrupted (`gateway sandbox`)."""
+    sandboxes = build_sandboxes()
+    apps = {name: (sandboxes[name], bind(host, port)) for name, port in ports.items()}
+    asyncio.run(_serve(apps))
+
+
+class SandboxThread:
+    """All sandboxes on ephemeral loopback ports in a background thread: for tests and benchmarks."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sandboxes = build_sandboxes()
+        self.sockets = {name: bind(host, 0) for name in self.sandboxes}
+        self.urls = {name: f"http://{host}:{s.getsockname()[1]}" for name, s in self.sockets.items()}
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="sandboxes")
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        apps = {n: (self.sandboxes[n], s) for n, s in self.sockets.items()}
+        self._loop.run_until_complete(_serve(apps, self._started))
+
+    def start(self) -> SandboxThread:
+        self._thread.start()
+        if not self._started.wait(15):
+            raise RuntimeError("sandboxes did not start within 15 s")
+        return self

@@ -1,0 +1,145 @@
+"""Benchmark plumbing: an nginx upstream answering a fixed order, processes pinned to CPUs, wrk, parsed results.
+
+Layout on the 2-core machine: the system under test on CPU 0; nginx (upstream) and wrk (load) share CPU 1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV_BIN = Path(sys.executable).parent
+ORDER = (b'{"id":"ord_1234567890","status":"accepted","currency":"EUR","total":{"amount":8997,"currency":"EUR"},'
+         b'"items":[{"sku":"SKU-123","quantity":2},{"sku":"SKU-456","quantity":1}],"customer":{"email":'
+         b'"ana@example.com","name":"Ana Lima"},"created_at":"2026-11-22T10:00:00Z"}')
+GATEWAY_CPU, LOAD_CPU = "0", "1"
+
+
+def require(tool: str, hint: str) -> str:
+    found = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists() else None)
+    if not found:
+        raise SystemExit(f"{tool} is required for the benchmark: {hint}")
+    return found
+
+
+def wait_port(port: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+def pinned(cpu: str, cmd: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *cmd] if shutil.which("taskset") else cmd
+
+
+@contextmanager
+def process(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None,
+            log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    out = open(log, "wb") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        wait_port(port)
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextmanager
+def nginx_upstream(port: int = 9101) -> Iterator[str]:
+    """nginx answering GET /orders/{id} with 200 and POST /orders with 201, the same fixed order body."""
+    nginx = require("nginx", "apt-get install nginx-light")
+    with tempfile.TemporaryDirectory() as tmp:
+        body = ORDER.decode().replace("'", "\\'")
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(f"""
+worker_processes 1; daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp};
+  scgi_temp_path {tmp};
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    default_type application/json;
+    location /orders {{
+      if ($request_method = POST) {{ return 201 '{body}'; }}
+      return 200 '{body}';
+    }}
+  }}
+}}
+""")
+        with process(pinned(LOAD_CPU, [nginx, "-c", str(conf), "-p", tmp]), port):
+            yield f"http://127.0.0.1:{port}"
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    def row(self) -> str:
+        return f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.errors} |"
+
+
+def _ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    if not m:
+        return float("nan")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method: str = "GET",
+        body: bytes | None = None, headers: dict[str, str] | None = None) -> Result:
+    """Run wrk pinned to the load CPU and parse req/s, p50, p99 and non-2xx/socket errors."""
+    binary = require("wrk", "apt-get install wrk")
+    lines = [f'wrk.method = "{method}"']
+    if body is not None:
+        lines.append("wrk.body = [==[" + body.decode() + "]==]")
+    for k, v in (headers or {}).items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lines) + "\n")
+    try:
+        # A short warm-up so pools, caches and the JIT-less interpreter's first paths are not measured.
+        subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", "-d2s", "-s", script.name, url]),
+                       capture_output=True, timeout=60)
+        out = subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                                               "-s", script.name, url]),
+                             capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(int(x) for x in m.groups())
+    return Result(name, rps, p50, p99, errors)

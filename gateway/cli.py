@@ -1,0 +1,147 @@
+"""`gateway` command: serve, check, sandbox, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gateway.settings import Settings, SettingsError, load_settings
+
+DEFAULT_CONFIG = Path("gateway.yaml")
+
+
+def _config_path(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    if os.environ.get("GATEWAY_CONFIG"):
+        return Path(os.environ["GATEWAY_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    try:
+        return load_settings(_config_path(args.config), {k: v for k, v in overrides.items() if v is not None})
+    except SettingsError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.runtime import check
+
+    overrides = {"contracts": [str(Path(p).resolve()) for p in args.paths]} if args.paths else {}
+    settings = _settings(args, **overrides)
+    contracts, operations, problems = check(settings)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        return 1
+    print(f"ok: {len(contracts)} contracts, {len(operations)} operations")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import CONFIG_ENV, create_app
+    from gateway.contracts.load import ContractError
+
+    settings = _settings(args)
+    host = args.host or settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    workers = args.workers or settings.server.workers
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        app = create_app(settings)
+    except ContractError as exc:
+        print("the gateway cannot start; contract problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    common = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
+                  log_level="warning", timeout_graceful_shutdown=10)
+    if workers == 1:
+        uvicorn.run(app, **common)  # type: ignore[arg-type]
+    else:
+        config = _config_path(args.config)
+        if config is not None:
+            os.environ[CONFIG_ENV] = str(config.resolve())
+        uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from adapters.sandbox import serve_sandboxes
+
+    serve_sandboxes(args.host, {"stripe": args.stripe_port, "hubspot": args.hubspot_port,
+                                "woocommerce": args.woocommerce_port})
+    return 0
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            if s.connect_ex((host, port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The sandboxes in a child process, then the gateway in front of them."""
+    child = subprocess.Popen([sys.executable, "-m", "gateway", "sandbox"])
+    try:
+        for port in (8101, 8102, 8103):
+            if not _wait_for_port("127.0.0.1", port, 15):
+                print(f"sandbox did not start on port {port}", file=sys.stderr)
+                return 1
+        print("sandbox vendors: stripe http://127.0.0.1:8101  hubspot http://127.0.0.1:8102  "
+              "woocommerce http://127.0.0.1:8103", flush=True)
+        print("gateway: http://127.0.0.1:8080  (docs: http://127.0.0.1:8080/docs)", flush=True)
+        return cmd_serve(args)
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="contract-first API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="validate contracts (and routes against gateway.yaml); exit 1 on problems")
+    p.add_argument("paths", nargs="*", help="contract files or folders (default: those in the config)")
+    p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    p.set_defaults(func=cmd_check)
+
+    for name, func, text in (("serve", cmd_serve, "serve the gateway"),
+                             ("demo", cmd_demo, "serve the sandbox vendors and the gateway in front of them")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.add_argument("--workers", type=int)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("sandbox", help="serve the sandbox vendors (Stripe, HubSpot, WooCommerce simulators)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--stripe-port", type=int, default=8101)
+    p.add_argument("--hubspot-port", type=int, default=8102)
+    p.add_argument("--woocommerce-port", type=int, default=8103)
+    p.set_defaults(func=cmd_sandbox)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,127 @@
+"""Our own rules on top of OpenAPI validity: what would make a contract unservable or ambiguous.
+
+- every operation has an operationId, unique within its contract;
+- every `{name}` in a path template has a path parameter, and every path parameter appears in the template;
+- parameter names are unique across locations (adapters receive them by name);
+- no two operations of any contracts can match the same method and URL (`/a/{x}` and `/a/{y}` are one route);
+- every operation has an `x-gateway.route`, whose vendor is configured and whose adapter has that operation;
+- `x-gateway` blocks hold only known keys with valid values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from adapters.registry import adapter_class
+from gateway.settings import Settings
+
+from .extension import ApiExtension, OperationExtension
+from .load import Contract, ContractProblem, pointer_join
+from .operations import TEMPLATE_VAR, RawOperation, iter_operations
+
+
+def _extension_problems(file: str, pointer: str, model: type, value: Any) -> list[ContractProblem]:
+    if value is None:
+        return []
+    try:
+        model.model_validate(value)
+    except ValidationError as exc:
+        out = []
+        for err in exc.errors():
+            where = pointer_join(pointer, *err["loc"])
+            out.append(ContractProblem(file, where, f"x-gateway: {err['msg']}"))
+        return out
+    return []
+
+
+def lint(contracts: list[Contract], settings: Settings) -> list[ContractProblem]:
+    problems: list[ContractProblem] = []
+    routes: dict[tuple[str, str], tuple[str, str]] = {}  # (method, normalized path) -> (file, pointer)
+    for contract in contracts:
+        try:
+            problems += _lint_contract(contract, settings, routes)
+        except (AttributeError, TypeError, ValueError) as exc:
+            # Only reachable for documents the OpenAPI validator already refused; its findings explain why.
+            problems.append(ContractProblem(contract.name, "", f"cannot be linted until it is valid OpenAPI ({exc})"))
+    return problems
+
+
+def _lint_contract(contract: Contract, settings: Settings,
+                   routes: dict[tuple[str, str], tuple[str, str]]) -> list[ContractProblem]:
+    problems: list[ContractProblem] = []
+    file = contract.name
+    problems += _extension_problems(file, "/x-gateway", ApiExtension, contract.data.get("x-gateway"))
+    seen_ids: dict[str, str] = {}
+    for op in iter_operations(contract):
+        if isinstance(op, tuple):
+            problems.append(ContractProblem(file, op[0], op[1]))
+            continue
+        problems += _operation_problems(op, file, seen_ids, settings)
+        key = (op.method, TEMPLATE_VAR.sub("{}", op.full_path))
+        if key in routes:
+            other_file, other_ptr = routes[key]
+            problems.append(ContractProblem(file, op.pointer, f"ambiguous route: {op.method.upper()} "
+                                            f"{op.full_path} also matches {other_file}#{other_ptr}"))
+        else:
+            routes[key] = (file, op.pointer)
+    return problems
+
+
+def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
+                        settings: Settings) -> list[ContractProblem]:
+    out: list[ContractProblem] = []
+    op_id = op.node.get("operationId")
+    if not op_id:
+        out.append(ContractProblem(file, op.pointer, "operation has no operationId"))
+    elif op_id in seen_ids:
+        out.append(ContractProblem(file, pointer_join(op.pointer, "operationId"),
+                                   f"duplicate operationId {op_id!r} (also at {seen_ids[op_id]})"))
+    else:
+        seen_ids[op_id] = op.pointer
+    declared = {p.get("name"): ptr for p, _, ptr in op.parameters if p.get("in") == "path"}
+    in_template = TEMPLATE_VAR.findall(op.path)
+    for name in in_template:
+        if name not in declared:
+            out.append(ContractProblem(file, op.pointer,
+                                       f"path template variable {{{name}}} has no matching path parameter"))
+    for name, ptr in declared.items():
+        if name not in in_template:
+            out.append(ContractProblem(file, ptr, f"path parameter {name!r} does not appear in the path template"))
+    names: dict[str, str] = {}
+    for p, _, ptr in op.parameters:
+        name, where = p.get("name"), p.get("in")
+        if where == "header" and str(name).lower() in ("accept", "content-type", "authorization"):
+            continue
+        if name in names and names[name] != where:
+            out.append(ContractProblem(file, ptr, f"parameter {name!r} is declared both in {names[name]} and in "
+                                       f"{where}; adapters receive parameters by name"))
+        names[name] = where
+    out += _route_problems(op, file, settings)
+    return out
+
+
+def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[ContractProblem]:
+    ext_ptr = pointer_join(op.pointer, "x-gateway")
+    ext = op.extension
+    if not isinstance(ext, dict) or "route" not in ext:
+        return [ContractProblem(file, op.pointer, "operation has no route (x-gateway.route: <vendor>.<operation>)")]
+    problems = _extension_problems(file, ext_ptr, OperationExtension, ext)
+    if problems:
+        return problems
+    vendor, _, name = ext["route"].partition(".")
+    route_ptr = pointer_join(ext_ptr, "route")
+    vendor_settings = settings.vendors.get(vendor)
+    if vendor_settings is None:
+        known = ", ".join(sorted(settings.vendors)) or "none configured"
+        return [ContractProblem(file, route_ptr, f"route to unknown vendor {vendor!r} (vendors: {known})")]
+    try:
+        cls = adapter_class(vendor_settings.adapter)
+    except LookupError as exc:
+        return [ContractProblem(file, route_ptr, str(exc))]
+    if name not in cls.operations():
+        ops = ", ".join(sorted(cls.operations()))
+        return [ContractProblem(file, route_ptr, f"adapter {vendor_settings.adapter!r} has no operation {name!r} "
+                                f"(it has: {ops})")]
+    return []

@@ -1,0 +1,301 @@
+"""Read contract files, resolve every `$ref` (local and relative-file), and validate them as OpenAPI documents.
+
+Every problem is collected, not just the first: a contract author fixes a file in one pass. A problem names the
+file, the JSON pointer inside it, and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urldefrag
+
+import yaml
+
+CONTRACT_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True, order=True)
+class ContractProblem:
+    """One reason a contract cannot be served."""
+
+    file: str
+    pointer: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}#{self.pointer}: {self.reason}"
+
+
+class ContractError(Exception):
+    """Contracts that cannot be served; `problems` lists all of them."""
+
+    def __init__(self, problems: list[ContractProblem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def pointer_join(base: str, *parts: Any) -> str:
+    out = base
+    for part in parts:
+        out += "/" + str(part).replace("~", "~0").replace("/", "~1")
+    return out
+
+
+def pointer_parts(pointer: str) -> list[str]:
+    if pointer in ("", "/"):
+        return []
+    return [p.replace("~1", "/").replace("~0", "~") for p in pointer.lstrip("/").split("/")]
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last one."""
+
+    duplicate_keys: list[tuple[str, int]]
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            loader.duplicate_keys.append((str(key), key_node.start_mark.line + 1))
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+
+
+def _stringify_keys(node: Any) -> Any:
+    # YAML turns `200:` into an int key; OpenAPI means the string "200".
+    if isinstance(node, dict):
+        return {str(k): _stringify_keys(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_stringify_keys(v) for v in node]
+    return node
+
+
+def read_document(path: Path) -> tuple[Any, list[ContractProblem]]:
+    """Parse one YAML or JSON file; problems instead of exceptions."""
+    name = display(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return None, [ContractProblem(name, "", f"cannot read file: {exc.strerror}")]
+    except UnicodeDecodeError:
+        return None, [ContractProblem(name, "", "file is not valid UTF-8")]
+    if path.suffix == ".json":
+        try:
+            return json.loads(text), []
+        except json.JSONDecodeError as exc:
+            return None, [ContractProblem(name, "", f"invalid JSON at line {exc.lineno}: {exc.msg}")]
+    loader = _StrictLoader(text)
+    loader.duplicate_keys = []
+    try:
+        data = loader.get_single_data()
+    except yaml.YAMLError as exc:
+        return None, [ContractProblem(name, "", f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    problems = [ContractProblem(name, "", f"duplicate key {k!r} at line {line}") for k, line in loader.duplicate_keys]
+    return _stringify_keys(data), problems
+
+
+class RefResolver:
+    """Resolves `$ref`s across files, caching each file once. Keys are (absolute file, JSON pointer)."""
+
+    def __init__(self) -> None:
+        self.documents: dict[Path, Any] = {}
+        self.problems: list[ContractProblem] = []
+
+    def document(self, path: Path) -> Any:
+        path = path.resolve()
+        if path not in self.documents:
+            data, problems = read_document(path)
+            self.problems.extend(problems)
+            self.documents[path] = data
+        return self.documents[path]
+
+    def target(self, ref: str, base: Path) -> tuple[Path, str]:
+        """Where `ref`, written in file `base`, points: (file, pointer). Raises LookupError with a reason."""
+        if not isinstance(ref, str):
+            raise LookupError("$ref must be a string")
+        location, fragment = urldefrag(ref)
+        if location.startswith(("http://", "https://")):
+            raise LookupError(f"remote $ref {ref!r} is not supported: bundle it into a local file")
+        file = (base.parent / unquote(location)).resolve() if location else base.resolve()
+        pointer = unquote(fragment)
+        if pointer and not pointer.startswith("/"):
+            raise LookupError(f"$ref fragment {fragment!r} is not a JSON pointer")
+        return file, pointer
+
+    def resolve(self, ref: str, base: Path) -> tuple[Path, str, Any]:
+        file, pointer = self.target(ref, base)
+        if not file.exists():
+            raise LookupError(f"$ref {ref!r}: file {file.name} does not exist")
+        node = self.document(file)
+        if node is None:
+            raise LookupError(f"$ref {ref!r}: file {file.name} could not be parsed")
+        for part in pointer_parts(pointer):
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                raise LookupError(f"$ref {ref!r} points to nothing (no {part!r})")
+        return file, pointer, node
+
+    def deref(self, node: Any, base: Path, pointer: str) -> tuple[Any, Path, str]:
+        """Follow `$ref` chains on a non-schema object (parameter, response...). Returns (node, file, pointer)."""
+        seen = set()
+        while isinstance(node, dict) and "$ref" in node:
+            key = (base, pointer)
+            if key in seen:
+                raise LookupError(f"$ref cycle at {pointer}")
+            seen.add(key)
+            base, pointer, node = self.resolve(node["$ref"], base)
+        return node, base, pointer
+
+
+def iter_refs(node: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
+    """Every (pointer of the object holding `$ref`, ref value) under `node`."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield pointer, node["$ref"]
+        for k, v in node.items():
+            # `example`/`examples` values are data, not OpenAPI objects: a "$ref" key inside them is literal.
+            if k in ("example", "examples", "const", "enum", "default") and pointer:
+                continue
+            yield from iter_refs(v, pointer_join(pointer, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from iter_refs(v, pointer_join(pointer, i))
+
+
+@dataclass
+class Contract:
+    """One parsed OpenAPI document and the resolver that knows its referenced files."""
+
+    path: Path
+    data: dict[str, Any]
+    resolver: RefResolver
+    openapi_version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.openapi_version = "3.1" if str(self.data.get("openapi", "")).startswith("3.1") else "3.0"
+
+    @property
+    def name(self) -> str:
+        return display(self.path)
+
+
+def find_contract_files(paths: list[Path]) -> tuple[list[Path], list[ContractProblem]]:
+    """Files given directly, plus top-level contract files of given folders (subfolders hold shared fragments)."""
+    files: list[Path] = []
+    problems: list[ContractProblem] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in CONTRACT_SUFFIXES)
+            if not found:
+                problems.append(ContractProblem(display(p), "", "folder holds no contract files"))
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            problems.append(ContractProblem(display(p), "", "no such file or folder"))
+    return files, problems
+
+
+def _spec_validator(data: dict[str, Any]) -> Any:
+    from openapi_spec_validator import OpenAPIV30SpecValidator, OpenAPIV31SpecValidator
+
+    version = str(data.get("openapi", ""))
+    if version.startswith("3.1"):
+        return OpenAPIV31SpecValidator
+    if version.startswith("3.0"):
+        return OpenAPIV30SpecValidator
+    return None
+
+
+# Findings of openapi-spec-validator that our lint reports better (with a JSON pointer): theirs are dropped.
+_COVERED_BY_LINT = re.compile(r"^(Path parameter '.*' for '.*' operation in '.*' was not resolved"
+                              r"|Operation ID '.*' for '.*' in '.*' is not unique)")
+
+
+def _spec_problems(path: Path, data: dict[str, Any]) -> list[ContractProblem]:
+    validator_cls = _spec_validator(data)
+    name = display(path)
+    if validator_cls is None:
+        return [ContractProblem(name, "/openapi", f"unsupported OpenAPI version {data.get('openapi')!r} "
+                                "(3.0.x and 3.1.x are supported)")]
+    problems = []
+    try:
+        for err in validator_cls(data, base_uri=path.resolve().as_uri()).iter_errors():
+            where = pointer_join("", *getattr(err, "absolute_path", []))
+            message = str(getattr(err, "message", err)).splitlines()[0]
+            if _COVERED_BY_LINT.match(message):
+                continue
+            problems.append(ContractProblem(name, where, message))
+    except Exception as exc:  # the validator cannot continue past some broken documents
+        problems.append(ContractProblem(name, "", f"OpenAPI validation stopped: {type(exc).__name__}: {exc}"[:300]))
+    return problems
+
+
+def load_contracts(paths: list[Path]) -> tuple[list[Contract], list[ContractProblem]]:
+    """Parse, resolve refs and validate every contract under `paths`. Returns contracts and all problems."""
+    files, problems = find_contract_files(paths)
+    contracts = []
+    for file in files:
+        resolver = RefResolver()
+        data = resolver.document(file)
+        problems.extend(resolver.problems)
+        resolver.problems.clear()
+        name = display(file)
+        if data is None:
+            continue
+        if not isinstance(data, dict) or "openapi" not in data:
+            problems.append(ContractProblem(name, "", "not an OpenAPI document (no `openapi` field)"))
+            continue
+        ref_problems = _check_refs(file, data, resolver)
+        problems.extend(ref_problems)
+        if ref_problems:
+            # openapi-spec-validator aborts on the first unresolvable ref; report ours, skip its pass.
+            continue
+        problems.extend(_spec_problems(file, data))
+        # Linted even when the validator found problems, so that one run reports everything.
+        contracts.append(Contract(file, data, resolver))
+    return contracts, problems
+
+
+def _check_refs(file: Path, data: Any, resolver: RefResolver) -> list[ContractProblem]:
+    """Resolve every `$ref` reachable from `data`, following into referenced files; report the broken ones."""
+    problems: list[ContractProblem] = []
+    pending = [(file.resolve(), data)]
+    visited = {file.resolve()}
+    while pending:
+        current, doc = pending.pop()
+        for where, ref in iter_refs(doc):
+            try:
+                target, _, _ = resolver.resolve(ref, current)
+            except LookupError as exc:
+                problems.append(ContractProblem(display(current), pointer_join(where, "$ref"), str(exc)))
+                continue
+            if target not in visited:
+                visited.add(target)
+                pending.append((target, resolver.documents[target]))
+    problems.extend(resolver.problems)
+    resolver.problems.clear()
+    return problems
+
+
+def display(path: Path) -> str:
+    """A path as people want to read it: relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,84 @@
+"""The last stage: call the operation's adapter and check its answer against the contract before it leaves.
+
+Runs after every request policy passed: ctx.params and ctx.body are valid per the contract. A result whose status,
+media type or body the contract does not declare is a vendor contract breach: 502 upstream-contract-violation when
+the API enforces response validation, logged and passed through when it only reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+
+from adapters.base import AdapterCall, AdapterResult
+from gateway.http import Response
+from gateway.pipeline import RequestContext
+from gateway.problems import UpstreamContractViolation, Violation
+
+if TYPE_CHECKING:
+    from gateway.contracts.compile import Operation
+
+log = logging.getLogger("gateway.dispatch")
+
+
+async def dispatch(ctx: RequestContext) -> Response:
+    op = ctx.op
+    call = AdapterCall(
+        operation_id=op.operation_id, params=ctx.params, body=ctx.body, request_id=ctx.request_id,
+        client_id=ctx.client_id, idempotency_key=ctx.idempotency_key, scopes=ctx.scopes,
+        options=op.route_options, method=op.method, raw_body=ctx.raw_body,
+        query_string=ctx.scope["query_string"], media_type=ctx.media_type,
+    )
+    assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
+    result: AdapterResult = await op.handler(call)
+    if result.vendor_request_id:
+        ctx.vendor_request_id = result.vendor_request_id
+    return render(op, ctx, result)
+
+
+def render(op: Operation, ctx: RequestContext, result: AdapterResult) -> Response:
+    """Serialize the result after checking it against the operation's declared responses."""
+    if result.raw is not None:
+        body = result.raw
+        value = None
+    else:
+        body = orjson.dumps(result.body) if result.body is not None else b""
+        value = result.body
+    violations = _check(op, result, body, value)
+    if violations:
+        pointers = ", ".join(f"{v.pointer or '/'}: {v.message}" for v in violations[:10])
+        log.warning("upstream contract violation on %s (%s): %s", op.key, op.vendor, pointers,
+                    extra={"request_id": ctx.request_id})
+        ctx.notes["response_violations"] = len(violations)
+        if op.response_validation == "enforce":
+            raise UpstreamContractViolation(
+                f"{op.vendor}'s answer does not match the contract of {op.operation_id}",
+                extensions={"vendor": op.vendor})
+    response = Response(result.status, body, result.media_type.encode() if body else None)
+    for name, header_value in (result.headers or {}).items():
+        response.header(name, header_value)
+    return response
+
+
+def _check(op: Operation, result: AdapterResult, body: bytes, value: object) -> list[Violation]:
+    declared = op.responses.lookup(result.status)
+    if declared is None:
+        return [Violation("response", "", f"status {result.status} is not declared")]
+    if not declared:
+        return [Violation("response", "", "a body is not declared for this status")] if body else []
+    media = result.media_type.split(";")[0].strip().lower()
+    if media not in declared:
+        return [Violation("response", "", f"media type {media} is not declared for status {result.status}")]
+    validator = declared[media]
+    if validator is None:
+        return []
+    if value is None and body:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return [Violation("response", "", "body is not valid JSON")]
+    if validator.is_valid(value):
+        return []
+    return validator.violations(value, "response")

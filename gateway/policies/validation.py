@@ -1,0 +1,99 @@
+"""Request validation: Accept, parameters, Content-Type, body size, body syntax and body schema.
+
+Runs after routing (ctx.op and ctx.path_params are set). Every violation found in parameters and body is
+reported in one 400; a body is read only up to the configured limit (413 as soon as it is exceeded).
+Afterwards ctx.params holds typed parameter values by name and ctx.body the parsed body (or None).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from gateway.body import parse_form, parse_json, read_body
+from gateway.http import Response
+from gateway.media import acceptable, match_media, media_type
+from gateway.params import coerce
+from gateway.pipeline import BasePolicy, RequestContext
+from gateway.problems import MalformedRequest, NotAcceptable, RequestInvalid, UnsupportedMediaType, Violation
+
+if TYPE_CHECKING:
+    from gateway.contracts.compile import Operation
+    from gateway.runtime import Runtime
+
+
+class ValidationPolicy(BasePolicy):
+    name = "validation"
+
+    def __init__(self, op: Operation, body_limit: int) -> None:
+        self.op = op
+        self.params = op.params
+        self.body = op.body
+        self.body_limit = body_limit
+        self.produces = op.produces
+
+    async def on_request(self, ctx: RequestContext) -> Response | None:
+        scope = ctx.scope
+        if self.produces and not acceptable(ctx.header(b"accept"), self.produces):
+            raise NotAcceptable(f"this operation produces {', '.join(self.produces)}")
+        params, violations = self.params.parse(ctx.path_params, scope["query_string"], scope["headers"])
+        ctx.params = params
+        if self.body is not None:
+            violations += await self._body(ctx)
+        if violations:
+            raise RequestInvalid(violations)
+        return None
+
+    async def _body(self, ctx: RequestContext) -> list[Violation]:
+        spec = self.body
+        assert spec is not None
+        declared_media = media_type(ctx.header(b"content-type"))
+        length_header = ctx.header(b"content-length")
+        content_length = None
+        if length_header is not None:
+            if not length_header.strip().isdigit():
+                raise MalformedRequest("Content-Length is not a number")
+            content_length = int(length_header)
+        has_body = (content_length or 0) > 0 or ctx.header(b"transfer-encoding") is not None
+        if not has_body and declared_media is None:
+            return [Violation("body", "", "a request body is required")] if spec.required else []
+        if declared_media is None:
+            raise UnsupportedMediaType(f"send Content-Type: {' or '.join(spec.declared)}")
+        matched = match_media(declared_media, spec.declared)
+        if matched is None:
+            raise UnsupportedMediaType(f"{declared_media} is not accepted here; send {' or '.join(spec.declared)}")
+        raw = await read_body(ctx.receive, self.body_limit, content_length)
+        ctx.raw_body = raw
+        ctx.media_type = declared_media
+        if not raw:
+            return [Violation("body", "", "a request body is required")] if spec.required else []
+        kind, validator, field_types = spec.media[matched]
+        value: Any
+        if kind == "json":
+            try:
+                value = parse_json(raw)
+            except MalformedRequest as exc:
+                return [Violation("body", "", exc.detail or "body is not valid JSON")]
+        elif kind == "form":
+            value = _typed_form(parse_form(raw), field_types)
+        else:
+            ctx.body = raw
+            return []
+        ctx.body = value
+        if validator is not None and not validator.is_valid(value):
+            return validator.violations(value, "body")
+        return []
+
+
+def _typed_form(fields: dict[str, Any], types: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        t = types.get(name, ("string",))
+        if t and t[0] == "array":
+            out[name] = [coerce(v, t[1:]) for v in (value if isinstance(value, list) else [value])]
+        else:
+            out[name] = coerce(value[-1] if isinstance(value, list) else value, t)
+    return out
+
+
+def build(op: Operation, runtime: Runtime) -> ValidationPolicy:
+    return ValidationPolicy(op, runtime.settings.request.body_max_bytes)

@@ -1,0 +1,90 @@
+"""The running gateway's state, built once from Settings: compiled operations, router, adapters, renderer.
+
+`check()` is what both `gateway check` and start-up run: load + lint + compile, every problem at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adapters.base import Adapter
+from adapters.client import VendorClient
+from adapters.registry import adapter_class
+from gateway.contracts.compile import Operation, compile_contracts
+from gateway.contracts.lint import lint
+from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
+from gateway.pipeline import build_policies
+from gateway.problems import ProblemRenderer
+from gateway.router import Router
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway")
+
+
+def _settings_problems(settings: Settings) -> list[ContractProblem]:
+    problems = []
+    for name, vendor in settings.vendors.items():
+        where = f"/vendors/{name}"
+        try:
+            cls = adapter_class(vendor.adapter)
+        except LookupError as exc:
+            problems.append(ContractProblem("gateway.yaml", where + "/adapter", str(exc)))
+            continue
+        for reason in cls.check_settings(vendor):
+            problems.append(ContractProblem("gateway.yaml", where, reason))
+    return problems
+
+
+def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem]]:
+    """Load, lint and compile every contract. Operations are only returned when there is no problem."""
+    contracts, problems = load_contracts(settings.contract_paths())
+    problems += _settings_problems(settings)
+    problems += lint(contracts, settings)
+    if problems:
+        return contracts, [], problems
+    operations, compile_problems = compile_contracts(contracts, settings)
+    return contracts, operations if not compile_problems else [], compile_problems
+
+
+class Runtime:
+    """Everything the edge needs per request, built at start-up and read-only afterwards."""
+
+    def __init__(self, settings: Settings, contracts: list[Contract], operations: list[Operation]) -> None:
+        self.settings = settings
+        self.contracts = contracts
+        self.operations = operations
+        self.renderer = ProblemRenderer(settings.problem_type_base)
+        self.router = Router(operations)
+        self.adapters: dict[str, Adapter] = {}
+        self.ready = False
+        self.extras: dict[str, Any] = {}  # per-feature state (stores, metrics...) keyed by feature name
+        for op in operations:
+            op.policies = build_policies(op, self)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        """Compile everything or raise ContractError listing every problem."""
+        contracts, operations, problems = check(settings)
+        if problems:
+            raise ContractError(problems)
+        return cls(settings, contracts, operations)
+
+    async def startup(self) -> None:
+        used = {op.vendor for op in self.operations}
+        for name in sorted(used):
+            vendor = self.settings.vendors[name]
+            client = VendorClient(name, vendor, self.settings.transport)
+            adapter = adapter_class(vendor.adapter)(name, vendor, client)
+            await adapter.startup()
+            self.adapters[name] = adapter
+        for op in self.operations:
+            op.handler = getattr(self.adapters[op.vendor], op.adapter_operation)
+        self.ready = True
+        log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        for adapter in self.adapters.values():
+            await adapter.shutdown()
+        self.adapters.clear()

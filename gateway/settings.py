@@ -1,0 +1,153 @@
+"""The only place configuration is read: `gateway.yaml` (how the gateway runs) plus environment variables.
+
+Defaults live here and nowhere else. Strings may reference the environment as `${NAME}` or `${NAME:-default}`, and
+any secret may be given as `file:/path` to read it from a mounted secret file, so secrets never need to be written
+into the YAML itself. Unknown keys are errors: a typo must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutSettings(Strict):
+    """Per vendor: how long each phase of one vendor call may take, and the whole call."""
+
+    connect_s: float = Field(2.0, gt=0)
+    read_s: float = Field(10.0, gt=0)
+    write_s: float = Field(10.0, gt=0)
+    pool_s: float = Field(2.0, gt=0)
+    total_s: float = Field(15.0, gt=0)
+
+
+class PoolSettings(Strict):
+    max_connections: int = Field(100, ge=1)
+    keepalive_expiry_s: float = Field(30.0, gt=0)
+
+
+class VendorSettings(Strict):
+    """One vendor the gateway talks to: which adapter translates for it, where it lives, how we authenticate."""
+
+    adapter: str
+    base_url: str
+    credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    timeouts: TimeoutSettings = TimeoutSettings()
+    pool: PoolSettings = PoolSettings()
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an absolute http(s) URL")
+        return v.rstrip("/")
+
+    def secret(self, name: str) -> str:
+        value = self.credentials.get(name)
+        if value is None:
+            raise KeyError(f"credential {name!r} is not configured")
+        return value.get_secret_value()
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+
+
+class RequestSettings(Strict):
+    body_max_bytes: int = Field(1_048_576, ge=1)
+
+
+class Settings(Strict):
+    """Everything about how the gateway runs. What the API *is* lives in the contracts."""
+
+    contracts: list[Path] = Field(default_factory=lambda: [Path("contracts")])
+    server: ServerSettings = ServerSettings()
+    request: RequestSettings = RequestSettings()
+    response_validation: Literal["enforce", "report"] = "enforce"
+    problem_type_base: str = "https://contract-gateway.dev/problems/"
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    vendors: dict[str, VendorSettings] = Field(default_factory=dict)
+    # Where relative paths (contracts, keys) are resolved from: the config file's folder.
+    base_dir: Path = Path(".")
+
+    def contract_paths(self) -> list[Path]:
+        return [p if p.is_absolute() else (self.base_dir / p) for p in self.contracts]
+
+
+class SettingsError(Exception):
+    """The configuration is unusable; the message lists every problem."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, where: str, missing: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), missing) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, f"{where}[{i}]", missing) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1), m.group(2))
+            if value is None:
+                missing.append(f"{where}: environment variable {m.group(1)} is not set")
+                return ""
+            return value
+
+        node = _ENV_REF.sub(sub, node)
+        if node.startswith("file:"):
+            path = Path(node[5:])
+            try:
+                return path.read_text().strip()
+            except OSError as exc:
+                missing.append(f"{where}: cannot read secret file {path}: {exc.strerror}")
+                return ""
+    return node
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read `path` (YAML), apply env interpolation and `overrides` (dotted keys), validate."""
+    raw: dict[str, Any] = {}
+    base_dir = Path(".").resolve()
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"{path}: the top level must be a mapping")
+        raw = loaded or {}
+        base_dir = path.resolve().parent
+    missing: list[str] = []
+    raw = _interpolate(raw, "", missing)
+    if missing:
+        raise SettingsError("\n".join(f"{path}: {m}" for m in missing))
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    raw.setdefault("base_dir", str(base_dir))
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            lines.append(f"{path or 'settings'}: {loc}: {err['msg']}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,135 @@
+"""The FastAPI shell: everything that is not a contract operation (docs, contracts, health, problem types).
+
+None of this is on the hot path; the edge (gateway/edge.py) only sends here what no contract declares.
+Its errors are problem+json like everything else.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gateway.contracts.bundle import public_document
+from gateway.contracts.compile import api_identity
+from gateway.problems import (
+    PROBLEM_JSON,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    RequestInvalid,
+    Violation,
+    all_problem_classes,
+)
+from gateway.runtime import Runtime
+
+STATIC = Path(__file__).parent / "docs" / "static"
+
+
+def problem_response(runtime: Runtime, request: Request, err: GatewayError) -> Response:
+    from gateway.edge import request_id_of
+
+    request_id = request_id_of(request.scope)
+    headers = {**err.headers, "x-request-id": request_id}
+    return Response(runtime.renderer.body(err, request_id), err.status, headers=headers,
+                    media_type=PROBLEM_JSON.decode())
+
+
+def build_shell(runtime: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.startup()
+        try:
+            yield
+        finally:
+            await runtime.shutdown()
+
+    app = FastAPI(title="contract-gateway", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.mount("/docs/static", StaticFiles(directory=STATIC), name="static")
+    documents = {api_identity(c): c for c in runtime.contracts}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return problem_response(runtime, request, NotFound(f"no operation is declared at {request.url.path}"))
+        if exc.status_code == 405:
+            allow = (exc.headers or {}).get("allow", "GET")
+            return problem_response(runtime, request, MethodNotAllowed([m.strip() for m in allow.split(",")]))
+        err = GatewayError(str(exc.detail))
+        err.status = exc.status_code  # type: ignore[misc]
+        return problem_response(runtime, request, err)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        violations = [Violation(str(e["loc"][0]) if e["loc"] else "body",
+                                "/" + "/".join(str(x) for x in e["loc"][1:]), e["msg"]) for e in exc.errors()]
+        return problem_response(runtime, request, RequestInvalid(violations))
+
+    @app.exception_handler(GatewayError)
+    async def gateway_error(request: Request, exc: GatewayError) -> Response:
+        return problem_response(runtime, request, exc)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/docs")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = runtime.ready
+        body = {"status": "ready" if ready else "starting", "operations": len(runtime.operations),
+                "contracts": len(runtime.contracts)}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/contracts")
+    async def contracts() -> list[dict[str, Any]]:
+        return [{"api": api, "version": version, "title": c.data.get("info", {}).get("title"),
+                 "openapi": f"/contracts/{api}/{version}/openapi.json", "docs": f"/docs/{api}/{version}"}
+                for (api, version), c in sorted(documents.items())]
+
+    @app.get("/contracts/{api}/{version}/openapi.json")
+    async def contract(api: str, version: str) -> Response:
+        c = documents.get((api, version))
+        if c is None:
+            raise NotFound(f"no contract for {api} {version}")
+        return JSONResponse(public_document(c))
+
+    @app.get("/problems/{slug}")
+    async def problem_type(slug: str) -> dict[str, Any]:
+        for cls in all_problem_classes():
+            if cls.slug == slug:
+                return {"type": runtime.renderer.type_base + slug, "title": cls.title, "status": cls.status,
+                        "description": (cls.__doc__ or "").strip()}
+        raise NotFound(f"no problem type {slug!r}")
+
+    @app.get("/docs", response_class=HTMLResponse)
+    async def docs_index() -> str:
+        rows = "".join(
+            f"<li><a href='/docs/{a}/{v}'>{html.escape(str(c.data.get('info', {}).get('title', a)))} {v}</a>"
+            f" &middot; <a href='/contracts/{a}/{v}/openapi.json'>openapi.json</a></li>"
+            for (a, v), c in sorted(documents.items()))
+        return f"<!doctype html><html><head><meta charset='utf-8'><title>API docs</title></head><body>" \
+               f"<h1>APIs</h1><ul>{rows}</ul></body></html>"
+
+    @app.get("/docs/{api}/{version}", response_class=HTMLResponse)
+    async def docs_page(api: str, version: str) -> str:
+        if (api, version) not in documents:
+            raise NotFound(f"no contract for {api} {version}")
+        url = f"/contracts/{api}/{version}/openapi.json"
+        return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(api)} {version}</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui/swagger-ui.css"></head><body><div id="ui"></div>
+<script src="/docs/static/swagger-ui/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui"}});</script></body></html>"""
+
+    return app

@@ -1,0 +1,103 @@
+"""Shared fixtures: real servers on loopback sockets (sandbox vendors, upstream services, the gateway itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+class ServerThread:
+    """An ASGI app served by uvicorn on an ephemeral loopback port, in a background thread with its own loop."""
+
+    def __init__(self, app: Any, lifespan: str = "on") -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan,
+                                loop="asyncio", http="h11", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self.server.serve(sockets=[self.sock]))
+        except BaseException as exc:  # surfaced by start()
+            self.error = exc
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        deadline = 200
+        while not self.server.started and self.thread.is_alive() and deadline:
+            self.thread.join(0.05)
+            deadline -= 1
+        if not self.server.started:
+            raise RuntimeError(f"server did not start: {self.error!r}")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def sandboxes() -> Iterator[Any]:
+    """The three vendor sandboxes on ephemeral ports, shared by the whole run (tests reset what they use)."""
+    from adapters.sandbox import SandboxThread
+
+    thread = SandboxThread().start()
+    yield thread
+
+
+def demo_settings(sandbox_urls: dict[str, str], **overrides: Any) -> Settings:
+    """gateway.yaml (the demo configuration) with vendors pointed at the given sandbox URLs."""
+    values: dict[str, Any] = {f"vendors.{name}.base_url": url for name, url in sandbox_urls.items()}
+    values.update(overrides)
+    return load_settings(ROOT / "gateway.yaml", values)
+
+
+@pytest.fixture
+def serve_gateway() -> Iterator[Callable[[Settings], ServerThread]]:
+    """Start the gateway for given settings over a real socket; stopped after the test."""
+    from gateway.app import create_app
+
+    started: list[ServerThread] = []
+
+    def start(settings: Settings) -> ServerThread:
+        server = ServerThread(create_app(settings)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def serve_app() -> Iterator[Callable[[Any], ServerThread]]:
+    """Start any ASGI app (an upstream service for the http adapter) over a real socket."""
+    started: list[ServerThread] = []
+
+    def start(app: Any) -> ServerThread:
+        server = ServerThread(app, lifespan="off").start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
