@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from adapters.base import AdapterCall, AdapterResult
+from gateway import metrics
 from gateway.http import Response
 from gateway.pipeline import RequestContext
 from gateway.problems import UpstreamContractViolation, Violation
@@ -52,6 +53,8 @@ def render(op: Operation, ctx: RequestContext, result: AdapterResult) -> Respons
         log.warning("upstream contract violation on %s (%s): %s", op.key, op.vendor, pointers,
                     extra={"request_id": ctx.request_id})
         ctx.notes["response_violations"] = len(violations)
+        metrics.upstream_violations_total.labels(op.api, op.version, op.operation_id, op.vendor,
+                                                 op.response_validation).inc()
         if op.response_validation == "enforce":
             raise UpstreamContractViolation(
                 f"{op.vendor}'s answer does not match the contract of {op.operation_id}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway import metrics
 from gateway.body import parse_form, parse_json, read_body
 from gateway.http import Response
 from gateway.media import acceptable, match_media, media_type
@@ -40,6 +41,8 @@ class ValidationPolicy(BasePolicy):
         if self.body is not None:
             violations += await self._body(ctx)
         if violations:
+            metrics.validation_failures_total.labels(self.op.api, self.op.version, self.op.operation_id,
+                                                     violations[0].location).inc()
             raise RequestInvalid(violations)
         return None
 
