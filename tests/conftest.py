@@ -101,3 +101,29 @@ def serve_app() -> Iterator[Callable[[Any], ServerThread]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A real Redis (found or started; see tests/services.py). Tests use their own key prefixes."""
+    from tests.services import redis_url as find
+
+    return find()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """A real PostgreSQL (found or started; see tests/services.py). Tests create their own databases or schemas."""
+    from tests.services import postgres_dsn as find
+
+    return find()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[Any]:
+    """A Redis of this test's own, which it may stop and start again to simulate an outage."""
+    from tests.services import RedisProcess
+
+    server = RedisProcess().start()
+    yield server
+    server.stop()
