@@ -11,8 +11,8 @@ import json
 import httpx
 import pytest
 
-from gateway.settings import load_settings
 from gateway.app import create_app
+from gateway.settings import load_settings
 from tests.conftest import DATA, ServerThread
 from tests.echo import echo_app
 

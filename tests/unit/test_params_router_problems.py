@@ -6,8 +6,15 @@ import orjson
 import pytest
 
 from gateway.params import ParamSpec, coerce
-from gateway.problems import (GatewayError, MethodNotAllowed, NotFound, ProblemRenderer, RequestInvalid, Violation,
-                              all_problem_classes)
+from gateway.problems import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    ProblemRenderer,
+    RequestInvalid,
+    Violation,
+    all_problem_classes,
+)
 from gateway.router import Router
 from gateway.runtime import check
 from gateway.settings import load_settings
@@ -101,4 +108,5 @@ def test_problem_rendering_follows_rfc_9457():
     doc = orjson.loads(ProblemRenderer("https://example.test/p").body(err, "req-1"))
     assert doc == {"type": "https://example.test/p/validation-error", "title": "Request does not match the contract",
                    "status": 400, "detail": "1 violation of the contract", "instance": "req-1",
-                   "errors": [{"in": "query", "pointer": "/limit", "message": "value is greater than the maximum of 100"}]}
+                   "errors": [{"in": "query", "pointer": "/limit",
+                               "message": "value is greater than the maximum of 100"}]}
