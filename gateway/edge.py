@@ -51,7 +51,11 @@ class Edge:
         if "?" in path:  # some servers include the query in raw_path
             path = path.split("?", 1)[0]
         try:
-            op, path_params = self.router.match(scope["method"], path)
+            try:
+                op, path_params = self.router.match(scope["method"], path)
+            except NotFound:
+                # Not a versioned contract path: maybe header-selected or an unknown version (gateway/versions.py).
+                op, path_params = self.runtime.versions.resolve(scope["method"], path, scope["headers"])
         except NotFound:
             return await self.shell(scope, receive, send)
         except GatewayError as err:

@@ -25,3 +25,6 @@ validation_failures_total = Counter(
 upstream_violations_total = Counter(
     "gateway_upstream_contract_violations_total", "Vendor answers that broke the contract",
     ["api", "version", "operation", "vendor", "mode"], registry=REGISTRY)
+deprecated_calls_total = Counter(
+    "gateway_deprecated_calls_total", "Calls to deprecated operations, by client: who still uses what is going away",
+    ["api", "version", "operation", "client"], registry=REGISTRY)

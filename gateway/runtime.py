@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from adapters.base import Adapter
@@ -18,6 +19,7 @@ from gateway.pipeline import build_policies
 from gateway.problems import ProblemRenderer
 from gateway.router import Router
 from gateway.settings import Settings
+from gateway.versions import VersionIndex
 
 log = logging.getLogger("gateway")
 
@@ -56,8 +58,10 @@ class Runtime:
         self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
         self.router = Router(operations)
+        self.versions = VersionIndex(operations, lambda: self.clock())
         self.adapters: dict[str, Adapter] = {}
         self.ready = False
+        self.clock = time.time  # replaceable in tests that need to be after a sunset date
         self.extras: dict[str, Any] = {}  # per-feature state (stores, metrics...) keyed by feature name
         for op in operations:
             op.policies = build_policies(op, self)

@@ -6,6 +6,8 @@ At the document root (applies to every operation of the API):
       api: orders                 # API name in metrics, logs and the docs portal (default: file name)
       version: v1                 # default: "v" + major of info.version
       response_validation: report # enforce (default, from gateway.yaml) | report
+      deprecation: {date: 2026-09-01, sunset: 2027-06-30, link: https://..., successor: /v2/orders}
+      version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
 
 On an operation:
 
@@ -14,6 +16,7 @@ On an operation:
       upstream_path: /orders/{order_id}  # http adapter only: where to forward (default: the contract path)
       response_validation: enforce
       options: {...}                     # static options handed to the adapter operation
+      deprecation: {...}                 # as at the root, for this operation only
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -21,19 +24,44 @@ Unknown keys are errors, so a typo cannot silently disable a policy.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Ext(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Deprecation(_Ext):
+    """When an API version or operation was deprecated, when it stops answering, and where to go instead."""
+
+    date: dt.date | dt.datetime | None = None
+    sunset: dt.date | dt.datetime | None = None
+    link: str | None = Field(None, pattern=r"^(https?://|/)")
+    successor: str | None = Field(None, pattern=r"^(https?://|/)")
+
+    @model_validator(mode="after")
+    def _order(self) -> Deprecation:
+        if self.date is not None and self.sunset is not None and _as_dt(self.sunset) < _as_dt(self.date):
+            raise ValueError("sunset must not be earlier than the deprecation date")
+        return self
+
+
+def _as_dt(value: dt.date | dt.datetime) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+
+
 class ApiExtension(_Ext):
     api: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,40}$")
     version: str | None = Field(None, pattern=r"^v[0-9]{1,3}$")
     response_validation: Literal["enforce", "report"] | None = None
+    deprecation: Deprecation | None = None
+    # Opt in to header selection: paths without the version prefix pick the version from this header.
+    version_header: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 
 
 class OperationExtension(_Ext):
@@ -41,3 +69,4 @@ class OperationExtension(_Ext):
     upstream_path: str | None = Field(None, pattern=r"^/")
     response_validation: Literal["enforce", "report"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    deprecation: Deprecation | None = None
