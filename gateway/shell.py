@@ -6,7 +6,6 @@ Its errors are problem+json like everything else.
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,12 +13,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
+from gateway.docs.portal import build_portal
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -113,23 +113,11 @@ def build_shell(runtime: Runtime) -> FastAPI:
                         "description": (cls.__doc__ or "").strip()}
         raise NotFound(f"no problem type {slug!r}")
 
-    @app.get("/docs", response_class=HTMLResponse)
-    async def docs_index() -> str:
-        rows = "".join(
-            f"<li><a href='/docs/{a}/{v}'>{html.escape(str(c.data.get('info', {}).get('title', a)))} {v}</a>"
-            f" &middot; <a href='/contracts/{a}/{v}/openapi.json'>openapi.json</a></li>"
-            for (a, v), c in sorted(documents.items()))
-        return f"<!doctype html><html><head><meta charset='utf-8'><title>API docs</title></head><body>" \
-               f"<h1>APIs</h1><ul>{rows}</ul></body></html>"
+    @app.get("/problems")
+    async def problem_types() -> list[dict[str, Any]]:
+        return [{"type": runtime.renderer.type_base + cls.slug, "title": cls.title, "status": cls.status}
+                for cls in all_problem_classes() if cls.__module__ == "gateway.problems" and cls.slug
+                and cls.__name__ not in ("GatewayError", "ClientProblem", "ServerProblem")]
 
-    @app.get("/docs/{api}/{version}", response_class=HTMLResponse)
-    async def docs_page(api: str, version: str) -> str:
-        if (api, version) not in documents:
-            raise NotFound(f"no contract for {api} {version}")
-        url = f"/contracts/{api}/{version}/openapi.json"
-        return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(api)} {version}</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui/swagger-ui.css"></head><body><div id="ui"></div>
-<script src="/docs/static/swagger-ui/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui"}});</script></body></html>"""
-
+    app.include_router(build_portal(runtime))
     return app
