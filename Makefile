@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 FUZZ_EXAMPLES ?= 10
 
-.PHONY: run test lint fuzz fuzz-deep bench lock clean
+.PHONY: run test lint fuzz fuzz-deep bench lock clean contract-gate contracts-baseline
 
 $(INSTALLED): requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -43,3 +43,11 @@ lock:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## The breaking-change gate: contracts/ against the recorded baseline (also part of `make test`)
+contract-gate: $(INSTALLED)
+	$(BIN)/gateway diff .ci/contracts-baseline contracts
+
+## Accept the current contracts as the new baseline (a deliberate act: a release, or retiring a version)
+contracts-baseline:
+	rm -rf .ci/contracts-baseline && mkdir -p .ci/contracts-baseline && cp -r contracts/. .ci/contracts-baseline/

@@ -184,6 +184,10 @@ class _Differ:
         if not n and o:
             self.add("security-removed", False, ptr, "the operation is now public")
             return
+        if not o:
+            self.add("security-added", True, ptr, f"the operation now requires authentication: "
+                     f"{'; '.join(_fmt(req) for req in n)}")
+            return
         for alt in o:
             # An old way to authenticate still works if some new alternative asks no more than it did.
             if not any(all(scheme in alt and set(scopes) <= set(alt[scheme]) for scheme, scopes in req.items())
