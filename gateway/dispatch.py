@@ -33,7 +33,11 @@ async def dispatch(ctx: RequestContext) -> Response:
         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
     )
     assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
+    if op.mapping is not None:
+        call = op.mapping.to_canonical(op.operation_id, call)
     result: AdapterResult = await op.handler(call)
+    if op.mapping is not None:
+        result = op.mapping.from_canonical(op.operation_id, result)
     if result.vendor_request_id:
         ctx.vendor_request_id = result.vendor_request_id
     return render(op, ctx, result)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gateway.mappings import load_mapping
 from gateway.media import is_json
 from gateway.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.settings import Settings
@@ -78,6 +79,7 @@ class Operation:
     contract: Contract
     policies: tuple[Any, ...] = ()
     handler: Callable[..., Any] | None = None
+    mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -143,6 +145,7 @@ def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, sett
                        "base_path": base_path(contract.data), **(op_ext.get("options") or {})},
         response_validation=merged.get("response_validation") or settings.response_validation,
         extension=merged, api_extension=api_ext, node=raw.node, contract=contract,
+        mapping=load_mapping(api_ext["mapping"]) if api_ext.get("mapping") else None,
     )
 
 

@@ -261,6 +261,12 @@ class _SchemaWalk:
             if old != new:
                 self.d.add("schema-changed", True, ptr, "the schema changed in a way that cannot be compared")
             return
+        o_types, n_types = self._types(old), self._types(new)
+        if o_types and n_types and not (o_types & n_types):
+            # A different kind of value altogether: one change, not a cascade of keyword differences.
+            self.d.add("schema-type-changed", True, pointer_join(ptr, "type"),
+                       f"type changed from {sorted(o_types)} to {sorted(n_types)}")
+            return
         self.types(old, new, ptr)
         self.values(old, new, ptr)
         self.bounds(old, new, ptr)
@@ -414,6 +420,9 @@ def diff_paths(old_paths: list[Path], new_paths: list[Path]) -> tuple[DiffReport
     old, old_problems = load_contracts(old_paths)
     new, new_problems = load_contracts(new_paths)
     errors = [str(p) for p in old_problems + new_problems]
+    if len(old) == len(new) == 1 and all(p.is_file() for p in old_paths + new_paths):
+        # Two files named explicitly are compared with each other, whatever versions they declare.
+        return DiffReport(diff_contracts(old[0], new[0])), errors
     old_by = {api_identity(c): c for c in old}
     new_by = {api_identity(c): c for c in new}
     changes: list[Change] = []

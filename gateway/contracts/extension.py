@@ -7,6 +7,7 @@ At the document root (applies to every operation of the API):
       version: v1                 # default: "v" + major of info.version
       response_validation: report # enforce (default, from gateway.yaml) | report
       deprecation: {date: 2026-09-01, sunset: 2027-06-30, link: https://..., successor: /v2/orders}
+      mapping: orders_v2          # gateway/mappings/orders_v2.py maps this version onto the adapter's model
       version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
 
 On an operation:
@@ -60,6 +61,8 @@ class ApiExtension(_Ext):
     version: str | None = Field(None, pattern=r"^v[0-9]{1,3}$")
     response_validation: Literal["enforce", "report"] | None = None
     deprecation: Deprecation | None = None
+    # A version mapping (gateway/mappings/<name>.py) between this version's shapes and the adapter's model.
+    mapping: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,40}$")
     # Opt in to header selection: paths without the version prefix pick the version from this header.
     version_header: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
 

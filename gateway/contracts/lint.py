@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from adapters.registry import adapter_class
+from gateway.mappings import load_mapping
 from gateway.settings import Settings
 
 from .extension import ApiExtension, OperationExtension
@@ -53,6 +54,12 @@ def _lint_contract(contract: Contract, settings: Settings,
     problems: list[ContractProblem] = []
     file = contract.name
     problems += _extension_problems(file, "/x-gateway", ApiExtension, contract.data.get("x-gateway"))
+    mapping = (contract.data.get("x-gateway") or {}).get("mapping")
+    if isinstance(mapping, str):
+        try:
+            load_mapping(mapping)
+        except LookupError as exc:
+            problems.append(ContractProblem(file, "/x-gateway/mapping", str(exc)))
     seen_ids: dict[str, str] = {}
     for op in iter_operations(contract):
         if isinstance(op, tuple):
