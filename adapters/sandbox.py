@@ -8,7 +8,8 @@ under `/_sandbox/` (never part of the vendor's API):
     DELETE /_sandbox/faults     clear faults
     GET    /_sandbox/stats      {"requests": {"POST /v1/payment_intents": 3}, "effects": {"charges_created": 1}}
     GET    /_sandbox/requests   the last requests: method, path, headers (credentials masked), body
-    POST   /_sandbox/reset      forget all state, faults and counters
+    PUT    /_sandbox/settings   vendor behaviour a test may tune, e.g. {"burst_limit": 10} for HubSpot
+    POST   /_sandbox/reset      forget all state, faults and counters (settings return to their defaults)
 
 A fault rule (all keys optional): `method`, `path` (prefix), `times` (apply to the next N matching requests, then
 drop the rule), `probability` (0..1), and one effect: `latency_ms` (delay, then serve normally), `status` (answer
@@ -74,6 +75,7 @@ class SandboxState:
     faults: list[Fault] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
     effects: Counter[str] = field(default_factory=Counter)
+    settings: dict[str, Any] = field(default_factory=dict)
     journal: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
 
     def take_fault(self, method: str, path: str) -> Fault | None:
@@ -95,9 +97,10 @@ class Sandbox:
 
     def __init__(self, name: str, routes: list[BaseRoute], error: ErrorBody,
                  broken_body: Callable[[], Any] | None = None,
-                 reset: Callable[[], None] | None = None) -> None:
+                 reset: Callable[[], None] | None = None, settings: dict[str, Any] | None = None) -> None:
         self.name = name
-        self.state = SandboxState()
+        self.defaults = dict(settings or {})
+        self.state = SandboxState(settings=dict(self.defaults))
         self._error = error
         self._broken = broken_body or (lambda: {"unexpected": "shape"})
         self._reset_vendor = reset
@@ -107,6 +110,7 @@ class Sandbox:
             Route("/_sandbox/stats", self._stats, methods=["GET"]),
             Route("/_sandbox/requests", self._journal, methods=["GET"]),
             Route("/_sandbox/reset", self._reset, methods=["POST"]),
+            Route("/_sandbox/settings", self._settings, methods=["GET", "PUT"]),
         ]
         self.vendor_app = Starlette(routes=routes)
         self.control_app = Starlette(routes=control)
@@ -176,8 +180,17 @@ class Sandbox:
         limit = int(request.query_params.get("limit", "50"))
         return JSONResponse(list(self.state.journal)[-limit:])
 
+    async def _settings(self, request: Request) -> Response:
+        if request.method == "PUT":
+            changes = await request.json()
+            unknown = set(changes) - set(self.defaults)
+            if unknown:
+                return JSONResponse({"error": f"unknown settings: {sorted(unknown)}"}, 400)
+            self.state.settings.update(changes)
+        return JSONResponse(self.state.settings)
+
     async def _reset(self, request: Request) -> Response:
-        self.state = SandboxState()
+        self.state = SandboxState(settings=dict(self.defaults))
         if self._reset_vendor is not None:
             self._reset_vendor()
         return JSONResponse({"reset": True})
