@@ -14,10 +14,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -52,7 +52,7 @@ def pinned(cpu: str, cmd: list[str]) -> list[str]:
 @contextmanager
 def process(cmd: list[str], port: int, env: dict[str, str] | None = None, cwd: Path | None = None,
             log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    out = open(log, "wb") if log else subprocess.DEVNULL
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:

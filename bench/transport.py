@@ -13,8 +13,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
-from lib import BENCH, VENV_BIN, GATEWAY_CPU, Result, nginx_upstream, pinned, process, wrk
+from lib import BENCH, GATEWAY_CPU, VENV_BIN, Result, nginx_upstream, pinned, process, wrk
 
 PORT = 9200
 

@@ -82,15 +82,15 @@ class Router:
             raise NotFound(f"no operation at {raw_path[:200]!r}")
         found: list[tuple[_Node, dict[str, str]]] = []
         self._walk(self.root, decoded, 0, {}, found)
-        allowed: set[str] = set()
-        for node, params in found:
-            op = node.methods.get(method)
-            if op is not None:
-                return op, params
-            allowed.update(node.methods)
-        if allowed:
-            raise MethodNotAllowed(sorted(allowed))
-        raise NotFound("no operation is declared at this path")
+        if not found:
+            raise NotFound("no operation is declared at this path")
+        # The most specific path wins outright (OpenAPI: concrete paths before templated ones); its methods are
+        # the Allow list, even if a less specific template would accept this method.
+        node, params = found[0]
+        op = node.methods.get(method)
+        if op is None:
+            raise MethodNotAllowed(sorted(node.methods))
+        return op, params
 
     def _walk(self, node: _Node, segments: list[str], i: int, params: dict[str, str],
               found: list[tuple[_Node, dict[str, str]]]) -> None:

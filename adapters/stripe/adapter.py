@@ -110,7 +110,7 @@ class StripeAdapter(Adapter):
     async def create_payment(self, call: AdapterCall) -> AdapterResult:
         body = call.body
         form: list[tuple[str, Any]] = [
-            ("amount", body["amount"]), ("currency", body["currency"].lower()),
+            ("amount", int(body["amount"])), ("currency", body["currency"].lower()),
             ("capture_method", body.get("capture_method", "automatic")),
             ("metadata[order_id]", body["order_id"]), *EXPAND_CHARGE,
         ]
@@ -134,7 +134,7 @@ class StripeAdapter(Adapter):
     async def capture_payment(self, call: AdapterCall) -> AdapterResult:
         form: list[tuple[str, Any]] = list(EXPAND_CHARGE)
         if call.body and call.body.get("amount") is not None:
-            form.append(("amount_to_capture", call.body["amount"]))
+            form.append(("amount_to_capture", int(call.body["amount"])))
         path = f"/v1/payment_intents/{payment_intent_id(call.params['payment_id'])}/capture"
         return AdapterResult(200, payment_from_stripe(await self._call(call, "POST", path, form)))
 
@@ -143,7 +143,7 @@ class StripeAdapter(Adapter):
         body = call.body or {}
         form: list[tuple[str, Any]] = [("payment_intent", payment_intent_id(call.params["payment_id"]))]
         if body.get("amount") is not None:
-            form.append(("amount", body["amount"]))
+            form.append(("amount", int(body["amount"])))
         if body.get("reason"):
             form.append(("reason", body["reason"]))
         return AdapterResult(201, refund_from_stripe(await self._call(call, "POST", "/v1/refunds", form)))

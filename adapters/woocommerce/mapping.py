@@ -85,10 +85,11 @@ def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]]) -
     shipping.update(first_name=customer.get("first_name", ""), last_name=customer.get("last_name", ""))
     items = []
     for item in body["items"]:
-        line: dict[str, Any] = {"product_id": products[item["sku"]]["id"], "quantity": item["quantity"]}
+        # JSON Schema counts 2.0 as an integer; WooCommerce does not.
+        line: dict[str, Any] = {"product_id": products[item["sku"]]["id"], "quantity": int(item["quantity"])}
         if item.get("unit_price") is not None:
             # Setting subtotal and total overrides the catalogue price for this line.
-            line["subtotal"] = line["total"] = money(Decimal(item["unit_price"]) * item["quantity"])
+            line["subtotal"] = line["total"] = money(Decimal(item["unit_price"]) * line["quantity"])
         items.append(line)
     payload: dict[str, Any] = {"status": "pending", "currency": body["currency"], "billing": billing,
                                "shipping": shipping, "line_items": items,

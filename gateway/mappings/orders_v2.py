@@ -1,7 +1,8 @@
 """Orders v2 <-> the canonical (v1) order model the commerce adapter speaks.
 
-v2 breaks v1 in three ways: money is `{amount, currency}` in minor units instead of a decimal string, two status
-values are renamed (processing -> confirmed, on_hold -> held), and `external_ref` is gone. Everything else passes
+v2 breaks v1 in three ways: money is in minor units instead of a decimal string (the order total as
+`{amount, currency}`, a line's price as `unit_amount` in the order's currency), two status values are renamed
+(processing -> confirmed, on_hold -> held), and `external_ref` is gone. Everything else passes
 through unchanged, so the adapter is not copied: it keeps speaking v1.
 """
 
@@ -11,7 +12,6 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.base import AdapterCall, AdapterResult
-from gateway.problems import RequestInvalid, Violation
 
 TO_V2_STATUS = {"processing": "confirmed", "on_hold": "held"}
 TO_V1_STATUS = {v: k for k, v in TO_V2_STATUS.items()}
@@ -43,28 +43,20 @@ def _order_to_v2(order: dict[str, Any]) -> dict[str, Any]:
     for item in order.get("items", []):
         item = dict(item)
         if "unit_price" in item:
-            item["unit_price"] = {"amount": to_minor(item["unit_price"], currency), "currency": currency}
+            item["unit_amount"] = to_minor(item.pop("unit_price"), currency)
         items.append(item)
     out["items"] = items
     return out
 
 
 def _items_to_v1(body: dict[str, Any]) -> dict[str, Any]:
-    currency = body.get("currency")
-    violations = []
+    currency = body["currency"]
     items = []
-    for i, item in enumerate(body.get("items", [])):
+    for item in body.get("items", []):
         item = dict(item)
-        price = item.get("unit_price")
-        if price is not None:
-            if price["currency"] != currency:
-                violations.append(Violation("body", f"/items/{i}/unit_price/currency",
-                                            f"must be the order's currency ({currency})"))
-                continue
-            item["unit_price"] = to_decimal(price["amount"], currency)
+        if "unit_amount" in item:
+            item["unit_price"] = to_decimal(int(item.pop("unit_amount")), currency)
         items.append(item)
-    if violations:
-        raise RequestInvalid(violations)
     return {**body, "items": items}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
@@ -13,8 +11,16 @@ from adapters.woocommerce.adapter import WooCommerceAdapter
 from adapters.woocommerce.sandbox import CONSUMER_KEY, CONSUMER_SECRET, create_sandbox
 from gateway.contracts.compile import compile_contracts
 from gateway.contracts.load import load_contracts
-from gateway.problems import (RequestInvalid, ResourceNotFound, UpstreamContractViolation, UpstreamProblem,
-                              VendorCredentialsRejected, VendorRejected, VendorTimeout, VendorUnavailable)
+from gateway.problems import (
+    RequestInvalid,
+    ResourceNotFound,
+    UpstreamContractViolation,
+    UpstreamProblem,
+    VendorCredentialsRejected,
+    VendorRejected,
+    VendorTimeout,
+    VendorUnavailable,
+)
 from gateway.settings import VendorSettings, load_settings
 from tests.conftest import ROOT, ServerThread
 

@@ -22,6 +22,7 @@ from tests.conftest import ROOT, ServerThread, demo_settings
 
 CONTRACTS, _ = find_contract_files([ROOT / "contracts"])
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Stateful checks need links between operations, which the contracts do not declare (yet); the rest all run.
 EXCLUDED_CHECKS = "use_after_free,ensure_resource_availability"
 
@@ -42,11 +43,11 @@ def test_contract_survives_fuzzing(contract: Path, gateway_url: str, tmp_path: P
     assert not problems
     api, version = api_identity(loaded)
     schema_url = f"{gateway_url}/contracts/{api}/{version}/openapi.json"
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", schema_url,
+    cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run", schema_url,
            "--url", gateway_url + base_path(loaded.data),
            "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS,
            "--mode", "all", "--max-examples", str(EXAMPLES), "--seed", "20261123",
-           "--phases", "examples,coverage,fuzzing", "--workers", "2",
+           "--phases", "examples,coverage,fuzzing", "--workers", "1",
            "--suppress-health-check", "all", "--request-timeout", "20",
            "--report", "junit", "--report-dir", str(tmp_path)]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
