@@ -17,10 +17,12 @@ is our 404 and every vendor's credential failure is our 502, whatever the vendor
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC
 
+from gateway import metrics
 from gateway.problems import (
     GatewayError,
     ResourceConflict,
@@ -31,6 +33,7 @@ from gateway.problems import (
     VendorUnavailable,
 )
 
+log = logging.getLogger("gateway.vendors")
 # Anything that looks like a credential is removed from vendor messages before a caller sees them.
 _SECRETISH = re.compile(r"(sk|pk|rk)_(test|live)_[A-Za-z0-9]+|pat-[a-z0-9-]+|ck_[A-Za-z0-9]+|cs_[A-Za-z0-9]+|"
                         r"Bearer\s+\S+|Basic\s+\S+", re.IGNORECASE)
@@ -86,6 +89,9 @@ def to_problem(f: VendorFailure) -> GatewayError:
     status = f.status
     if status in (401, 403):
         # The caller cannot fix our credentials; the detail is for operators (logs), not for them.
+        metrics.vendor_credential_failures_total.labels(f.vendor).inc()
+        log.error("%s refused the gateway's credentials (HTTP %s, %s): fix vendors.%s credentials", f.vendor, status,
+                  f.code or "no code", f.vendor, extra={"vendor": f.vendor, "vendor_request_id": f.vendor_request_id})
         return VendorCredentialsRejected(f"{f.vendor} refused the gateway's credentials", extensions=ext)
     if status in (408, 429):
         return VendorUnavailable(f"{f.vendor} is throttling or timed out; try again later",

@@ -91,6 +91,49 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if report.breaking else 0
 
 
+def cmd_hash_secret(args: argparse.Namespace) -> int:
+    """Hash a client secret for auth.builtin.clients.<id>.secret_hash (the secret is read, never echoed)."""
+    import getpass
+
+    from gateway.auth.secrets import hash_secret
+
+    secret = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("client secret: ")
+    if len(secret) < 12:
+        print("refusing a secret shorter than 12 characters", file=sys.stderr)
+        return 1
+    print(hash_secret(secret))
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    """Generate an API key: print it once, and the entry for auth.api_keys (which stores only its digest)."""
+    import yaml
+
+    from gateway.auth.secrets import hash_api_key, new_api_key
+
+    key = new_api_key()
+    print(f"API key (shown once, give it to the partner): {key}", file=sys.stderr)
+    entry = {"id": args.id or f"{args.client}-{key[-6:]}", "hash": hash_api_key(key), "client_id": args.client,
+             "scopes": args.scopes}
+    print(yaml.safe_dump([entry], sort_keys=False).rstrip())
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Mint an access token with the built-in issuer's key (operators, scripts, benchmarks)."""
+    from gateway.auth.issuer import BuiltinIssuer
+    from gateway.auth.keys import load_signing_keys
+
+    settings = _settings(args)
+    builtin = settings.auth.builtin
+    if not builtin.enabled:
+        print("auth.builtin is not enabled in this configuration", file=sys.stderr)
+        return 1
+    issuer = BuiltinIssuer(builtin, load_signing_keys(builtin, settings.base_dir))
+    print(issuer.mint(args.client, args.scopes, args.ttl))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -152,6 +195,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("sandbox vendors: stripe http://127.0.0.1:8101  hubspot http://127.0.0.1:8102  "
               "woocommerce http://127.0.0.1:8103", flush=True)
         print("gateway: http://127.0.0.1:8080  (docs: http://127.0.0.1:8080/docs)", flush=True)
+        print("a token: curl -s -u demo-partner:demo-partner-secret -d grant_type=client_credentials "
+              "http://127.0.0.1:8080/oauth/token", flush=True)
         return cmd_serve(args)
     finally:
         child.send_signal(signal.SIGTERM)
@@ -175,6 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", help="compare the contracts folder with its state at this git revision")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("hash-secret", help="hash a client secret (read from stdin) for gateway.yaml")
+    p.set_defaults(func=cmd_hash_secret)
+
+    p = sub.add_parser("api-key", help="generate an API key and the gateway.yaml entry for it")
+    p.add_argument("--client", required=True, help="the client id the key authenticates as")
+    p.add_argument("--scopes", nargs="*", default=[])
+    p.add_argument("--id", help="a name for the key (default: client and a suffix)")
+    p.set_defaults(func=cmd_api_key)
+
+    p = sub.add_parser("token", help="mint an access token with the built-in issuer's signing key")
+    p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    p.add_argument("--client", required=True)
+    p.add_argument("--scopes", nargs="*", default=[])
+    p.add_argument("--ttl", type=int, default=None, help="lifetime in seconds (default: the issuer's)")
+    p.set_defaults(func=cmd_token)
 
     for name, func, text in (("serve", cmd_serve, "serve the gateway"),
                              ("demo", cmd_demo, "serve the sandbox vendors and the gateway in front of them")):

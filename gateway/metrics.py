@@ -28,3 +28,6 @@ upstream_violations_total = Counter(
 deprecated_calls_total = Counter(
     "gateway_deprecated_calls_total", "Calls to deprecated operations, by client: who still uses what is going away",
     ["api", "version", "operation", "client"], registry=REGISTRY)
+vendor_credential_failures_total = Counter(
+    "gateway_vendor_credential_failures_total", "Vendor answers refusing the gateway's own credentials (401/403)",
+    ["vendor"], registry=REGISTRY)

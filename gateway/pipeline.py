@@ -6,6 +6,7 @@ None to continue or a Response to answer early, and raises a GatewayError to ref
 `on_response` may add headers, whatever the outcome, so e.g. rate-limit headers also ride on problem responses.
 
 The order, and what each stage may rely on:
+    auth         credentials and scopes per the operation's `security`; ctx.client_id, ctx.scopes set
     versioning   Deprecation/Sunset/Link headers; 410 Gone once the sunset has passed
     validation   path/query/header/cookie parameters and body checked; ctx.params and ctx.body are typed
     (dispatch)   adapter called, its result validated against the response schema (gateway/dispatch.py)
@@ -85,9 +86,10 @@ PolicyFactory = Callable[["Operation", "Runtime"], "Policy | None"]
 
 def policy_order() -> tuple[PolicyFactory, ...]:
     """The policies every operation may have, in the order they run. One line per stage."""
-    from gateway.policies import validation, versioning
+    from gateway.policies import auth, validation, versioning
 
     return (
+        auth.build,
         versioning.build,
         validation.build,
     )

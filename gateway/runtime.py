@@ -12,6 +12,8 @@ from typing import Any
 from adapters.base import Adapter
 from adapters.client import VendorClient
 from adapters.registry import adapter_class
+from gateway.auth.keys import SigningKeyProblem, load_signing_keys
+from gateway.auth.service import AuthService
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
@@ -35,7 +37,23 @@ def _settings_problems(settings: Settings) -> list[ContractProblem]:
             continue
         for reason in cls.check_settings(vendor):
             problems.append(ContractProblem("gateway.yaml", where, reason))
+    builtin = settings.auth.builtin
+    if builtin.enabled and not builtin.generate_missing_keys:  # a check never creates keys
+        try:
+            load_signing_keys(builtin, settings.base_dir)
+        except SigningKeyProblem as exc:
+            problems.append(ContractProblem("gateway.yaml", "/auth/builtin/keys_dir", str(exc)))
     return problems
+
+
+def declared_scopes(contracts: list[Contract]) -> set[str]:
+    """Every OAuth scope any contract declares (for the issuer's metadata)."""
+    scopes: set[str] = set()
+    for contract in contracts:
+        for scheme in ((contract.data.get("components") or {}).get("securitySchemes") or {}).values():
+            for flow in (scheme.get("flows") or {}).values() if isinstance(scheme, dict) else []:
+                scopes |= set((flow or {}).get("scopes") or {})
+    return scopes
 
 
 def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem]]:
@@ -57,6 +75,8 @@ class Runtime:
         self.contracts = contracts
         self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
+        self.auth = AuthService(settings.auth, settings.base_dir)
+        self.scopes = declared_scopes(contracts)
         self.router = Router(operations)
         self.versions = VersionIndex(operations, lambda: self.clock())
         self.adapters: dict[str, Adapter] = {}
@@ -72,7 +92,10 @@ class Runtime:
         contracts, operations, problems = check(settings)
         if problems:
             raise ContractError(problems)
-        return cls(settings, contracts, operations)
+        try:
+            return cls(settings, contracts, operations)
+        except SigningKeyProblem as exc:
+            raise ContractError([ContractProblem("gateway.yaml", "/auth/builtin/keys_dir", str(exc))]) from None
 
     async def startup(self) -> None:
         used = {op.vendor for op in self.operations}
@@ -89,6 +112,7 @@ class Runtime:
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.auth.close()
         for adapter in self.adapters.values():
             await adapter.shutdown()
         self.adapters.clear()

@@ -1,8 +1,9 @@
 """The only place configuration is read: `gateway.yaml` (how the gateway runs) plus environment variables.
 
 Defaults live here and nowhere else. Strings may reference the environment as `${NAME}` or `${NAME:-default}`, and
-any secret may be given as `file:/path` to read it from a mounted secret file, so secrets never need to be written
-into the YAML itself. Unknown keys are errors: a typo must not silently fall back to a default.
+any secret may be given as `file:/path` to read it from a mounted secret file (relative paths are relative to the
+config file), so secrets never need to be written into the YAML itself. Unknown keys are errors: a typo must not
+silently fall back to a default.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from gateway.auth.config import AuthSettings
 
 
 class Strict(BaseModel):
@@ -35,12 +38,24 @@ class PoolSettings(Strict):
     keepalive_expiry_s: float = Field(30.0, gt=0)
 
 
+class OAuth2ClientSettings(Strict):
+    """The gateway's OAuth 2.0 client credentials towards a vendor."""
+
+    token_url: str = Field(pattern=r"^https?://")
+    client_id: str
+    client_secret: SecretStr
+    scope: str | None = None
+    audience: str | None = None
+    refresh_margin_s: float = Field(60, ge=0)
+
+
 class VendorSettings(Strict):
     """One vendor the gateway talks to: which adapter translates for it, where it lives, how we authenticate."""
 
     adapter: str
     base_url: str
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    oauth2: OAuth2ClientSettings | None = None
     timeouts: TimeoutSettings = TimeoutSettings()
     pool: PoolSettings = PoolSettings()
     options: dict[str, Any] = Field(default_factory=dict)
@@ -79,6 +94,7 @@ class Settings(Strict):
     problem_type_base: str = "https://contract-gateway.dev/problems/"
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     vendors: dict[str, VendorSettings] = Field(default_factory=dict)
+    auth: AuthSettings = AuthSettings()
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.
     base_dir: Path = Path(".")
 
@@ -93,11 +109,11 @@ class SettingsError(Exception):
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(node: Any, where: str, missing: list[str]) -> Any:
+def _interpolate(node: Any, where: str, missing: list[str], base_dir: Path) -> Any:
     if isinstance(node, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), missing) for k, v in node.items()}
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), missing, base_dir) for k, v in node.items()}
     if isinstance(node, list):
-        return [_interpolate(v, f"{where}[{i}]", missing) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{where}[{i}]", missing, base_dir) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(m: re.Match[str]) -> str:
             value = os.environ.get(m.group(1), m.group(2))
@@ -109,6 +125,7 @@ def _interpolate(node: Any, where: str, missing: list[str]) -> Any:
         node = _ENV_REF.sub(sub, node)
         if node.startswith("file:"):
             path = Path(node[5:])
+            path = path if path.is_absolute() else base_dir / path
             try:
                 return path.read_text().strip()
             except OSError as exc:
@@ -133,7 +150,7 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
         raw = loaded or {}
         base_dir = path.resolve().parent
     missing: list[str] = []
-    raw = _interpolate(raw, "", missing)
+    raw = _interpolate(raw, "", missing, base_dir)
     if missing:
         raise SettingsError("\n".join(f"{path}: {m}" for m in missing))
     for dotted, value in (overrides or {}).items():

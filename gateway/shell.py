@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.auth.routes import build_auth_routes
 from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
 from gateway.docs.portal import build_portal
@@ -120,4 +121,5 @@ def build_shell(runtime: Runtime) -> FastAPI:
                 and cls.__name__ not in ("GatewayError", "ClientProblem", "ServerProblem")]
 
     app.include_router(build_portal(runtime))
+    app.include_router(build_auth_routes(runtime))
     return app

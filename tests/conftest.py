@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ class ServerThread:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan,
-                                loop="asyncio", http="h11", timeout_graceful_shutdown=2)
+                                loop="asyncio", http="httptools", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -64,11 +65,23 @@ def sandboxes() -> Iterator[Any]:
     yield thread
 
 
+# Signing keys of the built-in issuer for this test run (the demo config would create them under var/).
+TEST_KEYS = Path(tempfile.mkdtemp(prefix="cg-test-keys-"))
+ALL_SCOPES = ["orders:read", "orders:write", "customers:read", "customers:write", "payments:read", "payments:write"]
+
+
 def demo_settings(sandbox_urls: dict[str, str], **overrides: Any) -> Settings:
     """gateway.yaml (the demo configuration) with vendors pointed at the given sandbox URLs."""
     values: dict[str, Any] = {f"vendors.{name}.base_url": url for name, url in sandbox_urls.items()}
+    values["auth.builtin.keys_dir"] = str(TEST_KEYS)
     values.update(overrides)
     return load_settings(ROOT / "gateway.yaml", values)
+
+
+def bearer(app: Any, client: str = "demo-partner", scopes: list[str] | None = None) -> dict[str, str]:
+    """An Authorization header with a token the app's built-in issuer signed."""
+    token = app.runtime.auth.issuer.mint(client, ALL_SCOPES if scopes is None else scopes)
+    return {"authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 Route it with `x-gateway: {route: <vendor>.forward, upstream_path: /orders/{order_id}}`; the vendor's
 `base_url` in gateway.yaml says where the service lives. The validated request goes out unchanged (path mapped,
 query string and body as received); the caller's Authorization never leaves the gateway: the upstream gets the
-gateway's own credentials (`credentials.bearer_token`, or `credentials.api_key` sent in `options.api_key_header`).
-The answer is passed back as is, after response validation, except failures that are ours to name.
+gateway's own credentials (adapters/credentials.py) and the caller's identity as `X-Gateway-Client-Id` and
+`X-Gateway-Scopes`. The answer is passed back as is, after response validation, except failures that are ours
+to name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import re
 from urllib.parse import quote
 
 from adapters.base import Adapter, AdapterCall, AdapterResult, operation
+from adapters.client import VendorClient
+from adapters.credentials import VendorCredentials
 from adapters.errors import VendorFailure, retry_after_seconds, to_problem
+from gateway.settings import VendorSettings
 
 _VAR = re.compile(r"\{([^{}/]+)\}")
 _FORWARDED = ("content-type", "accept")
@@ -28,24 +32,29 @@ class HttpAdapter(Adapter):
         template: str = call.options["upstream_path"]
         return _VAR.sub(lambda m: quote(str(call.params[m.group(1)]), safe=""), template)
 
-    def _headers(self, call: AdapterCall) -> dict[str, str]:
-        headers: dict[str, str] = {}
+    def __init__(self, vendor: str, settings: VendorSettings, client: VendorClient) -> None:
+        super().__init__(vendor, settings, client)
+        self.credentials = VendorCredentials(vendor, settings)
+
+    async def _headers(self, call: AdapterCall) -> dict[str, str]:
+        headers = dict(await self.credentials.headers())
         if call.media_type and call.raw_body:
             headers["content-type"] = call.media_type
-        creds = self.settings.credentials
-        if "bearer_token" in creds:
-            headers["authorization"] = "Bearer " + creds["bearer_token"].get_secret_value()
-        elif "api_key" in creds:
-            header = self.settings.options.get("api_key_header", "x-api-key")
-            headers[header] = creds["api_key"].get_secret_value()
+        if call.client_id:
+            headers["x-gateway-client-id"] = call.client_id
+            headers["x-gateway-scopes"] = " ".join(sorted(call.scopes))
         return headers
+
+    async def shutdown(self) -> None:
+        await self.credentials.close()
+        await super().shutdown()
 
     @operation
     async def forward(self, call: AdapterCall) -> AdapterResult:
         path = self._path(call)
         if call.query_string:
             path += "?" + call.query_string.decode("latin-1")
-        r = await self.client.request(call.method, path, content=call.raw_body, headers=self._headers(call),
+        r = await self.client.request(call.method, path, content=call.raw_body, headers=await self._headers(call),
                                       request_id=call.request_id)
         vendor_request_id = r.header("x-request-id")
         if r.status >= 500 or r.status in _OURS:

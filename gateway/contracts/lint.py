@@ -106,6 +106,39 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
                                        f"{where}; adapters receive parameters by name"))
         names[name] = where
     out += _route_problems(op, file, settings)
+    out += _security_problems(op, file)
+    return out
+
+
+def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
+    """Every scheme a requirement names exists and is supported; every oauth2 scope is declared."""
+    from gateway.policies.auth import scheme_kind
+
+    if "security" in op.node:
+        requirements, where = op.node["security"], pointer_join(op.pointer, "security")
+    else:
+        requirements, where = op.contract.data.get("security"), "/security"
+    schemes = (op.contract.data.get("components") or {}).get("securitySchemes") or {}
+    out = []
+    for i, requirement in enumerate(requirements or []):
+        for name, scopes in (requirement or {}).items():
+            ptr = pointer_join(where, i, name)
+            scheme = schemes.get(name)
+            if not isinstance(scheme, dict):
+                out.append(ContractProblem(file, ptr, f"security scheme {name!r} is not declared in "
+                                           "components.securitySchemes"))
+                continue
+            if scheme_kind(scheme) is None:
+                out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({scheme.get('type')}"
+                                           f"{' in ' + str(scheme.get('in')) if scheme.get('in') else ''}) is not "
+                                           "supported: use oauth2, openIdConnect, http bearer or apiKey in a header"))
+                continue
+            if scheme.get("type") == "oauth2":
+                declared = {s for flow in (scheme.get("flows") or {}).values() for s in ((flow or {}).get("scopes")
+                                                                                        or {})}
+                for scope in scopes or []:
+                    if scope not in declared:
+                        out.append(ContractProblem(file, ptr, f"scope {scope!r} is not declared by {name!r}"))
     return out
 
 

@@ -1,7 +1,8 @@
 """schemathesis fuzzes every contract in contracts/ against the running gateway and its sandbox vendors.
 
 Parametrized over the files themselves: a new contract is fuzzed with no change here. Valid and invalid input
-(`--mode all`), every check schemathesis has that applies to a stateless run. Depth: FUZZ_EXAMPLES per operation
+(`--mode all`), every check schemathesis has that applies to a stateless run, with a token holding every scope
+(the `ignored_auth` check then proves that the same requests without it are refused). Depth: FUZZ_EXAMPLES per operation
 (10 in `make test`; `make fuzz-deep` for more). Failures print schemathesis' own report with a reproducing curl.
 """
 
@@ -18,7 +19,7 @@ from gateway.app import create_app
 from gateway.contracts.compile import api_identity
 from gateway.contracts.load import find_contract_files, load_contracts
 from gateway.contracts.operations import base_path
-from tests.conftest import ROOT, ServerThread, demo_settings
+from tests.conftest import ROOT, ServerThread, bearer, demo_settings
 
 CONTRACTS, _ = find_contract_files([ROOT / "contracts"])
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -30,15 +31,17 @@ pytestmark = pytest.mark.fuzz
 
 
 @pytest.fixture(scope="module")
-def gateway_url(sandboxes):
-    server = ServerThread(create_app(demo_settings(sandboxes.urls))).start()
-    yield server.url
+def gateway(sandboxes):
+    app = create_app(demo_settings(sandboxes.urls))
+    server = ServerThread(app).start()
+    yield server.url, bearer(app)["authorization"]
     server.stop()
 
 
 @pytest.mark.parametrize("contract", CONTRACTS, ids=[c.name for c in CONTRACTS])
-def test_contract_survives_fuzzing(contract: Path, gateway_url: str, tmp_path: Path):
+def test_contract_survives_fuzzing(contract: Path, gateway: tuple[str, str], tmp_path: Path):
     """Generated valid and invalid requests never get a 5xx the contract does not allow, nor an undeclared answer."""
+    gateway_url, authorization = gateway
     [loaded], problems = load_contracts([contract])
     assert not problems
     api, version = api_identity(loaded)
@@ -49,6 +52,7 @@ def test_contract_survives_fuzzing(contract: Path, gateway_url: str, tmp_path: P
            "--mode", "all", "--max-examples", str(EXAMPLES), "--seed", "20261123",
            "--phases", "examples,coverage,fuzzing", "--workers", "1",
            "--suppress-health-check", "all", "--request-timeout", "20",
+           "--header", f"Authorization: {authorization}",
            "--report", "junit", "--report-dir", str(tmp_path)]
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import ServerThread, demo_settings
+from tests.conftest import ServerThread, bearer, demo_settings
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
          "items": [{"sku": "SKU-123", "quantity": 2}],
@@ -18,8 +18,9 @@ ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name
 
 @pytest.fixture(scope="module")
 def gateway(sandboxes):
-    server = ServerThread(create_app(demo_settings(sandboxes.urls))).start()
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    app = create_app(demo_settings(sandboxes.urls))
+    server = ServerThread(app).start()
+    with httpx.Client(base_url=server.url, timeout=10, headers=bearer(app)) as client:
         yield client
     server.stop()
 

@@ -1,0 +1,326 @@
+"""Who is calling: bearer tokens (JWTs from trusted issuers, opaque tokens by introspection) become a Principal.
+
+Security rules, each tested:
+- the issuer is chosen by the token's `iss`, but the key by our copy of that issuer's JWKS, and the algorithm must
+  fit the key (RSA keys verify RS*/PS*, EC keys ES*, OKP EdDSA, oct HS256 only for an issuer configured with a
+  secret): `alg: none` and HS/RS confusion cannot verify;
+- `iss`, `aud`, `exp`, `nbf`, `iat` are checked with a small leeway; a token without a scope claim is refused (an
+  ID token presented as an access token has none);
+- an unknown `kid` refreshes that issuer's JWKS once, at most every `min_jwks_refresh_s`; a key removed from the
+  JWKS stops verifying at the next refresh, and verifications cached under it are dropped;
+- verified tokens are cached (bounded, never beyond their expiry) so RS256 costs ~40 µs once per token, not per call.
+Error messages say what is wrong with a token without repeating it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey
+
+from .config import AuthSettings, IntrospectionSettings, IssuerSettings
+from .keys import SigningKeys
+
+FAMILIES = {"RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "EC": ("ES256", "ES384"),
+            "OKP": ("EdDSA",), "oct": ("HS256",)}
+
+
+class InvalidToken(Exception):
+    """The presented token cannot be trusted; the message says why (never the token itself)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    client_id: str
+    subject: str | None
+    scopes: frozenset[str]
+    issuer: str
+    expires_at: float
+    method: str  # jwt | introspection | api_key
+
+    def public(self) -> dict[str, Any]:
+        return {"client_id": self.client_id, "sub": self.subject, "iss": self.issuer, "method": self.method}
+
+
+def _b64json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return orjson.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+
+
+def _scopes(claims: dict[str, Any]) -> frozenset[str] | None:
+    if isinstance(claims.get("scope"), str):
+        return frozenset(claims["scope"].split())
+    if isinstance(claims.get("scp"), list) and all(isinstance(s, str) for s in claims["scp"]):
+        return frozenset(claims["scp"])
+    return None
+
+
+def _import_pem(pem: bytes) -> Any:
+    """A public key from PEM, whatever its type (RSA, EC or OKP)."""
+    for cls in (RSAKey, ECKey, OKPKey):
+        try:
+            return cls.import_key(pem)
+        except Exception:  # joserfc raises different errors per key type
+            continue
+    raise ValueError("not a PEM public key of a supported type (RSA, EC, Ed25519)")
+
+
+class TrustedIssuer:
+    """One issuer: its audiences, allowed algorithms and a cached JWKS (fetched via discovery or jwks_uri)."""
+
+    def __init__(self, issuer: str, audiences: list[str], algorithms: list[str], *, keys: KeySet | None = None,
+                 jwks_uri: str | None = None, discovery: bool = False, ttl_s: float = 600,
+                 min_refresh_s: float = 30, http: httpx.AsyncClient | None = None) -> None:
+        self.issuer = issuer
+        self.audiences = set(audiences)
+        self.algorithms = set(algorithms)
+        self.keys: dict[str, Any] = {}
+        self.unnamed: Any = None  # the only key of a set whose keys have no kid
+        self.jwks_uri = jwks_uri
+        self.discovery = discovery
+        self.ttl_s = ttl_s
+        self.min_refresh_s = min_refresh_s
+        self.http = http
+        self.fetched_at = 0.0
+        self.generation = 0
+        self._lock = asyncio.Lock()
+        if keys is not None:
+            self._install(keys)
+            self.fetched_at = float("inf")  # static keys never expire
+
+    def _install(self, keyset: KeySet) -> bool:
+        new = {k.kid: k for k in keyset.keys if k.kid}
+        unnamed = keyset.keys[0] if len(keyset.keys) == 1 and not keyset.keys[0].kid else None
+        changed = set(new) != set(self.keys) or (unnamed is None) != (self.unnamed is None)
+        self.keys, self.unnamed = new, unnamed
+        if changed:
+            self.generation += 1
+        return changed
+
+    async def refresh(self) -> bool:
+        """Fetch the JWKS again (through discovery if configured). True if the set of keys changed."""
+        if self.http is None:
+            return False
+        async with self._lock:
+            if time.monotonic() - self.fetched_at < self.min_refresh_s:
+                return False  # someone refreshed a moment ago: do not hammer the issuer
+            self.fetched_at = time.monotonic()
+            uri = self.jwks_uri
+            if self.discovery:
+                base = self.issuer.rstrip("/")
+                meta = await self._get_json(base + "/.well-known/openid-configuration",
+                                            base + "/.well-known/oauth-authorization-server")
+                uri = meta.get("jwks_uri")
+                if not isinstance(uri, str):
+                    raise InvalidToken("the issuer's discovery document has no jwks_uri")
+            assert uri is not None
+            return self._install(KeySet.import_key_set(await self._get_json(uri)))
+
+    async def _get_json(self, *urls: str) -> dict[str, Any]:
+        assert self.http is not None
+        for url in urls:
+            try:
+                response = await self.http.get(url)
+            except httpx.HTTPError:
+                continue
+            if response.status_code == 200:
+                return dict(response.json())
+        raise InvalidToken("the issuer's keys cannot be fetched right now")
+
+    async def key_for(self, kid: str | None) -> Any:
+        if self.http is not None and time.monotonic() - self.fetched_at > self.ttl_s:
+            await self.refresh()
+        key = self.keys.get(kid) if kid else self.unnamed
+        if key is None and kid and self.http is not None:
+            await self.refresh()  # an unknown kid: maybe the issuer rotated; rate-limited inside
+            key = self.keys.get(kid)
+        return key
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against every configured issuer; caches successes for their lifetime."""
+
+    def __init__(self, settings: AuthSettings, builtin: SigningKeys | None = None,
+                 builtin_issuer: str | None = None, builtin_audience: str | None = None) -> None:
+        self.settings = settings
+        self.leeway = settings.leeway_s
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+        self.issuers: dict[str, TrustedIssuer] = {}
+        for cfg in settings.issuers:
+            self.issuers[cfg.issuer] = self._issuer(cfg)
+        if builtin is not None and builtin_issuer and builtin_audience:
+            keys = KeySet.import_key_set(builtin.jwks())
+            self.issuers[builtin_issuer] = TrustedIssuer(builtin_issuer, [builtin_audience], [builtin.algorithm],
+                                                         keys=keys)
+        self.introspection = [Introspector(cfg, self.http) for cfg in settings.introspection]
+        self.cache: dict[str, tuple[Principal, str | None, int]] = {}
+        self.cache_size = settings.token_cache_size
+
+    def _issuer(self, cfg: IssuerSettings) -> TrustedIssuer:
+        common = {"ttl_s": cfg.jwks_ttl_s, "min_refresh_s": self.settings.min_jwks_refresh_s}
+        if cfg.hs256_secret is not None:
+            key = OctKey.import_key(cfg.hs256_secret.get_secret_value().encode())
+            return TrustedIssuer(cfg.issuer, cfg.audiences, ["HS256"], keys=KeySet([key]), **common)
+        if cfg.jwks is not None:
+            return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms, keys=KeySet.import_key_set(cfg.jwks),
+                                 **common)
+        if cfg.pem is not None:
+            key = _import_pem(cfg.pem.get_secret_value().encode())
+            return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms, keys=KeySet([key]), **common)
+        return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms, jwks_uri=cfg.jwks_uri,
+                             discovery=cfg.discovery, http=self.http, **common)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def _cached(self, token: str, now: float) -> Principal | None:
+        hit = self.cache.get(token)
+        if hit is None:
+            return None
+        principal, iss, generation = hit
+        issuer = self.issuers.get(iss) if iss else None
+        if principal.expires_at + self.leeway <= now or (issuer is not None and issuer.generation != generation):
+            del self.cache[token]  # expired, or its issuer's keys changed since: verify again
+            return None
+        return principal
+
+    def _remember(self, token: str, principal: Principal, iss: str | None, generation: int) -> None:
+        if len(self.cache) >= self.cache_size:
+            self.cache.pop(next(iter(self.cache)))  # drop the oldest entry
+        self.cache[token] = (principal, iss, generation)
+
+    async def verify(self, token: str) -> Principal:
+        now = time.time()
+        cached = self._cached(token, now)
+        if cached is not None:
+            return cached
+        if not token or len(token) > self.settings.max_token_bytes:
+            raise InvalidToken("the token is empty or too large")
+        if token.count(".") != 2:
+            return await self._introspect(token, now)
+        return await self._verify_jwt(token, now)
+
+    async def _verify_jwt(self, token: str, now: float) -> Principal:
+        head, body, _ = token.split(".")
+        try:
+            header = _b64json(head)
+            claims = _b64json(body)
+        except (ValueError, UnicodeError, orjson.JSONDecodeError):
+            raise InvalidToken("the token is not a well-formed JWT") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise InvalidToken("the token is not a well-formed JWT")
+        issuer = self.issuers.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+        if issuer is None:
+            raise InvalidToken("the token's issuer is not trusted")
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        key = await issuer.key_for(kid)
+        if key is None:
+            raise InvalidToken("the token is signed with a key the issuer does not publish")
+        alg = header.get("alg")
+        allowed = [a for a in FAMILIES.get(key.key_type, ()) if a in issuer.algorithms]
+        declared = key.alg
+        if declared:
+            allowed = [a for a in allowed if a == declared]
+        if alg not in allowed:
+            raise InvalidToken("the token's algorithm does not match the issuer's key")
+        try:
+            jwt.decode(token, key, algorithms=[alg])
+        except (JoseError, ValueError):
+            raise InvalidToken("the token's signature does not verify") from None
+        typ = str(header.get("typ", "at+jwt")).lower()
+        if typ not in ("at+jwt", "jwt", "application/at+jwt"):
+            raise InvalidToken("the token is not an access token")
+        principal = self._principal(claims, issuer, now, "jwt")
+        self._remember(token, principal, issuer.issuer, issuer.generation)
+        return principal
+
+    def _principal(self, claims: dict[str, Any], issuer: TrustedIssuer, now: float, method: str) -> Principal:
+        aud = claims.get("aud")
+        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not audiences & issuer.audiences:
+            raise InvalidToken("the token is meant for another audience")
+        exp = claims.get("exp")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise InvalidToken("the token has no expiry")
+        if exp + self.leeway <= now:
+            raise InvalidToken("the token has expired")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, (int, float)) and nbf - self.leeway > now:
+            raise InvalidToken("the token is not valid yet")
+        iat = claims.get("iat")
+        if isinstance(iat, (int, float)) and iat - self.leeway > now:
+            raise InvalidToken("the token was issued in the future")
+        scopes = _scopes(claims)
+        if scopes is None:
+            raise InvalidToken("the token carries no scope claim")
+        client = claims.get("client_id") or claims.get("azp") or claims.get("sub")
+        if not isinstance(client, str) or not client:
+            raise InvalidToken("the token names no client")
+        subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
+        return Principal(client, subject, scopes, issuer.issuer, float(exp), method)
+
+    async def _introspect(self, token: str, now: float) -> Principal:
+        if not self.introspection:
+            raise InvalidToken("the token is not a well-formed JWT")
+        for introspector in self.introspection:
+            principal = await introspector.check(token, now, self.leeway)
+            if principal is not None:
+                return principal
+        raise InvalidToken("the token is not active")
+
+
+class Introspector:
+    """RFC 7662 token introspection with client authentication, and a bounded cache of active results."""
+
+    def __init__(self, settings: IntrospectionSettings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.http = http
+        self.cache: dict[str, Principal] = {}
+
+    async def check(self, token: str, now: float, leeway: float) -> Principal | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        hit = self.cache.get(key)
+        if hit is not None and hit.expires_at > now:
+            return hit
+        auth = (self.settings.client_id, self.settings.client_secret.get_secret_value())
+        try:
+            response = await self.http.post(self.settings.endpoint, data={"token": token,
+                                                                          "token_type_hint": "access_token"},
+                                            auth=auth, headers={"accept": "application/json"})
+        except httpx.HTTPError:
+            raise InvalidToken("the token cannot be checked right now") from None
+        if response.status_code != 200:
+            raise InvalidToken("the token cannot be checked right now")
+        try:
+            claims = response.json()
+        except ValueError:
+            raise InvalidToken("the token cannot be checked right now") from None
+        if not isinstance(claims, dict) or claims.get("active") is not True:
+            return None
+        exp = claims.get("exp")
+        if isinstance(exp, (int, float)) and exp + leeway <= now:
+            return None
+        if self.settings.audiences:
+            aud = claims.get("aud")
+            audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+            if not audiences & set(self.settings.audiences):
+                raise InvalidToken("the token is meant for another audience")
+        scopes = _scopes(claims) or frozenset()
+        client = claims.get("client_id") or claims.get("sub") or "unknown"
+        until = min(float(exp) if isinstance(exp, (int, float)) else now + self.settings.max_cache_s,
+                    now + self.settings.max_cache_s)
+        principal = Principal(str(client), claims.get("sub"), scopes, str(claims.get("iss", self.settings.endpoint)),
+                              until, "introspection")
+        if len(self.cache) >= self.settings.cache_size:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[key] = principal
+        return principal
