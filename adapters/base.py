@@ -38,6 +38,8 @@ class AdapterCall:
     raw_body: bytes | None = None  # the body as received (pass-through adapters forward it unchanged)
     query_string: bytes = b""
     media_type: str | None = None
+    deadline: float | None = None  # time.monotonic() by which every vendor attempt must be done
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # one entry per vendor attempt (client.py)
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ the API enforces response validation, logged and passed through when it only rep
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -31,11 +32,16 @@ async def dispatch(ctx: RequestContext) -> Response:
         client_id=ctx.client_id, idempotency_key=ctx.idempotency_key, scopes=ctx.scopes,
         options=op.route_options, method=op.method, raw_body=ctx.raw_body,
         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
+        deadline=time.monotonic() + op.deadline_s,
     )
     assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
     if op.mapping is not None:
         call = op.mapping.to_canonical(op.operation_id, call)
-    result: AdapterResult = await op.handler(call)
+    try:
+        result: AdapterResult = await op.handler(call)
+    finally:
+        ctx.attempts = len(call.attempts)
+        ctx.notes["vendor_attempts"] = call.attempts
     if op.mapping is not None:
         result = op.mapping.from_canonical(op.operation_id, result)
     if result.vendor_request_id:

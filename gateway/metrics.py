@@ -7,7 +7,7 @@ path, an id from a request, or a credential.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -30,4 +30,18 @@ deprecated_calls_total = Counter(
     ["api", "version", "operation", "client"], registry=REGISTRY)
 vendor_credential_failures_total = Counter(
     "gateway_vendor_credential_failures_total", "Vendor answers refusing the gateway's own credentials (401/403)",
+    ["vendor"], registry=REGISTRY)
+breaker_state = Gauge(
+    "gateway_breaker_state", "Circuit breaker per vendor: 0 closed, 1 half-open, 2 open", ["vendor"],
+    registry=REGISTRY, multiprocess_mode="max")
+breaker_transitions_total = Counter(
+    "gateway_breaker_transitions_total", "Circuit breaker state changes, by the state entered", ["vendor", "to"],
+    registry=REGISTRY)
+breaker_rejections_total = Counter(
+    "gateway_breaker_rejections_total", "Calls refused without touching the vendor because its breaker was open",
+    ["vendor"], registry=REGISTRY)
+vendor_retries_total = Counter(
+    "gateway_vendor_retries_total", "Vendor calls retried, by why", ["vendor", "reason"], registry=REGISTRY)
+retry_budget_exhausted_total = Counter(
+    "gateway_retry_budget_exhausted_total", "Retries not made because the vendor's retry budget was spent",
     ["vendor"], registry=REGISTRY)

@@ -49,6 +49,23 @@ class OAuth2ClientSettings(Strict):
     refresh_margin_s: float = Field(60, ge=0)
 
 
+class BreakerSettings(Strict):
+    fail_max: int = Field(5, ge=1)
+    reset_timeout_s: float = Field(30.0, gt=0)
+    half_open_max_calls: int = Field(1, ge=1)
+
+
+class RetrySettings(Strict):
+    """Retries of one vendor call: only for idempotent methods or calls carrying an idempotency key."""
+
+    max_attempts: int = Field(3, ge=1, le=10)
+    backoff_base_s: float = Field(0.1, ge=0)
+    backoff_cap_s: float = Field(2.0, ge=0)
+    max_retry_after_s: float = Field(10.0, ge=0)  # a vendor asking to wait longer is not retried: the caller is told
+    budget_ratio: float = Field(0.1, ge=0, le=1)  # retries may add at most this share of requests...
+    budget_min_per_s: float = Field(1.0, ge=0)  # ...plus this many per second, so a quiet vendor can still retry
+
+
 class VendorSettings(Strict):
     """One vendor the gateway talks to: which adapter translates for it, where it lives, how we authenticate."""
 
@@ -57,6 +74,8 @@ class VendorSettings(Strict):
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     oauth2: OAuth2ClientSettings | None = None
     timeouts: TimeoutSettings = TimeoutSettings()
+    breaker: BreakerSettings = BreakerSettings()
+    retries: RetrySettings = RetrySettings()
     pool: PoolSettings = PoolSettings()
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -82,6 +101,10 @@ class ServerSettings(Strict):
 
 class RequestSettings(Strict):
     body_max_bytes: int = Field(1_048_576, ge=1)
+    # The whole request, every vendor attempt and backoff included, must finish within this (504 after).
+    deadline_s: float = Field(20.0, gt=0)
+    # Stop the vendor work of a request whose caller has disconnected (costs a small task per request).
+    cancel_on_disconnect: bool = True
 
 
 class Settings(Strict):

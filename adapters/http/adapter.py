@@ -55,7 +55,7 @@ class HttpAdapter(Adapter):
         if call.query_string:
             path += "?" + call.query_string.decode("latin-1")
         r = await self.client.request(call.method, path, content=call.raw_body, headers=await self._headers(call),
-                                      request_id=call.request_id)
+                                      call=call)
         vendor_request_id = r.header("x-request-id")
         if r.status >= 500 or r.status in _OURS:
             raise to_problem(VendorFailure(self.vendor, r.status, vendor_request_id=vendor_request_id,

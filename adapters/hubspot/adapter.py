@@ -52,7 +52,7 @@ class HubSpotAdapter(Adapter):
                     params: Any = None) -> VendorResponse:
         headers = {"authorization": "Bearer " + self.settings.secret("access_token"), "accept": "application/json"}
         return await self.client.request(method, path, json=json, params=params, headers=headers,
-                                         request_id=call.request_id)
+                                         call=call)
 
     def _failure(self, response: VendorResponse) -> GatewayError:
         body: dict[str, Any] = {}

@@ -83,7 +83,7 @@ class StripeAdapter(Adapter):
         post = method == "POST"
         response = await self.client.request(method, path, params=None if post else form,
                                              form=form if post else None, headers=self._headers(call, post),
-                                             request_id=call.request_id)
+                                             call=call)
         if response.status >= 300:
             raise self._failure(response)
         body = response.json()

@@ -36,7 +36,7 @@ class WooCommerceAdapter(Adapter):
     async def _call(self, call: AdapterCall, method: str, path: str, *, params: Any = None,
                     json: Any = None) -> VendorResponse:
         response = await self.client.request(method, API + path, params=params, json=json, headers=self._auth(),
-                                             request_id=call.request_id)
+                                             call=call)
         if response.status >= 300:
             raise mapping.failure(self.vendor, response)
         return response

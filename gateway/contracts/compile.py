@@ -80,6 +80,7 @@ class Operation:
     policies: tuple[Any, ...] = ()
     handler: Callable[..., Any] | None = None
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
+    deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -146,6 +147,7 @@ def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, sett
         response_validation=merged.get("response_validation") or settings.response_validation,
         extension=merged, api_extension=api_ext, node=raw.node, contract=contract,
         mapping=load_mapping(api_ext["mapping"]) if api_ext.get("mapping") else None,
+        deadline_s=float(merged.get("timeout_s") or settings.request.deadline_s),
     )
 
 

@@ -18,6 +18,7 @@ On an operation:
       response_validation: enforce
       options: {...}                     # static options handed to the adapter operation
       deprecation: {...}                 # as at the root, for this operation only
+      timeout_s: 5                       # deadline for the vendor side of this operation (504 after)
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -65,6 +66,7 @@ class ApiExtension(_Ext):
     mapping: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,40}$")
     # Opt in to header selection: paths without the version prefix pick the version from this header.
     version_header: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
+    timeout_s: float | None = Field(None, gt=0, le=300)
 
 
 class OperationExtension(_Ext):
@@ -73,3 +75,4 @@ class OperationExtension(_Ext):
     response_validation: Literal["enforce", "report"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     deprecation: Deprecation | None = None
+    timeout_s: float | None = Field(None, gt=0, le=300)  # this operation's deadline (default request.deadline_s)

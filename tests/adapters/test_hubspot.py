@@ -44,7 +44,8 @@ def operations():
 
 def make_adapter(url: str, token: str = ACCESS_TOKEN, read_s: float = 5.0) -> HubSpotAdapter:
     settings = VendorSettings(adapter="hubspot", base_url=url, credentials={"access_token": token},
-                              timeouts={"connect_s": 1, "read_s": read_s, "total_s": read_s + 1})
+                              timeouts={"connect_s": 1, "read_s": read_s, "total_s": read_s + 1},
+                              retries={"max_attempts": 1})
     return HubSpotAdapter("hubspot", settings, VendorClient("hubspot", settings))
 
 

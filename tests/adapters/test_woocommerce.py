@@ -51,7 +51,8 @@ def operations():
 def make_adapter(url: str, secret: str = CONSUMER_SECRET, read_s: float = 5.0) -> WooCommerceAdapter:
     settings = VendorSettings(adapter="woocommerce", base_url=url,
                               credentials={"consumer_key": CONSUMER_KEY, "consumer_secret": secret},
-                              timeouts={"connect_s": 1, "read_s": read_s, "total_s": read_s + 1})
+                              timeouts={"connect_s": 1, "read_s": read_s, "total_s": read_s + 1},
+                              retries={"max_attempts": 1})
     return WooCommerceAdapter("woocommerce", settings, VendorClient("woocommerce", settings))
 
 

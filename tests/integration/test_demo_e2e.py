@@ -103,9 +103,9 @@ def test_customer_upsert_then_get(gateway):
 
 
 def test_vendor_outage_and_garbage_become_problems(gateway, sandboxes):
-    """A vendor 503 is our 502; a vendor answering HTML is an upstream contract violation."""
+    """A vendor failing every retry is our 502; a vendor answering HTML is an upstream contract violation."""
     woo = sandboxes.urls["woocommerce"]
-    httpx.put(woo + "/_sandbox/faults", json=[{"status": 503, "times": 1}]).raise_for_status()
+    httpx.put(woo + "/_sandbox/faults", json=[{"status": 503, "times": 3}]).raise_for_status()
     down = gateway.get("/v1/orders/ord_1")
     assert down.status_code == 502 and down.json()["type"].endswith("/upstream-error")
     httpx.put(woo + "/_sandbox/faults", json=[{"malformed": True, "times": 1}]).raise_for_status()
