@@ -15,7 +15,8 @@ A fault rule (all keys optional): `method`, `path` (prefix), `times` (apply to t
 drop the rule), `probability` (0..1), and one effect: `latency_ms` (delay, then serve normally), `status` (answer
 with this status and the vendor's error body; `retry_after_s` adds Retry-After), `hang_s` (never answer within
 this time: a timeout), `malformed` (a body that is not JSON), `break_contract` (valid JSON of the wrong shape),
-`reset` (close the connection without an answer).
+`reset` (close the connection without an answer), `drop_response` (do the work, then close the connection without
+the answer: the vendor acted but the caller never heard).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Fault:
     malformed: bool = False
     break_contract: bool = False
     reset: bool = False
+    drop_response: bool = False
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Fault:
@@ -131,7 +133,12 @@ class Sandbox:
             if fault.hang_s is not None:
                 await asyncio.sleep(fault.hang_s)
                 return await self._error(504, "sandbox: hung request finally answered")(scope, receive, send)
-            if fault.reset:
+            if fault.drop_response:
+                async def swallow(message: dict[str, Any]) -> None:
+                    return None
+
+                await self.vendor_app(scope, _replay(body), swallow)
+            if fault.reset or fault.drop_response:
                 # Promise a body, send part of it, then drop the connection: the client sees a broken answer.
                 await send({"type": "http.response.start", "status": 200,
                             "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000")]})

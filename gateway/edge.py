@@ -8,6 +8,7 @@ problem that reveals nothing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -22,6 +23,12 @@ from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.edge")
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~-]{1,128}")
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client disconnects (after the request body, which the pipeline has read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def request_id_of(scope: dict[str, Any]) -> str:
@@ -42,6 +49,7 @@ class Edge:
         self.router = runtime.router
         self.shell = shell
         self.renderer = runtime.renderer
+        self.cancel_on_disconnect = runtime.settings.request.cancel_on_disconnect
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,26 +80,47 @@ class Edge:
         await send_response(send, response)
 
     async def run(self, ctx: RequestContext) -> Response:
-        policies = ctx.op.policies
+        op = ctx.op
         response: Response | None = None
         try:
-            for policy in policies:
-                response = await policy.on_request(ctx)
-                if response is not None:
-                    break
-            if response is None:
-                response = await dispatch(ctx)
-        except GatewayError as err:
-            response = self.problem(err, ctx.request_id)
-        except ClientDisconnected:
-            raise
-        except Exception:
-            log.exception("unhandled error in %s", ctx.op.key, extra={"request_id": ctx.request_id})
-            response = self.problem(InternalError("the gateway failed unexpectedly; the request id identifies the "
-                                                  "failure in our logs"), ctx.request_id)
-        for policy in policies:
-            policy.on_response(ctx, response)
+            try:
+                for policy in op.policies:
+                    response = await policy.on_request(ctx)
+                    if response is not None:
+                        break
+                if response is None:
+                    response = await self._dispatch(ctx)
+            except GatewayError as err:
+                response = self.problem(err, ctx.request_id)
+            except (ClientDisconnected, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", op.key, extra={"request_id": ctx.request_id})
+                response = self.problem(InternalError("the gateway failed unexpectedly; the request id identifies "
+                                                      "the failure in our logs"), ctx.request_id)
+            for policy in op.policies:
+                policy.on_response(ctx, response)
+        finally:
+            # Awaited even when the request is abandoned (response None): e.g. releasing an idempotency claim.
+            for policy in op.completers:
+                await policy.on_complete(ctx, response)
         return response
+
+    async def _dispatch(self, ctx: RequestContext) -> Response:
+        """The adapter call; abandoned (cancelled) if the caller disconnects meanwhile: no work for nobody."""
+        if not self.cancel_on_disconnect:
+            return await dispatch(ctx)
+        work = asyncio.ensure_future(dispatch(ctx))
+        watcher = asyncio.ensure_future(_disconnected(ctx.receive))
+        try:
+            done, _ = await asyncio.wait((work, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()
+        log.info("caller disconnected; vendor work for %s abandoned", ctx.op.key, extra={"request_id": ctx.request_id})
+        raise ClientDisconnected()
 
     def problem(self, err: GatewayError, request_id: str) -> Response:
         response = Response(err.status, self.renderer.body(err, request_id), PROBLEM_JSON)

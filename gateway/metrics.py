@@ -45,3 +45,6 @@ vendor_retries_total = Counter(
 retry_budget_exhausted_total = Counter(
     "gateway_retry_budget_exhausted_total", "Retries not made because the vendor's retry budget was spent",
     ["vendor"], registry=REGISTRY)
+idempotency_replays_total = Counter(
+    "gateway_idempotency_replays_total", "Requests answered from a stored first response (Idempotency-Key)",
+    ["api", "version", "operation"], registry=REGISTRY)

@@ -9,6 +9,7 @@ The order, and what each stage may rely on:
     auth         credentials and scopes per the operation's `security`; ctx.client_id, ctx.scopes set
     versioning   Deprecation/Sunset/Link headers; 410 Gone once the sunset has passed
     validation   path/query/header/cookie parameters and body checked; ctx.params and ctx.body are typed
+    idempotency  Idempotency-Key: replay a stored answer, 409 while in flight, 422 if reused; else claim the key
     (dispatch)   adapter called, its result validated against the response schema (gateway/dispatch.py)
 Later stages (auth, limits, idempotency, versions) are inserted in POLICY_ORDER in the order they must run.
 """
@@ -31,7 +32,7 @@ class RequestContext:
 
     __slots__ = ("scope", "receive", "op", "request_id", "path_params", "params", "body", "raw_body",
                  "media_type", "client_id", "scopes", "principal", "idempotency_key", "started", "notes",
-                 "vendor_request_id", "attempts")
+                 "vendor_request_id", "attempts", "idempotency")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, op: Operation, request_id: str,
                  path_params: dict[str, str]) -> None:
@@ -52,6 +53,7 @@ class RequestContext:
         self.notes: dict[str, Any] = {}  # facts for the access log: policy decisions, outcomes
         self.vendor_request_id: str | None = None
         self.attempts = 0
+        self.idempotency: Any = None  # set by the idempotency policy when this request owns its key
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name (first occurrence), decoded as latin-1."""
@@ -68,6 +70,8 @@ class Policy(Protocol):
 
     def on_response(self, ctx: RequestContext, response: Response) -> None: ...
 
+    async def on_complete(self, ctx: RequestContext, response: Response | None) -> None: ...
+
 
 class BasePolicy:
     """Convenience base: continue on request, add nothing on response."""
@@ -80,18 +84,28 @@ class BasePolicy:
     def on_response(self, ctx: RequestContext, response: Response) -> None:
         return None
 
+    async def on_complete(self, ctx: RequestContext, response: Response | None) -> None:
+        """Awaited before the response is sent (None if the request was abandoned); only if overridden."""
+        return None
+
+
+def completers(policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """The policies that do asynchronous work after the response is known (so the others cost nothing)."""
+    return tuple(p for p in policies if type(p).on_complete is not BasePolicy.on_complete)
+
 
 PolicyFactory = Callable[["Operation", "Runtime"], "Policy | None"]
 
 
 def policy_order() -> tuple[PolicyFactory, ...]:
     """The policies every operation may have, in the order they run. One line per stage."""
-    from gateway.policies import auth, validation, versioning
+    from gateway.policies import auth, idempotency, validation, versioning
 
     return (
         auth.build,
         versioning.build,
         validation.build,
+        idempotency.build,
     )
 
 

@@ -13,10 +13,12 @@ Raise a `GatewayError` subclass anywhere on the request path; the edge renders i
     │   ├── MethodNotAllowed               405     method-not-allowed     (Allow header)
     │   ├── NotAcceptable                  406     not-acceptable
     │   ├── ResourceConflict               409     resource-conflict      (vendor refused: state conflict)
+    │   ├── IdempotencyConflict            409     idempotency-in-progress (same key, first still running)
     │   ├── Gone                           410     gone
     │   ├── PayloadTooLarge                413     payload-too-large
     │   ├── UnsupportedMediaType           415     unsupported-media-type
     │   ├── VendorRejected                 422     vendor-rejected        (vendor's own validation said no)
+    │   ├── IdempotencyKeyReused           422     idempotency-key-reused (same key, different request)
     │   └── RateLimited                    429     rate-limited           (Retry-After)
     └── ServerProblem                      5xx
         ├── InternalError                  500     internal-error
@@ -143,6 +145,12 @@ class ResourceConflict(ClientProblem):
     status, slug, title = 409, "resource-conflict", "Conflict with the resource's state"
 
 
+class IdempotencyConflict(ClientProblem):
+    """A request with this idempotency key is still being processed; retry once it has finished."""
+
+    status, slug, title = 409, "idempotency-in-progress", "A request with this Idempotency-Key is in progress"
+
+
 class Gone(ClientProblem):
     """The resource or API version existed but no longer does."""
 
@@ -165,6 +173,12 @@ class VendorRejected(ClientProblem):
     """The vendor validated the request and refused it (a business error, not a fault)."""
 
     status, slug, title = 422, "vendor-rejected", "The vendor refused the request"
+
+
+class IdempotencyKeyReused(ClientProblem):
+    """The idempotency key was already used for a different request."""
+
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key reused with a different request"
 
 
 class RateLimited(ClientProblem):

@@ -17,7 +17,8 @@ from gateway.auth.service import AuthService
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
-from gateway.pipeline import build_policies
+from gateway.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from gateway.pipeline import build_policies, completers
 from gateway.problems import ProblemRenderer
 from gateway.router import Router
 from gateway.settings import Settings
@@ -76,6 +77,9 @@ class Runtime:
         self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
         self.auth = AuthService(settings.auth, settings.base_dir)
+        self.idempotency_store: IdempotencyStore = (
+            RedisStore(settings.redis_url) if settings.idempotency.backend == "redis" and settings.redis_url
+            else MemoryStore())
         self.scopes = declared_scopes(contracts)
         self.router = Router(operations)
         self.versions = VersionIndex(operations, lambda: self.clock())
@@ -85,6 +89,7 @@ class Runtime:
         self.extras: dict[str, Any] = {}  # per-feature state (stores, metrics...) keyed by feature name
         for op in operations:
             op.policies = build_policies(op, self)
+            op.completers = completers(op.policies)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -113,6 +118,7 @@ class Runtime:
     async def shutdown(self) -> None:
         self.ready = False
         await self.auth.close()
+        await self.idempotency_store.close()
         for adapter in self.adapters.values():
             await adapter.shutdown()
         self.adapters.clear()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.auth.config import AuthSettings
 
@@ -107,6 +107,16 @@ class RequestSettings(Strict):
     cancel_on_disconnect: bool = True
 
 
+class IdempotencySettings(Strict):
+    """Idempotency keys (draft-ietf-httpapi-idempotency-key-header) on POST and PATCH."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    ttl_s: float = Field(86_400, gt=0)  # how long a first response is replayed
+    lock_ttl_s: float = Field(60, gt=0)  # an in-flight claim expires after this (a crashed gateway cannot block)
+    # If the shared store is down: refuse keyed requests (503) rather than risk running them twice.
+    on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -118,8 +128,17 @@ class Settings(Strict):
     transport: Literal["aiohttp", "httpx"] = "aiohttp"
     vendors: dict[str, VendorSettings] = Field(default_factory=dict)
     auth: AuthSettings = AuthSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
+    redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.
     base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _redis_when_needed(self) -> Settings:
+        if self.idempotency.backend == "redis" and not self.redis_url:
+            raise ValueError("idempotency.backend is redis: set redis_url")
+        return self
 
     def contract_paths(self) -> list[Path]:
         return [p if p.is_absolute() else (self.base_dir / p) for p in self.contracts]

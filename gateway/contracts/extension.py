@@ -19,6 +19,7 @@ On an operation:
       options: {...}                     # static options handed to the adapter operation
       deprecation: {...}                 # as at the root, for this operation only
       timeout_s: 5                       # deadline for the vendor side of this operation (504 after)
+      idempotency: required              # Idempotency-Key: required | optional (POST/PATCH default) | off
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -76,3 +77,4 @@ class OperationExtension(_Ext):
     options: dict[str, Any] = Field(default_factory=dict)
     deprecation: Deprecation | None = None
     timeout_s: float | None = Field(None, gt=0, le=300)  # this operation's deadline (default request.deadline_s)
+    idempotency: Literal["required", "optional", "off"] | None = None

@@ -107,6 +107,13 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
         names[name] = where
     out += _route_problems(op, file, settings)
     out += _security_problems(op, file)
+    if (op.extension or {}).get("idempotency") == "required":
+        declared = [p for p, _, _ in op.parameters if p.get("in") == "header"
+                    and str(p.get("name", "")).lower() == "idempotency-key"]
+        if not declared or not declared[0].get("required"):
+            out.append(ContractProblem(file, pointer_join(op.pointer, "x-gateway", "idempotency"),
+                                       "the key is required: declare the Idempotency-Key header parameter with "
+                                       "required: true so that clients see it"))
     return out
 
 

@@ -87,7 +87,8 @@ def test_payment_authorise_capture_refund_with_idempotency(gateway, sandboxes):
     assert captured.json()["status"] == "succeeded"
     refund = gateway.post(f"/v1/payments/{payment}/refunds", json={"amount": 1000})
     assert refund.status_code == 201 and refund.json()["amount"] == 1000
-    declined = gateway.post("/v1/payments", json={**body, "payment_method": "pm_card_chargeDeclined"})
+    declined = gateway.post("/v1/payments", json={**body, "payment_method": "pm_card_chargeDeclined"},
+                            headers={"Idempotency-Key": str(uuid.uuid4())})
     assert declined.status_code == 422 and declined.json()["detail"] == "Your card was declined."
 
 
