@@ -26,6 +26,7 @@ Raise a `GatewayError` subclass anywhere on the request path; the edge renders i
         │   ├── UpstreamContractViolation  502     upstream-contract-violation
         │   └── VendorCredentialsRejected  502     vendor-credentials-rejected
         ├── VendorUnavailable              503     vendor-unavailable     (Retry-After)
+        ├── DependencyUnavailable          503     dependency-unavailable (our own store: Redis, job store)
         └── VendorTimeout                  504     vendor-timeout
 
 Messages never contain credentials or raw request values beyond what the caller needs to locate a problem.
@@ -221,6 +222,15 @@ class VendorUnavailable(ServerProblem):
         headers = {"retry-after": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
         super().__init__(detail, headers=headers, extensions=extensions)
         self.retry_after_s = retry_after_s
+
+
+class DependencyUnavailable(ServerProblem):
+    """A store the gateway itself depends on (Redis, the job store) cannot be reached; try again shortly."""
+
+    status, slug, title = 503, "dependency-unavailable", "A service the gateway depends on is unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(detail, headers={"retry-after": str(max(1, round(retry_after_s)))})
 
 
 class VendorTimeout(ServerProblem):

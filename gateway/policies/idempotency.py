@@ -25,7 +25,7 @@ from gateway import metrics
 from gateway.http import Response
 from gateway.idempotency import Stored, StoreUnavailable
 from gateway.pipeline import BasePolicy, RequestContext
-from gateway.problems import IdempotencyConflict, IdempotencyKeyReused, RequestInvalid, VendorUnavailable, Violation
+from gateway.problems import DependencyUnavailable, IdempotencyConflict, IdempotencyKeyReused, RequestInvalid, Violation
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
@@ -68,7 +68,7 @@ class IdempotencyPolicy(BasePolicy):
             if self.settings.on_store_error == "fail_open":
                 log.warning("idempotency store unavailable; serving %s without replay protection", self.op.key)
                 return None
-            raise VendorUnavailable("idempotency keys cannot be checked right now", retry_after_s=1) from None
+            raise DependencyUnavailable("idempotency keys cannot be checked right now") from None
         if begin.state == "owner":
             ctx.idempotency = (scope, begin.token, fingerprint)
             ctx.idempotency_key = "cg_" + scope[:40]

@@ -217,3 +217,43 @@ def test_retry_budget_caps_extra_calls_during_an_outage(start, sandboxes):
     calls = vendor_calls(sandboxes, "woocommerce")
     # Without a budget: 3 calls per request (180). With it: the initial reserve (10) plus 10% of the requests.
     assert requests <= calls <= requests + 10 + requests * 0.1 + 1
+
+
+def test_idempotency_keys_are_shared_by_gateways_on_one_redis(sandboxes, redis_url):
+    """Two gateway processes on one Redis: a key first used on one replays on the other; one charge."""
+    prefix_db = redis_url  # keys are namespaced (cg:idem:) and scoped by client and operation
+    for url in sandboxes.urls.values():
+        httpx.post(url + "/_sandbox/reset").raise_for_status()
+    overrides = {"redis_url": prefix_db, "idempotency.backend": "redis"}
+    apps = [create_app(demo_settings(sandboxes.urls, **overrides)) for _ in range(2)]
+    servers = [ServerThread(app).start() for app in apps]
+    try:
+        key = str(uuid.uuid4())
+        headers = {"Idempotency-Key": key, **bearer(apps[0])}
+        first = httpx.post(servers[0].url + "/v1/payments", json=PAYMENT, headers=headers, timeout=10)
+        second = httpx.post(servers[1].url + "/v1/payments", json=PAYMENT, headers=headers, timeout=10)
+        assert first.status_code == second.status_code == 201
+        assert second.headers["idempotent-replayed"] == "true" and second.json() == first.json()
+        assert stats(sandboxes, "stripe")["effects"]["charges_created"] == 1
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_redis_outage_fails_keyed_requests_closed(sandboxes, private_redis):
+    """With the shared store down, a keyed payment is refused (503) rather than risk running twice; it recovers."""
+    app = create_app(demo_settings(sandboxes.urls, **{"redis_url": private_redis.url,
+                                                      "idempotency.backend": "redis"}))
+    server = ServerThread(app).start()
+    try:
+        headers = bearer(app)
+        private_redis.stop()
+        down = httpx.post(server.url + "/v1/payments", json=PAYMENT,
+                          headers={**headers, "Idempotency-Key": str(uuid.uuid4())}, timeout=10)
+        assert down.status_code == 503 and down.json()["type"].endswith("/dependency-unavailable")
+        private_redis.start()
+        up = httpx.post(server.url + "/v1/payments", json=PAYMENT,
+                        headers={**headers, "Idempotency-Key": str(uuid.uuid4())}, timeout=10)
+        assert up.status_code == 201, up.text
+    finally:
+        server.stop()
