@@ -1,65 +1,44 @@
-"""Payments through Stripe: PaymentIntents (authorise, capture) and Refunds.
+"""Payments through Stripe: the payments.v1 contract on PaymentIntents (authorise, capture) and Refunds.
 
-Stripe facts relied on: `Authorization: Bearer sk_...`; form-encoded bodies with bracket notation
-(`metadata[order_id]`, `expand[]`); amounts in minor units and lower-case currencies; `Idempotency-Key` on POSTs,
-honoured by Stripe so that a retried request returns the first result instead of charging twice; `Request-Id`
-on every answer; errors as {"error": {"type", "code", "message", "param"}} with 402 for declined cards.
-A pinned `Stripe-Version` keeps the response shapes stable whatever the account's default is.
+Routes: `stripe.create_payment`, `stripe.get_payment`, `stripe.capture_payment`, `stripe.refund_payment`.
+What goes on the wire (Stripe API reference, https://docs.stripe.com/api):
+
+    POST /v1/payment_intents                 create, and confirm at once when a payment method is given
+    GET  /v1/payment_intents/{pi}            retrieve, with expand[]=latest_charge for captured/refunded amounts
+    POST /v1/payment_intents/{pi}/capture    amount_to_capture
+    POST /v1/refunds                         payment_intent, amount, reason
+
+Every call carries `Authorization: Bearer <secret key>` and a pinned `Stripe-Version`, so response shapes do not
+change when someone upgrades the account's default version. POST bodies are form-encoded (mapping.form_pairs).
+POSTs carry the gateway's `Idempotency-Key`: Stripe stores the first answer for a key and replays it, so a
+retried create, capture or refund, by our client or by the caller, never charges or refunds twice. The
+translations are in mapping.py; so is the one function that turns a Stripe error into our problem.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from adapters.base import Adapter, AdapterCall, AdapterResult, operation
 from adapters.client import VendorResponse
-from adapters.errors import VendorFailure, retry_after_seconds, to_problem
-from gateway.problems import GatewayError
 from gateway.settings import VendorSettings
 
+from .mapping import (
+    capture_params,
+    create_params,
+    form_pairs,
+    payment_from_intent,
+    payment_intent_id,
+    problem_from_response,
+    refund_from_stripe,
+    refund_params,
+)
+
+# The API version the mapping was written against. Change it only together with mapping.py and the sandbox.
 STRIPE_VERSION = "2024-06-20"
-EXPAND_CHARGE = [("expand[]", "latest_charge")]
-
-
-def payment_intent_id(payment_id: str) -> str:
-    return "pi_" + payment_id.removeprefix("pay_")
-
-
-def _iso(unix: int) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def payment_from_stripe(pi: dict[str, Any]) -> dict[str, Any]:
-    """Our payment for a PaymentIntent with `latest_charge` expanded (or absent)."""
-    charge = pi.get("latest_charge") if isinstance(pi.get("latest_charge"), dict) else None
-    error = pi.get("last_payment_error") or {}
-    return {
-        "id": "pay_" + pi["id"].removeprefix("pi_"),
-        "order_id": pi["metadata"]["order_id"],
-        "amount": pi["amount"],
-        "currency": pi["currency"].upper(),
-        "capture_method": "manual" if pi["capture_method"] == "manual" else "automatic",
-        "customer_email": pi.get("receipt_email"),
-        "description": pi.get("description"),
-        "status": pi["status"],
-        "amount_captured": charge["amount_captured"] if charge else pi.get("amount_received", 0),
-        "amount_refunded": charge["amount_refunded"] if charge else 0,
-        "failure_message": error.get("message"),
-        "created_at": _iso(pi["created"]),
-    }
-
-
-def refund_from_stripe(refund: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": "ref_" + refund["id"].removeprefix("re_"),
-        "payment_id": "pay_" + refund["payment_intent"].removeprefix("pi_"),
-        "amount": refund["amount"],
-        "currency": refund["currency"].upper(),
-        "status": refund["status"],
-        "reason": refund.get("reason"),
-        "created_at": _iso(refund["created"]),
-    }
+# Secret keys (sk_) and restricted keys (rk_) can call the API server-side; publishable keys (pk_) cannot.
+_SERVER_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 
 
 class StripeAdapter(Adapter):
@@ -67,83 +46,59 @@ class StripeAdapter(Adapter):
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:
-        return [] if "secret_key" in settings.credentials else ["credentials.secret_key is required"]
+        key = settings.credentials.get("secret_key")
+        if key is None or not key.get_secret_value():
+            return ["credentials.secret_key is required (a Stripe secret key, sk_test_... or sk_live_...)"]
+        if not key.get_secret_value().startswith(_SERVER_KEY_PREFIXES):
+            # Say what kind of value it is, never the value: this message is printed by `gateway check`.
+            return ["credentials.secret_key is not a Stripe secret or restricted key (sk_... or rk_...)"]
+        return []
 
-    def _headers(self, call: AdapterCall, post: bool) -> dict[str, str]:
+    def _headers(self, call: AdapterCall, method: str) -> dict[str, str]:
         headers = {"authorization": "Bearer " + self.settings.secret("secret_key"),
                    "stripe-version": STRIPE_VERSION}
-        key = call.idempotency_key or call.params.get("Idempotency-Key")
-        if post and key:
-            # Stripe keeps the first result for this key: a retry at any layer cannot charge twice.
-            headers["idempotency-key"] = key
+        if method == "POST":
+            key = call.idempotency_key or call.params.get("Idempotency-Key")
+            if key:
+                headers["idempotency-key"] = str(key)
         return headers
 
-    async def _call(self, call: AdapterCall, method: str, path: str,
-                    form: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
-        post = method == "POST"
-        response = await self.client.request(method, path, params=None if post else form,
-                                             form=form if post else None, headers=self._headers(call, post),
-                                             call=call)
+    async def _stripe(self, call: AdapterCall, method: str, path: str,
+                      params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+        """One Stripe call: its JSON object and Stripe's request id on success, else the mapped problem is raised."""
+        pairs = list(form_pairs(params))
+        response: VendorResponse = await self.client.request(
+            method, path, params=pairs if method == "GET" else None, form=pairs if method != "GET" else None,
+            headers=self._headers(call, method), call=call, request_id=call.request_id)
         if response.status >= 300:
-            raise self._failure(response)
+            raise problem_from_response(self.vendor, response)
         body = response.json()
         if not isinstance(body, dict):
             raise TypeError("Stripe answered with something other than an object")
-        return body
+        return body, response.header("request-id")
 
-    def _failure(self, response: VendorResponse) -> GatewayError:
-        error: dict[str, Any] = {}
-        try:
-            body = response.json()
-            if isinstance(body, dict) and isinstance(body.get("error"), dict):
-                error = body["error"]
-        except GatewayError:
-            pass  # no JSON body: the status alone decides
-        status = response.status
-        if error.get("code") == "payment_intent_unexpected_state":
-            status = 409  # the payment is not in a state that allows this: a conflict, not a malformed request
-        return to_problem(VendorFailure(self.vendor, status, message=error.get("message"), code=error.get("code"),
-                                        param=error.get("param"), vendor_request_id=response.header("request-id"),
-                                        retry_after_s=retry_after_seconds(response.header("retry-after"))))
+    @staticmethod
+    def _intent_path(call: AdapterCall) -> str:
+        return "/v1/payment_intents/" + quote(payment_intent_id(call.params["payment_id"]), safe="")
 
     @operation
     async def create_payment(self, call: AdapterCall) -> AdapterResult:
-        body = call.body
-        form: list[tuple[str, Any]] = [
-            ("amount", int(body["amount"])), ("currency", body["currency"].lower()),
-            ("capture_method", body.get("capture_method", "automatic")),
-            ("metadata[order_id]", body["order_id"]), *EXPAND_CHARGE,
-        ]
-        if body.get("payment_method"):
-            form += [("payment_method", body["payment_method"]), ("confirm", "true"),
-                     ("payment_method_types[]", "card")]
-        if body.get("customer_email"):
-            form.append(("receipt_email", body["customer_email"]))
-        if body.get("description"):
-            form.append(("description", body["description"]))
-        pi = await self._call(call, "POST", "/v1/payment_intents", form)
-        return AdapterResult(201, payment_from_stripe(pi))
+        pi, stripe_id = await self._stripe(call, "POST", "/v1/payment_intents", create_params(call.body))
+        return AdapterResult(201, payment_from_intent(pi), vendor_request_id=stripe_id)
 
     @operation
     async def get_payment(self, call: AdapterCall) -> AdapterResult:
-        pi = await self._call(call, "GET", f"/v1/payment_intents/{payment_intent_id(call.params['payment_id'])}",
-                              EXPAND_CHARGE)
-        return AdapterResult(200, payment_from_stripe(pi))
+        pi, stripe_id = await self._stripe(call, "GET", self._intent_path(call), {"expand": ["latest_charge"]})
+        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id)
 
     @operation
     async def capture_payment(self, call: AdapterCall) -> AdapterResult:
-        form: list[tuple[str, Any]] = list(EXPAND_CHARGE)
-        if call.body and call.body.get("amount") is not None:
-            form.append(("amount_to_capture", int(call.body["amount"])))
-        path = f"/v1/payment_intents/{payment_intent_id(call.params['payment_id'])}/capture"
-        return AdapterResult(200, payment_from_stripe(await self._call(call, "POST", path, form)))
+        path = self._intent_path(call) + "/capture"
+        pi, stripe_id = await self._stripe(call, "POST", path, capture_params(call.body))
+        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id)
 
     @operation
     async def refund_payment(self, call: AdapterCall) -> AdapterResult:
-        body = call.body or {}
-        form: list[tuple[str, Any]] = [("payment_intent", payment_intent_id(call.params["payment_id"]))]
-        if body.get("amount") is not None:
-            form.append(("amount", int(body["amount"])))
-        if body.get("reason"):
-            form.append(("reason", body["reason"]))
-        return AdapterResult(201, refund_from_stripe(await self._call(call, "POST", "/v1/refunds", form)))
+        params = refund_params(payment_intent_id(call.params["payment_id"]), call.body)
+        refund, stripe_id = await self._stripe(call, "POST", "/v1/refunds", params)
+        return AdapterResult(201, refund_from_stripe(refund), vendor_request_id=stripe_id)

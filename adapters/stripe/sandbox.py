@@ -1,65 +1,90 @@
-"""A Stripe simulator: PaymentIntents (create/confirm, retrieve, capture) and Refunds, as the adapter calls them.
+"""A Stripe simulator: the PaymentIntents and Refunds endpoints the Stripe adapter calls, answering as Stripe does.
 
-Faithful where it matters to callers and tests: Bearer secret keys, form-encoded bodies with bracket notation,
-`expand[]=latest_charge`, Stripe's id prefixes and object shapes, its error object and status codes (402 for
-declined cards), `Request-Id` on every answer, and its idempotency: a repeated `Idempotency-Key` with the same
-parameters replays the first answer (`Idempotent-Replayed: true`) without doing anything again; with different
-parameters it is a 400 `idempotency_error`. Test payment methods: pm_card_visa (approved), pm_card_chargeDeclined.
-Effects counted: payment_intents_created, charges_created, captures, refunds_created.
+    POST /v1/payment_intents                 create (and confirm, with `confirm=true` and a payment method)
+    GET  /v1/payment_intents/{intent}        retrieve
+    POST /v1/payment_intents/{intent}/capture
+    POST /v1/refunds
+
+Stripe's wire protocol (keys, form parameters, errors, `Request-Id`, idempotency) is in sandbox_wire.py; this
+module is the PaymentIntent and Refund behaviour behind it, with Stripe's object shapes, ids and refusals.
+
+Test payment methods are Stripe's own: pm_card_visa, pm_card_mastercard and pm_card_amex are approved;
+pm_card_chargeDeclined and pm_card_chargeDeclinedInsufficientFunds are declined (402 card_error). A partial
+capture releases the rest of the authorisation, which Stripe reports as refunded on the charge.
+Simplified: one account, cards only, refunds need a captured charge, no webhooks, no 3-D Secure.
+
+Effects counted in `sandbox.state.effects`: payment_intents_created, charges_created (one per successful
+confirmation), captures, refunds_created. A replayed idempotent request does nothing, so it counts nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import string
+import re
 import time
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.sandbox import Sandbox, json_response
+from adapters.sandbox import Sandbox
 
-SECRET_KEY = "sk_test_sandbox0000000000000000"
-ALPHABET = string.ascii_letters + string.digits
-DECLINED = {"pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined.")}
+from .sandbox_wire import (
+    SECRET_KEY,
+    Saved,
+    StripeError,
+    boolean,
+    endpoint,
+    fault_response,
+    integer,
+    missing,
+    new_id,
+    text,
+    unrecognized,
+)
+
+__all__ = ["SECRET_KEY", "create_sandbox"]
+
+APPROVED = frozenset({"pm_card_visa", "pm_card_mastercard", "pm_card_amex"})
+DECLINED = {"pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
+            "pm_card_chargeDeclinedInsufficientFunds": ("insufficient_funds", "Your card has insufficient funds.")}
+CURRENCIES = {"eur": ("€", 50), "usd": ("$", 50), "gbp": ("£", 30), "chf": ("CHF ", 50)}  # symbol, minimum charge
+MAX_AMOUNT = 99_999_999
+CAPTURE_METHODS = ("automatic", "automatic_async", "manual")
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+ALLOWED = {  # the parameters each endpoint accepts; anything else is Stripe's parameter_unknown
+    "create": {"amount", "currency", "capture_method", "confirm", "payment_method", "payment_method_types",
+               "automatic_payment_methods", "metadata", "receipt_email", "description", "return_url", "expand"},
+    "retrieve": {"expand", "client_secret"},
+    "capture": {"amount_to_capture", "expand", "metadata", "final_capture"},
+    "refund": {"payment_intent", "charge", "amount", "reason", "metadata", "expand"},
+}
+EXPANDABLE = {"create": {"latest_charge"}, "retrieve": {"latest_charge"}, "capture": {"latest_charge"},
+              "refund": {"charge", "payment_intent"}}
+RETURN_URL_NEEDED = (
+    "A `return_url` must be specified because this Payment Intent is configured to automatically accept the payment "
+    "methods enabled in the Dashboard, some of which may require a full page redirect to succeed. If you do not want "
+    "to accept redirect-based payment methods, set `automatic_payment_methods[enabled]` to `true` and "
+    "`automatic_payment_methods[allow_redirects]` to `never` when creating Setup Intents and Payment Intents.")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def new_id(prefix: str) -> str:
-    return prefix + "_" + "".join(secrets.choice(ALPHABET) for _ in range(24))
-
-
-def error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-          param: str | None = None, extra: dict[str, Any] | None = None) -> Response:
-    err: dict[str, Any] = {"type": type_, "message": message}
-    if code:
-        err["code"] = code
-        err["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
-    if param:
-        err["param"] = param
-    err.update(extra or {})
-    return json_response({"error": err}, status, headers={"request-id": new_id("req")})
-
-
-def sandbox_error(status: int, message: str) -> Response:
-    if status == 429:
-        return error(429, "Too many requests hit the API too quickly.", code="rate_limit")
-    return error(status, message, type_="api_error")
+def money(amount: int, currency: str) -> str:
+    return f"{CURRENCIES[currency][0]}{amount / 100:,.2f}"
 
 
 class Store:
-    def __init__(self) -> None:
-        self.reset()
+    """One Stripe account's objects and saved idempotent answers."""
 
-    def reset(self) -> None:
+    def __init__(self) -> None:
         self.intents: dict[str, dict[str, Any]] = {}
         self.charges: dict[str, dict[str, Any]] = {}
         self.refunds: dict[str, dict[str, Any]] = {}
-        # (key, path) -> (fingerprint of the parameters, status, body)
-        self.idempotent: dict[tuple[str, str], tuple[str, int, bytes]] = {}
+        self.saved: dict[str, Saved] = {}
+
+    def reset(self) -> None:
+        # Cleared in place: the endpoints hold on to `saved`.
+        for table in (self.intents, self.charges, self.refunds, self.saved):
+            table.clear()
 
 
 def create_sandbox() -> Sandbox:
@@ -68,178 +93,189 @@ def create_sandbox() -> Sandbox:
     def effect(name: str) -> None:
         sandbox.state.effects[name] += 1
 
-    def expanded(pi: dict[str, Any], expand: list[str]) -> dict[str, Any]:
-        if "latest_charge" in expand and pi.get("latest_charge"):
+    def intent(intent_id: str, param: str = "intent", status: int = 404) -> dict[str, Any]:
+        if intent_id not in store.intents:
+            raise StripeError(status, f"No such payment_intent: '{intent_id}'", code="resource_missing", param=param)
+        return store.intents[intent_id]
+
+    def expand_intent(pi: dict[str, Any], expand: list[str]) -> dict[str, Any]:
+        if "latest_charge" in expand and pi["latest_charge"]:
             return {**pi, "latest_charge": store.charges[pi["latest_charge"]]}
         return pi
 
-    def charge_for(pi: dict[str, Any], captured: bool) -> dict[str, Any]:
-        charge = {"id": new_id("ch"), "object": "charge", "amount": pi["amount"], "currency": pi["currency"],
-                  "amount_captured": pi["amount"] if captured else 0, "amount_refunded": 0, "captured": captured,
-                  "refunded": False, "paid": True, "status": "succeeded", "payment_intent": pi["id"],
-                  "created": int(time.time())}
+    def confirm(pi: dict[str, Any]) -> None:
+        method = pi["payment_method"]
+        charge = {"id": new_id("ch"), "object": "charge", "amount": pi["amount"], "amount_captured": 0,
+                  "amount_refunded": 0, "captured": False, "created": int(time.time()), "currency": pi["currency"],
+                  "failure_code": None, "failure_message": None, "livemode": False, "paid": False,
+                  "payment_intent": pi["id"], "payment_method": method, "receipt_email": pi["receipt_email"],
+                  "refunded": False, "status": "pending"}
         store.charges[charge["id"]] = charge
+        pi["latest_charge"] = charge["id"]
+        if method in DECLINED:
+            decline_code, message = DECLINED[method]
+            charge.update(status="failed", failure_code="card_declined", failure_message=message)
+            error = {"type": "card_error", "code": "card_declined", "decline_code": decline_code,
+                     "message": message, "charge": charge["id"],
+                     "payment_method": {"id": method, "object": "payment_method", "type": "card"}}
+            pi.update(status="requires_payment_method", payment_method=None, last_payment_error=error)
+            raise StripeError(402, message, type_="card_error", code="card_declined", executed=True,
+                              decline_code=decline_code, charge=charge["id"], payment_intent=dict(pi))
+        charge.update(status="succeeded", paid=True)
         effect("charges_created")
-        return charge
+        if pi["capture_method"] == "manual":
+            pi.update(status="requires_capture", amount_capturable=pi["amount"])
+        else:
+            charge.update(captured=True, amount_captured=pi["amount"])
+            pi.update(status="succeeded", amount_received=pi["amount"])
 
-    async def create_intent(form: dict[str, Any], expand: list[str]) -> Response:
-        try:
-            amount = int(form["amount"])
-        except (KeyError, ValueError):
-            return error(400, "Missing required param: amount.", code="parameter_missing", param="amount")
-        if "currency" not in form:
-            return error(400, "Missing required param: currency.", code="parameter_missing", param="currency")
-        if amount < 50:
-            return error(400, "Amount must be at least €0.50 eur", code="amount_too_small", param="amount")
-        capture = form.get("capture_method", "automatic")
-        pi = {"id": new_id("pi"), "object": "payment_intent", "amount": amount, "amount_capturable": 0,
-              "amount_received": 0, "capture_method": capture, "client_secret": None, "created": int(time.time()),
-              "currency": form["currency"].lower(), "description": form.get("description"),
-              "last_payment_error": None, "latest_charge": None, "livemode": False,
-              "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
-              "payment_method": form.get("payment_method"), "receipt_email": form.get("receipt_email"),
-              "status": "requires_payment_method"}
-        pi["client_secret"] = pi["id"] + "_secret_" + secrets.token_hex(8)
-        store.intents[pi["id"]] = pi
+    def create_intent(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        amount = integer(params, "amount")
+        if amount is None:
+            raise missing("amount")
+        currency = (text(params, "currency") or "").lower()
+        if not currency:
+            raise missing("currency")
+        if currency not in CURRENCIES:
+            raise StripeError(400, f"Invalid currency: {currency}. Stripe currently supports these currencies: "
+                              f"{', '.join(sorted(CURRENCIES))}", param="currency")
+        if amount < CURRENCIES[currency][1]:
+            raise StripeError(400, f"Amount must be at least {money(CURRENCIES[currency][1], currency)} {currency}",
+                              code="amount_too_small", param="amount")
+        if amount > MAX_AMOUNT:
+            raise StripeError(400, f"Amount must be no more than {money(MAX_AMOUNT, currency)}",
+                              code="amount_too_large", param="amount")
+        capture_method = text(params, "capture_method") or "automatic"
+        if capture_method not in CAPTURE_METHODS:
+            raise StripeError(400, "Invalid capture_method: must be one of automatic, automatic_async, or manual",
+                              param="capture_method")
+        method, email = text(params, "payment_method"), text(params, "receipt_email")
+        if method is not None and method not in APPROVED and method not in DECLINED:
+            raise StripeError(400, f"No such PaymentMethod: '{method}'", code="resource_missing",
+                              param="payment_method")
+        if email is not None and not _EMAIL.match(email):
+            raise StripeError(400, f"Invalid email address: {email}", code="email_invalid", param="receipt_email")
+        automatic, types = params.get("automatic_payment_methods"), params.get("payment_method_types")
+        if types is not None and not isinstance(types, list):
+            raise StripeError(400, "Invalid array", param="payment_method_types")
+        if automatic is not None and types is not None:
+            raise StripeError(400, "You may only specify one of these parameters: automatic_payment_methods, "
+                              "payment_method_types.", code="parameters_exclusive")
+        if automatic is not None:
+            if not isinstance(automatic, dict):
+                raise StripeError(400, "Invalid hash", param="automatic_payment_methods")
+            if unknown := sorted(set(automatic) - {"enabled", "allow_redirects"}):
+                name = f"automatic_payment_methods[{unknown[0]}]"
+                raise StripeError(400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name)
+            automatic = {"enabled": boolean(automatic, "enabled"),
+                         "allow_redirects": automatic.get("allow_redirects", "always")}
+        elif types is None:
+            automatic = {"enabled": True, "allow_redirects": "always"}  # the default since 2023-08-16
+        metadata = params.get("metadata", {})
+        if not isinstance(metadata, dict):
+            raise StripeError(400, "Invalid hash", param="metadata")
+        confirming = boolean(params, "confirm")
+        if confirming and method is None:
+            raise StripeError(400, "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                              "You can either update the PaymentIntent with a payment method and then confirm it "
+                              "again, or confirm it again directly with a payment method.",
+                              code="payment_intent_unexpected_state")
+        # Automatic payment methods include some that redirect the customer; confirming needs a page to come back to.
+        redirects = automatic is not None and automatic["allow_redirects"] != "never"
+        if confirming and redirects and not params.get("return_url"):
+            raise StripeError(400, RETURN_URL_NEEDED)
+        pi_id = new_id("pi")
+        pi = {"id": pi_id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
+              "amount_received": 0, "automatic_payment_methods": automatic,
+              "canceled_at": None, "cancellation_reason": None, "capture_method": capture_method,
+              "client_secret": f"{pi_id}_secret_{new_id('x')[2:]}", "confirmation_method": "automatic",
+              "created": int(time.time()), "currency": currency, "customer": None,
+              "description": text(params, "description"), "last_payment_error": None, "latest_charge": None,
+              "livemode": False, "metadata": metadata, "payment_method": method,
+              "payment_method_types": types or ["card"], "receipt_email": email,
+              "status": "requires_confirmation" if method else "requires_payment_method"}
+        store.intents[pi_id] = pi
         effect("payment_intents_created")
-        if form.get("confirm") == "true":
-            if not pi["payment_method"]:
-                return error(400, "You cannot confirm this PaymentIntent because it's missing a payment method.",
-                             code="payment_intent_unexpected_state")
-            if pi["payment_method"] in DECLINED:
-                code, decline, message = DECLINED[pi["payment_method"]]
-                pi["last_payment_error"] = {"type": "card_error", "code": code, "decline_code": decline,
-                                            "message": message}
-                return error(402, message, type_="card_error", code=code,
-                             extra={"decline_code": decline, "payment_intent": pi})
-            charge = charge_for(pi, captured=capture != "manual")
-            pi["latest_charge"] = charge["id"]
-            if capture == "manual":
-                pi.update(status="requires_capture", amount_capturable=amount)
-            else:
-                pi.update(status="succeeded", amount_received=amount)
-        return json_response(expanded(pi, expand))
+        if confirming:
+            confirm(pi)
+        return expand_intent(pi, params.get("expand", []))
 
-    async def capture_intent(pi: dict[str, Any], form: dict[str, Any], expand: list[str]) -> Response:
+    def retrieve_intent(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        return expand_intent(intent(path["intent"]), params.get("expand", []))
+
+    def capture_intent(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        pi = intent(path["intent"])
+        amount = integer(params, "amount_to_capture")
         if pi["status"] != "requires_capture":
-            return error(400, f"This PaymentIntent could not be captured because it has a status of {pi['status']}. "
-                         "Only a PaymentIntent with one of the following statuses may be captured: requires_capture.",
-                         code="payment_intent_unexpected_state")
-        amount = int(form.get("amount_to_capture", pi["amount_capturable"]))
-        if amount > pi["amount_capturable"]:
-            return error(400, "The amount to capture exceeds the amount capturable.", code="amount_too_large",
-                         param="amount_to_capture")
+            raise StripeError(400, f"This PaymentIntent could not be captured because it has a status of "
+                              f"{pi['status']}. Only a PaymentIntent with one of the following statuses may be "
+                              "captured: requires_capture.", code="payment_intent_unexpected_state",
+                              executed=True, payment_intent=dict(pi))
+        amount = pi["amount_capturable"] if amount is None else amount
+        if not 0 < amount <= pi["amount_capturable"]:
+            raise StripeError(400, f"The amount_to_capture must be between 1 and the amount_capturable "
+                              f"({pi['amount_capturable']}).", code="amount_too_large", param="amount_to_capture")
         charge = store.charges[pi["latest_charge"]]
-        charge.update(amount_captured=amount, captured=True)
+        # The uncaptured rest of the authorisation is released; Stripe shows it as refunded on the charge.
+        released = charge["amount"] - amount
+        charge.update(captured=True, amount_captured=amount, amount_refunded=charge["amount_refunded"] + released,
+                      refunded=released >= charge["amount"])
         pi.update(status="succeeded", amount_received=amount, amount_capturable=0)
         effect("captures")
-        return json_response(expanded(pi, expand))
+        return expand_intent(pi, params.get("expand", []))
 
-    async def create_refund(form: dict[str, Any]) -> Response:
-        pi = store.intents.get(form.get("payment_intent", ""))
-        if pi is None:
-            return error(404, f"No such payment_intent: '{form.get('payment_intent')}'", code="resource_missing",
-                         param="payment_intent")
-        charge = store.charges.get(pi.get("latest_charge") or "")
-        if charge is None or not charge["captured"]:
-            return error(400, "This PaymentIntent does not have a successful charge to refund.",
-                         code="charge_not_refundable")
-        refundable = charge["amount_captured"] - charge["amount_refunded"]
-        if refundable <= 0:
-            return error(400, f"Charge {charge['id']} has already been refunded.", code="charge_already_refunded")
-        amount = int(form.get("amount", refundable))
-        if amount > refundable:
-            return error(400, f"Refund amount (€{amount / 100:.2f}) is greater than unrefunded amount on charge "
-                         f"(€{refundable / 100:.2f})", code="amount_too_large", param="amount")
-        reason = form.get("reason")
-        if reason is not None and reason not in ("duplicate", "fraudulent", "requested_by_customer"):
-            return error(400, "Invalid reason", code="parameter_invalid_string", param="reason")
+    def create_refund(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        pi_id, charge_id = text(params, "payment_intent"), text(params, "charge")
+        if pi_id is None and charge_id is None:
+            raise StripeError(400, "One of the following params should be provided for this request: "
+                              "payment_intent or charge.", code="parameter_missing")
+        if pi_id is not None and charge_id is not None:
+            raise StripeError(400, "You may only specify one of these parameters: charge, payment_intent.",
+                              code="parameters_exclusive")
+        amount, reason = integer(params, "amount"), text(params, "reason")
+        if amount is not None and amount <= 0:
+            raise StripeError(400, "This value must be greater than or equal to 1.", param="amount")
+        if reason is not None and reason not in REFUND_REASONS:
+            raise StripeError(400, "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
+                              param="reason")
+        if pi_id is not None:  # an object named in the parameters, not the path: Stripe answers 400, not 404
+            charge = store.charges.get(intent(pi_id, "payment_intent", 400)["latest_charge"] or "")
+        elif (charge := store.charges.get(charge_id or "")) is None:
+            raise StripeError(400, f"No such charge: '{charge_id}'", code="resource_missing", param="charge")
+        if charge is None or charge["status"] != "succeeded" or not charge["captured"]:
+            raise StripeError(400, f"This PaymentIntent ({pi_id}) does not have a successful charge to refund.",
+                              code="charge_not_refundable", executed=True)
+        currency, unrefunded = charge["currency"], charge["amount"] - charge["amount_refunded"]
+        if unrefunded <= 0:
+            raise StripeError(400, f"Charge {charge['id']} has already been refunded.",
+                              code="charge_already_refunded", executed=True)
+        amount = unrefunded if amount is None else amount
+        if amount > unrefunded:
+            raise StripeError(400, f"Refund amount ({money(amount, currency)}) is greater than unrefunded amount on "
+                              f"charge ({money(unrefunded, currency)})", code="amount_too_large", param="amount",
+                              executed=True)
         refund = {"id": new_id("re"), "object": "refund", "amount": amount, "charge": charge["id"],
-                  "currency": charge["currency"], "payment_intent": pi["id"], "reason": reason,
-                  "status": "succeeded", "created": int(time.time())}
+                  "created": int(time.time()), "currency": currency, "metadata": params.get("metadata", {}),
+                  "payment_intent": charge["payment_intent"], "reason": reason, "receipt_number": None,
+                  "status": "succeeded"}
         charge["amount_refunded"] += amount
-        charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
         store.refunds[refund["id"]] = refund
         effect("refunds_created")
-        return json_response(refund)
-
-    def authorized(request: Request) -> Response | None:
-        header = request.headers.get("authorization", "")
-        if not header.startswith("Bearer "):
-            return error(401, "You did not provide an API key. You need to provide your API key in the "
-                         "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').")
-        key = header[7:]
-        if key != SECRET_KEY:
-            masked = key[:8] + "*" * 4 + key[-4:] if len(key) > 12 else "****"
-            return error(401, f"Invalid API Key provided: {masked}")
-        return None
-
-    async def handle(request: Request, action: Any) -> Response:
-        response = await _handle(request, action)
-        if "request-id" not in response.headers:
-            response.headers["request-id"] = new_id("req")
-        return response
-
-    async def _handle(request: Request, action: Any) -> Response:
-        if (denied := authorized(request)) is not None:
-            return denied
-        raw = (await request.body()).decode()
-        pairs = parse_qsl(raw, keep_blank_values=True) + list(request.query_params.multi_items())
-        expand = [v for k, v in pairs if k == "expand[]"]
-        form = {k: v for k, v in pairs if k != "expand[]"}
-        key = request.headers.get("idempotency-key")
-        if request.method == "POST" and key:
-            fingerprint = hashlib.sha256(raw.encode()).hexdigest()
-            stored = store.idempotent.get((key, request.url.path))
-            if stored is not None:
-                if stored[0] != fingerprint:
-                    return error(400, "Keys for idempotent requests can only be used with the same parameters they "
-                                 "were first used with. Try using a key other than "
-                                 f"'{key}' if you meant to execute a different request.", type_="idempotency_error")
-                return Response(stored[2], stored[1], media_type="application/json",
-                                headers={"idempotent-replayed": "true", "request-id": new_id("req"),
-                                         "idempotency-key": key})
-            response = await action(form, expand)
-            if response.status_code < 500:  # Stripe does not store answers to requests that failed on its side
-                store.idempotent[(key, request.url.path)] = (fingerprint, response.status_code, bytes(response.body))
-            return response
-        return await action(form, expand)
-
-    async def payment_intents(request: Request) -> Response:
-        return await handle(request, create_intent)
-
-    async def payment_intent(request: Request) -> Response:
-        async def retrieve(form: dict[str, Any], expand: list[str]) -> Response:
-            pi = store.intents.get(request.path_params["pi"])
-            if pi is None:
-                return error(404, f"No such payment_intent: '{request.path_params['pi']}'", code="resource_missing",
-                             param="intent")
-            return json_response(expanded(pi, expand))
-
-        return await handle(request, retrieve)
-
-    async def capture(request: Request) -> Response:
-        async def run(form: dict[str, Any], expand: list[str]) -> Response:
-            pi = store.intents.get(request.path_params["pi"])
-            if pi is None:
-                return error(404, f"No such payment_intent: '{request.path_params['pi']}'", code="resource_missing",
-                             param="intent")
-            return await capture_intent(pi, form, expand)
-
-        return await handle(request, run)
-
-    async def refunds(request: Request) -> Response:
-        async def run(form: dict[str, Any], expand: list[str]) -> Response:
-            return await create_refund(form)
-
-        return await handle(request, run)
+        expand = params.get("expand", [])
+        return {**refund, **({"charge": charge} if "charge" in expand else {}),
+                **({"payment_intent": store.intents[refund["payment_intent"]]} if "payment_intent" in expand else {})}
+    def route(path: str, handler: Any, kind: str, method: str) -> Route:
+        return Route(path, endpoint(handler, store.saved, ALLOWED[kind], EXPANDABLE[kind]), methods=[method])
 
     routes = [
-        Route("/v1/payment_intents", payment_intents, methods=["POST"]),
-        Route("/v1/payment_intents/{pi}", payment_intent, methods=["GET"]),
-        Route("/v1/payment_intents/{pi}/capture", capture, methods=["POST"]),
-        Route("/v1/refunds", refunds, methods=["POST"]),
+        route("/v1/payment_intents", create_intent, "create", "POST"),
+        route("/v1/payment_intents/{intent}", retrieve_intent, "retrieve", "GET"),
+        route("/v1/payment_intents/{intent}/capture", capture_intent, "capture", "POST"),
+        route("/v1/refunds", create_refund, "refund", "POST"),
+        # Anything else is Stripe's "Unrecognized request URL", not Starlette's plain-text 404 or 405.
+        Route("/{path:path}", unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
     ]
-    sandbox = Sandbox("stripe", routes, sandbox_error,
-                      broken_body=lambda: {"id": 42, "object": "payment_intent"}, reset=store.reset)
+    sandbox = Sandbox("stripe", routes, fault_response, reset=store.reset,
+                      broken_body=lambda: {"object": "payment_intent", "id": 42, "amount": "39.98"})
     return sandbox
