@@ -27,10 +27,13 @@ from gateway import metrics
 from gateway.problems import GatewayError, UpstreamContractViolation, UpstreamProblem, VendorTimeout, VendorUnavailable
 from gateway.settings import VendorSettings
 
+from .backpressure import VendorThrottle
 from .errors import retry_after_seconds
 from .resilience import Backoff, RetryBudget, VendorBreaker
 
 if TYPE_CHECKING:
+    from gateway.ratelimit import Limiter
+
     from .base import AdapterCall
 
 log = logging.getLogger("gateway.vendors")
@@ -72,7 +75,8 @@ class VendorResponse:
 class VendorClient:
     """Pooled HTTP client for one vendor. `request()` returns any HTTP answer; only transport failures raise."""
 
-    def __init__(self, vendor: str, settings: VendorSettings, transport: str = "aiohttp") -> None:
+    def __init__(self, vendor: str, settings: VendorSettings, transport: str = "aiohttp",
+                 limiter: Limiter | None = None) -> None:
         self.vendor = vendor
         self.settings = settings
         self.base_url = settings.base_url
@@ -82,6 +86,7 @@ class VendorClient:
         self.breaker = VendorBreaker(vendor, b.fail_max, b.reset_timeout_s, b.half_open_max_calls)
         self.budget = RetryBudget(r.budget_ratio, r.budget_min_per_s)
         self.backoff = Backoff(r.backoff_base_s, r.backoff_cap_s)
+        self.throttle = VendorThrottle(vendor, settings.limits, limiter)
 
     async def start(self) -> None:
         t = self.settings.timeouts
@@ -137,7 +142,14 @@ class VendorClient:
         # Safe to send twice: the method says so, or the vendor deduplicates by our idempotency key.
         repeatable = method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in hdrs)
         deadline = call.deadline if call is not None else None
-        trial = self.breaker.admit()
+        async with self.throttle.slot():  # our side of the vendor's limits: refused here, the vendor never knows
+            trial = self.breaker.admit()
+            return await self._attempts(method, path, params, content, hdrs, call, repeatable, deadline, trial,
+                                        request_id)
+
+    async def _attempts(self, method: str, path: str, params: Any, content: bytes | None, hdrs: dict[str, str],
+                        call: AdapterCall | None, repeatable: bool, deadline: float | None, trial: bool,
+                        request_id: str | None) -> VendorResponse:
         self.budget.deposit()
         attempt = 0
         while True:
@@ -152,6 +164,7 @@ class VendorClient:
             error: GatewayError | None = None
             try:
                 response = await self._send(method, path, params, content, hdrs, remaining)
+                self.throttle.observe(response)
             except GatewayError as exc:
                 error = exc
             self._record_attempt(call, attempt, method, path, response, error, started)
@@ -161,6 +174,12 @@ class VendorClient:
                 return response  # type: ignore[return-value]
             delay = self._retry_delay(attempt, repeatable, response, error, deadline)
             if delay is None:
+                self.breaker.record(failed=True, trial=trial)
+                if error is not None:
+                    raise error
+                return response  # type: ignore[return-value]
+            if self.throttle.paused_until > time.monotonic() + delay:
+                # The vendor asked for a longer pause than our backoff: do not knock again before it ends.
                 self.breaker.record(failed=True, trial=trial)
                 if error is not None:
                     raise error

@@ -146,6 +146,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.server.workers
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if workers > 1:
+        shared = [f"{name}: memory keeps its state per process, so with --workers {workers} {what}; use "
+                  f"{name}: redis with redis_url, or one worker"
+                  for name, backend, what in (
+                      ("limits.backend", settings.limits.backend, f"every limit would allow {workers} times as much"),
+                      ("idempotency.backend", settings.idempotency.backend,
+                       "a key used on one worker would run again on another"))
+                  if backend == "memory"]
+        if shared:
+            print("the gateway refuses to start:", *shared, sep="\n  ", file=sys.stderr)
+            return 1
     try:
         app = create_app(settings)
     except ContractError as exc:
@@ -153,8 +164,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the gateway decides
+    # which proxies to trust itself (limits.trusted_proxies).
     common = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
-                  log_level="warning", timeout_graceful_shutdown=10)
+                  log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
         uvicorn.run(app, **common)  # type: ignore[arg-type]
     else:

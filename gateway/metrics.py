@@ -48,3 +48,9 @@ retry_budget_exhausted_total = Counter(
 idempotency_replays_total = Counter(
     "gateway_idempotency_replays_total", "Requests answered from a stored first response (Idempotency-Key)",
     ["api", "version", "operation"], registry=REGISTRY)
+ratelimit_rejections_total = Counter(
+    "gateway_ratelimit_rejections_total", "Requests refused (or let through unchecked) by rate limits and quotas",
+    ["api", "version", "operation", "client", "reason"], registry=REGISTRY)
+vendor_throttled_total = Counter(
+    "gateway_vendor_throttled_total", "Vendor calls not made to keep under the vendor's limits, by why",
+    ["vendor", "reason"], registry=REGISTRY)

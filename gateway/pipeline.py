@@ -7,6 +7,7 @@ None to continue or a Response to answer early, and raises a GatewayError to ref
 
 The order, and what each stage may rely on:
     auth         credentials and scopes per the operation's `security`; ctx.client_id, ctx.scopes set
+    ratelimit    the caller's rate limits and quotas (429); RateLimit headers on every answer
     versioning   Deprecation/Sunset/Link headers; 410 Gone once the sunset has passed
     validation   path/query/header/cookie parameters and body checked; ctx.params and ctx.body are typed
     idempotency  Idempotency-Key: replay a stored answer, 409 while in flight, 422 if reused; else claim the key
@@ -99,10 +100,11 @@ PolicyFactory = Callable[["Operation", "Runtime"], "Policy | None"]
 
 def policy_order() -> tuple[PolicyFactory, ...]:
     """The policies every operation may have, in the order they run. One line per stage."""
-    from gateway.policies import auth, idempotency, validation, versioning
+    from gateway.policies import auth, idempotency, ratelimit, validation, versioning
 
     return (
         auth.build,
+        ratelimit.build,
         versioning.build,
         validation.build,
         idempotency.build,

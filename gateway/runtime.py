@@ -20,6 +20,7 @@ from gateway.contracts.load import Contract, ContractError, ContractProblem, loa
 from gateway.idempotency import IdempotencyStore, MemoryStore, RedisStore
 from gateway.pipeline import build_policies, completers
 from gateway.problems import ProblemRenderer
+from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.router import Router
 from gateway.settings import Settings
 from gateway.versions import VersionIndex
@@ -77,6 +78,9 @@ class Runtime:
         self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
         self.auth = AuthService(settings.auth, settings.base_dir)
+        self.limiter: Limiter = (
+            RedisLimiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
+            if settings.limits.backend == "redis" and settings.redis_url else MemoryLimiter())
         self.idempotency_store: IdempotencyStore = (
             RedisStore(settings.redis_url) if settings.idempotency.backend == "redis" and settings.redis_url
             else MemoryStore())
@@ -106,7 +110,7 @@ class Runtime:
         used = {op.vendor for op in self.operations}
         for name in sorted(used):
             vendor = self.settings.vendors[name]
-            client = VendorClient(name, vendor, self.settings.transport)
+            client = VendorClient(name, vendor, self.settings.transport, limiter=self.limiter)
             adapter = adapter_class(vendor.adapter)(name, vendor, client)
             await adapter.startup()
             self.adapters[name] = adapter
@@ -119,6 +123,7 @@ class Runtime:
         self.ready = False
         await self.auth.close()
         await self.idempotency_store.close()
+        await self.limiter.close()
         for adapter in self.adapters.values():
             await adapter.shutdown()
         self.adapters.clear()

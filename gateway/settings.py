@@ -66,6 +66,37 @@ class RetrySettings(Strict):
     budget_min_per_s: float = Field(1.0, ge=0)  # ...plus this many per second, so a quiet vendor can still retry
 
 
+class BucketSpec(Strict):
+    """One limit: a rate (`100/minute`, `20/10s`, optional burst) or a quota (`10000/day`, hour or month)."""
+
+    rate: str | None = None
+    burst: int | None = Field(None, ge=1)
+    quota: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BucketSpec:
+        from gateway.ratelimit import parse_quota, parse_rate
+
+        if (self.rate is None) == (self.quota is None):
+            raise ValueError("give exactly one of rate or quota")
+        if self.rate is not None:
+            parse_rate("x", self.rate, self.burst)
+        else:
+            if self.burst is not None:
+                raise ValueError("burst applies to a rate, not to a quota")
+            parse_quota("x", self.quota or "")
+        return self
+
+
+class VendorLimitSettings(Strict):
+    """Keep the gateway under the vendor's own limits, however many callers there are."""
+
+    rate: str | None = None  # e.g. HubSpot's burst limit: 100/10s (shared by every gateway process on Redis)
+    burst: int | None = Field(None, ge=1)
+    max_concurrency: int | None = Field(None, ge=1)
+    max_wait_s: float = Field(0.0, ge=0)  # how long a call may wait for a concurrency slot before a 503
+
+
 class VendorSettings(Strict):
     """One vendor the gateway talks to: which adapter translates for it, where it lives, how we authenticate."""
 
@@ -76,6 +107,7 @@ class VendorSettings(Strict):
     timeouts: TimeoutSettings = TimeoutSettings()
     breaker: BreakerSettings = BreakerSettings()
     retries: RetrySettings = RetrySettings()
+    limits: VendorLimitSettings = VendorLimitSettings()
     pool: PoolSettings = PoolSettings()
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -107,6 +139,33 @@ class RequestSettings(Strict):
     cancel_on_disconnect: bool = True
 
 
+class LimitSettings(Strict):
+    """Rate limits and quotas for callers (gateway/ratelimit.py; the buckets are declared in the contracts)."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    # When Redis cannot be reached: serve (log and count), or refuse with 503. Default: serve, since a limiter
+    # outage should not become an API outage; choose closed where limits protect money or a fragile vendor.
+    fail_mode: Literal["open", "closed"] = "open"
+    redis_timeout_s: float = Field(0.05, gt=0)
+    # Callers are keyed by client id; on public operations by IP, read from X-Forwarded-For only when the
+    # connection comes from one of these proxies (CIDRs).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    plans: dict[str, dict[str, BucketSpec]] = Field(default_factory=dict)  # plan -> bucket name -> numbers
+    clients: dict[str, str] = Field(default_factory=dict)  # client id -> plan
+    default_plan: str | None = None
+
+    @model_validator(mode="after")
+    def _plans_exist(self) -> LimitSettings:
+        for client, plan in {**self.clients, **({"(default)": self.default_plan} if self.default_plan else {})}.items():
+            if plan not in self.plans:
+                raise ValueError(f"client {client} is on plan {plan!r}, which is not defined in limits.plans")
+        import ipaddress
+
+        for cidr in self.trusted_proxies:
+            ipaddress.ip_network(cidr, strict=False)
+        return self
+
+
 class IdempotencySettings(Strict):
     """Idempotency keys (draft-ietf-httpapi-idempotency-key-header) on POST and PATCH."""
 
@@ -129,6 +188,7 @@ class Settings(Strict):
     vendors: dict[str, VendorSettings] = Field(default_factory=dict)
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
+    limits: LimitSettings = LimitSettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.
@@ -138,6 +198,8 @@ class Settings(Strict):
     def _redis_when_needed(self) -> Settings:
         if self.idempotency.backend == "redis" and not self.redis_url:
             raise ValueError("idempotency.backend is redis: set redis_url")
+        if self.limits.backend == "redis" and not self.redis_url:
+            raise ValueError("limits.backend is redis: set redis_url")
         return self
 
     def contract_paths(self) -> list[Path]:

@@ -30,7 +30,7 @@ class ServerThread:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan,
-                                loop="asyncio", http="httptools", timeout_graceful_shutdown=2)
+                                loop="asyncio", http="httptools", timeout_graceful_shutdown=2, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None

@@ -8,6 +8,8 @@ At the document root (applies to every operation of the API):
       response_validation: report # enforce (default, from gateway.yaml) | report
       deprecation: {date: 2026-09-01, sunset: 2027-06-30, link: https://..., successor: /v2/orders}
       mapping: orders_v2          # gateway/mappings/orders_v2.py maps this version onto the adapter's model
+      limits:                     # buckets every operation consumes; plans in gateway.yaml override the numbers
+        requests: {quota: 100000/day}
       version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
 
 On an operation:
@@ -20,6 +22,7 @@ On an operation:
       deprecation: {...}                 # as at the root, for this operation only
       timeout_s: 5                       # deadline for the vendor side of this operation (504 after)
       idempotency: required              # Idempotency-Key: required | optional (POST/PATCH default) | off
+      limits: {writes: {rate: 20/second, burst: 40}}   # more buckets (or new numbers for one of the API's)
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -31,6 +34,8 @@ import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from gateway.settings import BucketSpec
 
 
 class _Ext(BaseModel):
@@ -63,6 +68,7 @@ class ApiExtension(_Ext):
     version: str | None = Field(None, pattern=r"^v[0-9]{1,3}$")
     response_validation: Literal["enforce", "report"] | None = None
     deprecation: Deprecation | None = None
+    limits: dict[str, BucketSpec] | None = None  # buckets every operation of the API consumes
     # A version mapping (gateway/mappings/<name>.py) between this version's shapes and the adapter's model.
     mapping: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,40}$")
     # Opt in to header selection: paths without the version prefix pick the version from this header.
@@ -78,3 +84,4 @@ class OperationExtension(_Ext):
     deprecation: Deprecation | None = None
     timeout_s: float | None = Field(None, gt=0, le=300)  # this operation's deadline (default request.deadline_s)
     idempotency: Literal["required", "optional", "off"] | None = None
+    limits: dict[str, BucketSpec] | None = None  # buckets this operation consumes (same name: replaces the API's)

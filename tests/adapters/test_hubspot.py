@@ -142,15 +142,24 @@ async def test_refused_token_is_our_problem(sandbox):
     assert "pat-na1" not in str(exc.value.detail) + str(exc.value.extensions)
 
 
-async def test_burst_limit_429_becomes_unavailable_with_the_window_as_retry_after(hubspot, sandbox):
-    """Beyond HubSpot's burst limit the sandbox answers 429; callers see 503 with a Retry-After from its window."""
+async def test_hubspot_reporting_its_limit_spent_pauses_calls_before_a_429(hubspot, sandbox):
+    """When HubSpot's headers say the burst window is spent, the next call is refused here (503 with the window as
+    Retry-After) instead of being sent to collect a 429."""
     httpx.put(sandbox + "/_sandbox/settings", json={"burst_limit": 2, "window_ms": 10000}).raise_for_status()
     await hubspot.search_customers(call("searchCustomers", {}))
     await hubspot.search_customers(call("searchCustomers", {}))
     with pytest.raises(VendorUnavailable) as exc:
         await hubspot.search_customers(call("searchCustomers", {}))
-    assert exc.value.retry_after_s == 10
-    assert effects(sandbox)["rate_limited"] == 1
+    assert 9 < exc.value.retry_after_s <= 10
+    assert effects(sandbox).get("rate_limited", 0) == 0
+
+
+async def test_a_hubspot_429_becomes_unavailable_with_the_window_as_retry_after(hubspot, sandbox):
+    """A 429 that does come back is a 503 with HubSpot's window as Retry-After."""
+    httpx.put(sandbox + "/_sandbox/faults", json=[{"status": 429, "times": 1}]).raise_for_status()
+    with pytest.raises(VendorUnavailable) as exc:
+        await hubspot.search_customers(call("searchCustomers", {}))
+    assert exc.value.retry_after_s == 1.0
 
 
 @pytest.mark.parametrize("rule, problem", [
