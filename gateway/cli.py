@@ -134,6 +134,108 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run jobs only (no HTTP): for the shared PostgreSQL store, as many of these as you like on any hosts."""
+    import asyncio
+
+    from gateway.contracts.load import ContractError
+    from gateway.runtime import Runtime
+
+    settings = _settings(args)
+    if args.concurrency is not None:
+        settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"workers":
+                                                                                        args.concurrency})})
+    if settings.jobs.workers < 1:
+        print("jobs.workers is 0: this worker would run nothing", file=sys.stderr)
+        return 1
+    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        runtime = Runtime.build(settings)
+    except ContractError as exc:
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.startup()
+        print(f"worker {runtime.jobs.runner.owner if runtime.jobs.runner else '-'} running "
+              f"({settings.jobs.backend}, {settings.jobs.workers} at a time)", flush=True)
+        await stop.wait()
+        await runtime.shutdown()
+
+    asyncio.run(run())
+    return 0
+
+
+def _parse_time(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """Dead letters: list, show, replay, discard (the same as the admin endpoints)."""
+    import asyncio
+    import json
+
+    from gateway.jobs.model import DeadLetterFilter
+    from gateway.jobs.service import job_store
+
+    settings = _settings(args)
+    store = job_store(settings)
+
+    async def run() -> int:
+        await store.start()
+        try:
+            if args.action == "list":
+                flt = DeadLetterFilter(vendor=args.vendor, operation=args.operation, since=_parse_time(args.since),
+                                       until=_parse_time(args.until), error=args.error, limit=args.limit)
+                for job in await store.dead_letters(flt):
+                    last = (job.history or [{}])[-1]
+                    print(f"{job.id}  {job.name:32} {job.vendor or '-':12} attempts={job.attempts:<3} "
+                          f"{last.get('at', '-')}  {last.get('error', (job.problem or {}).get('type', ''))}")
+                return 0
+            if args.action == "show":
+                job = await store.get(args.id)
+                if job is None:
+                    print(f"no job {args.id}", file=sys.stderr)
+                    return 1
+                print(json.dumps(dead_letter_view(job), indent=2, default=str))
+                return 0
+            if args.action == "discard":
+                ok = await store.discard(args.id, args.reason)
+                print("discarded" if ok else f"{args.id} is not a dead letter")
+                return 0 if ok else 1
+            if not args.id and args.since is None and args.until is None:
+                print("give a dead letter's id, or --since/--until to replay a time range", file=sys.stderr)
+                return 2
+            ids = [args.id] if args.id else [j.id for j in await store.dead_letters(DeadLetterFilter(
+                since=_parse_time(args.since), until=_parse_time(args.until), limit=10_000))]
+            for job_id in ids:
+                if args.dry_run:
+                    print(f"would replay {job_id}")
+                elif await store.replay(job_id):
+                    print(f"replayed {job_id}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def dead_letter_view(job: object) -> dict:
+    from gateway.jobs.admin import dead_letter
+
+    return dead_letter(job)  # type: ignore[arg-type]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -258,6 +360,30 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--port", type=int)
         p.add_argument("--workers", type=int)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("worker", help="run asynchronous jobs (no HTTP), e.g. next to gateways on PostgreSQL")
+    p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    p.add_argument("--concurrency", type=int, help="jobs at a time (default: jobs.workers)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("dlq", help="dead letters: list, show, replay, discard")
+    p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    dlq = p.add_subparsers(dest="action", required=True)
+    q = dlq.add_parser("list")
+    for name in ("vendor", "operation", "since", "until", "error"):
+        q.add_argument(f"--{name}")
+    q.add_argument("--limit", type=int, default=100)
+    q = dlq.add_parser("show")
+    q.add_argument("id")
+    q = dlq.add_parser("replay")
+    q.add_argument("id", nargs="?")
+    q.add_argument("--since")
+    q.add_argument("--until")
+    q.add_argument("--dry-run", action="store_true")
+    q = dlq.add_parser("discard")
+    q.add_argument("id")
+    q.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_dlq)
 
     p = sub.add_parser("sandbox", help="serve the sandbox vendors (Stripe, HubSpot, WooCommerce simulators)")
     p.add_argument("--host", default="127.0.0.1")

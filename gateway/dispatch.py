@@ -34,22 +34,31 @@ async def dispatch(ctx: RequestContext) -> Response:
         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
         deadline=time.monotonic() + op.deadline_s,
     )
-    assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
-    if op.mapping is not None:
-        call = op.mapping.to_canonical(op.operation_id, call)
     try:
-        result: AdapterResult = await op.handler(call)
+        result = await execute(op, call)
     finally:
         ctx.attempts = len(call.attempts)
         ctx.notes["vendor_attempts"] = call.attempts
-    if op.mapping is not None:
-        result = op.mapping.from_canonical(op.operation_id, result)
     if result.vendor_request_id:
         ctx.vendor_request_id = result.vendor_request_id
-    return render(op, ctx, result)
+    response = render(op, ctx.request_id, ctx.notes, result)
+    if op.emitter is not None and response.status < 300:
+        ctx.notes["events"] = await op.emitter(op, result.body, ctx.request_id)
+    return response
 
 
-def render(op: Operation, ctx: RequestContext, result: AdapterResult) -> Response:
+async def execute(op: Operation, call: AdapterCall) -> AdapterResult:
+    """The adapter call, with the API version's mapping applied on the way in and out (also used by job workers)."""
+    assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
+    if op.mapping is not None:
+        call = op.mapping.to_canonical(op.operation_id, call)
+    result: AdapterResult = await op.handler(call)
+    if op.mapping is not None:
+        result = op.mapping.from_canonical(op.operation_id, result)
+    return result
+
+
+def render(op: Operation, request_id: str, notes: dict, result: AdapterResult) -> Response:
     """Serialize the result after checking it against the operation's declared responses."""
     if result.raw is not None:
         body = result.raw
@@ -61,8 +70,8 @@ def render(op: Operation, ctx: RequestContext, result: AdapterResult) -> Respons
     if violations:
         pointers = ", ".join(f"{v.pointer or '/'}: {v.message}" for v in violations[:10])
         log.warning("upstream contract violation on %s (%s): %s", op.key, op.vendor, pointers,
-                    extra={"request_id": ctx.request_id})
-        ctx.notes["response_violations"] = len(violations)
+                    extra={"request_id": request_id})
+        notes["response_violations"] = len(violations)
         metrics.upstream_violations_total.labels(op.api, op.version, op.operation_id, op.vendor,
                                                  op.response_validation).inc()
         if op.response_validation == "enforce":

@@ -54,3 +54,24 @@ ratelimit_rejections_total = Counter(
 vendor_throttled_total = Counter(
     "gateway_vendor_throttled_total", "Vendor calls not made to keep under the vendor's limits, by why",
     ["vendor", "reason"], registry=REGISTRY)
+jobs_accepted_total = Counter(
+    "gateway_jobs_accepted_total", "Requests accepted for asynchronous processing (202)", ["operation"],
+    registry=REGISTRY)
+jobs_finished_total = Counter(
+    "gateway_jobs_finished_total", "Job attempts by how they ended (succeeded, retry, dead)",
+    ["kind", "name", "outcome"], registry=REGISTRY)
+jobs_queue_depth = Gauge(
+    "gateway_jobs_queue_depth", "Jobs pending, retrying or running", registry=REGISTRY, multiprocess_mode="max")
+jobs_oldest_age_seconds = Gauge(
+    "gateway_jobs_oldest_age_seconds", "Age of the oldest job not finished yet", registry=REGISTRY,
+    multiprocess_mode="max")
+jobs_dead = Gauge("gateway_jobs_dead", "Dead letters waiting for an operator", registry=REGISTRY,
+                  multiprocess_mode="max")
+dlq_replays_total = Counter(
+    "gateway_dlq_replays_total", "Dead letters replayed or discarded by operators", ["action"], registry=REGISTRY)
+webhooks_received_total = Counter(
+    "gateway_webhooks_received_total", "Inbound vendor webhooks, by outcome", ["vendor", "outcome"],
+    registry=REGISTRY)
+webhook_deliveries_total = Counter(
+    "gateway_webhook_deliveries_total", "Outbound webhook delivery attempts, by outcome",
+    ["subscription", "outcome"], registry=REGISTRY)

@@ -11,6 +11,7 @@ The order, and what each stage may rely on:
     versioning   Deprecation/Sunset/Link headers; 410 Gone once the sunset has passed
     validation   path/query/header/cookie parameters and body checked; ctx.params and ctx.body are typed
     idempotency  Idempotency-Key: replay a stored answer, 409 while in flight, 422 if reused; else claim the key
+    asyncwork    operations run asynchronously: the job is stored, then 202 with the status resource
     (dispatch)   adapter called, its result validated against the response schema (gateway/dispatch.py)
 Later stages (auth, limits, idempotency, versions) are inserted in POLICY_ORDER in the order they must run.
 """
@@ -100,7 +101,7 @@ PolicyFactory = Callable[["Operation", "Runtime"], "Policy | None"]
 
 def policy_order() -> tuple[PolicyFactory, ...]:
     """The policies every operation may have, in the order they run. One line per stage."""
-    from gateway.policies import auth, idempotency, ratelimit, validation, versioning
+    from gateway.policies import asyncwork, auth, idempotency, ratelimit, validation, versioning
 
     return (
         auth.build,
@@ -108,6 +109,7 @@ def policy_order() -> tuple[PolicyFactory, ...]:
         versioning.build,
         validation.build,
         idempotency.build,
+        asyncwork.build,
     )
 
 

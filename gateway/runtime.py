@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.base import Adapter
 from adapters.client import VendorClient
+from adapters.gateway_ops import GatewayOperationsAdapter
 from adapters.registry import adapter_class
 from gateway.auth.keys import SigningKeyProblem, load_signing_keys
 from gateway.auth.service import AuthService
@@ -18,12 +19,14 @@ from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
 from gateway.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from gateway.jobs.service import Jobs
 from gateway.pipeline import build_policies, completers
 from gateway.problems import ProblemRenderer
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.router import Router
-from gateway.settings import Settings
+from gateway.settings import Settings, VendorSettings
 from gateway.versions import VersionIndex
+from gateway.webhooks.service import Webhooks
 
 log = logging.getLogger("gateway")
 
@@ -72,7 +75,8 @@ def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[Con
 class Runtime:
     """Everything the edge needs per request, built at start-up and read-only afterwards."""
 
-    def __init__(self, settings: Settings, contracts: list[Contract], operations: list[Operation]) -> None:
+    def __init__(self, settings: Settings, contracts: list[Contract], operations: list[Operation],
+                 run_workers: bool = True) -> None:
         self.settings = settings
         self.contracts = contracts
         self.operations = operations
@@ -87,6 +91,13 @@ class Runtime:
         self.scopes = declared_scopes(contracts)
         self.router = Router(operations)
         self.versions = VersionIndex(operations, lambda: self.clock())
+        self.by_key = {op.key: op for op in operations}
+        self.webhooks = Webhooks(self)
+        self.jobs = Jobs(self, run_workers)
+        status = next((op for op in operations if op.vendor == "gateway" and op.adapter_operation == "get_operation"),
+                      None)
+        if status is not None:
+            self.jobs.status_template = status.path.replace("{operation_id}", "{id}")
         self.adapters: dict[str, Adapter] = {}
         self.ready = False
         self.clock = time.time  # replaceable in tests that need to be after a sunset date
@@ -107,20 +118,27 @@ class Runtime:
             raise ContractError([ContractProblem("gateway.yaml", "/auth/builtin/keys_dir", str(exc))]) from None
 
     async def startup(self) -> None:
+        await self.jobs.start()
         used = {op.vendor for op in self.operations}
         for name in sorted(used):
-            vendor = self.settings.vendors[name]
+            vendor = self.settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal")
             client = VendorClient(name, vendor, self.settings.transport, limiter=self.limiter)
             adapter = adapter_class(vendor.adapter)(name, vendor, client)
+            if isinstance(adapter, GatewayOperationsAdapter):
+                adapter.jobs = self.jobs.store
             await adapter.startup()
             self.adapters[name] = adapter
         for op in self.operations:
             op.handler = getattr(self.adapters[op.vendor], op.adapter_operation)
+            if (op.node.get("x-gateway") or {}).get("emits"):
+                op.emitter = self.webhooks.emit
         self.ready = True
         log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.jobs.stop()
+        await self.webhooks.close()
         await self.auth.close()
         await self.idempotency_store.close()
         await self.limiter.close()

@@ -176,6 +176,53 @@ class IdempotencySettings(Strict):
     on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
 
 
+class JobSettings(Strict):
+    """Durable asynchronous work (gateway/jobs/): where it is stored and who runs it."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_path: Path = Path("var/jobs.db")  # relative to the config file
+    postgres_dsn: SecretStr | None = None
+    workers: int = Field(4, ge=0)  # jobs run concurrently inside this process (0: only `gateway worker` runs them)
+    vendor_concurrency: int = Field(4, ge=1)  # at most this many jobs per vendor at once, per process
+    lease_s: float = Field(30.0, gt=1)  # a job whose worker stops heartbeating is claimable again after this
+    poll_s: float = Field(0.5, gt=0)
+
+    @model_validator(mode="after")
+    def _dsn(self) -> JobSettings:
+        if self.backend == "postgres" and self.postgres_dsn is None:
+            raise ValueError("jobs.backend is postgres: set jobs.postgres_dsn")
+        return self
+
+
+class InboundWebhookSettings(Strict):
+    """A vendor that calls us back: how its deliveries are signed, with which secrets (several during rotation)."""
+
+    scheme: Literal["stripe", "standard"]
+    secrets: list[SecretStr] = Field(min_length=1)
+    tolerance_s: float = Field(300, gt=0)  # Stripe: how old a signature's timestamp may be
+    commerce_vendor: str = "woocommerce"  # whose orders the events update
+
+
+class SubscriptionSettings(Strict):
+    """A partner's endpoint for our events, signed with Standard Webhooks."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr  # whsec_<base64>, as Standard Webhooks defines it
+    events: list[str] = Field(min_length=1)  # order.created, order.delivered, payment.refunded, or "*"
+
+
+class WebhookSettings(Strict):
+    inbound: dict[str, InboundWebhookSettings] = Field(default_factory=dict)  # keyed by the path /webhooks/{vendor}
+    subscriptions: list[SubscriptionSettings] = Field(default_factory=list)
+    # Outbound deliveries retry on a schedule of hours: 30 s doubling to 6 h, for up to 3 days, then a dead letter.
+    max_attempts: int = Field(12, ge=1)
+    backoff_base_s: float = Field(30, gt=0)
+    backoff_cap_s: float = Field(21_600, gt=0)
+    max_age_s: float = Field(259_200, gt=0)
+    timeout_s: float = Field(10, gt=0)
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -189,6 +236,8 @@ class Settings(Strict):
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     limits: LimitSettings = LimitSettings()
+    jobs: JobSettings = JobSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.

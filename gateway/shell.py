@@ -17,10 +17,12 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.admin import build_require_admin
 from gateway.auth.routes import build_auth_routes
 from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
 from gateway.docs.portal import build_portal
+from gateway.jobs.admin import build_dlq_routes
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -31,6 +33,7 @@ from gateway.problems import (
     all_problem_classes,
 )
 from gateway.runtime import Runtime
+from gateway.webhooks.routes import build_webhook_routes
 
 STATIC = Path(__file__).parent / "docs" / "static"
 
@@ -122,4 +125,7 @@ def build_shell(runtime: Runtime) -> FastAPI:
 
     app.include_router(build_portal(runtime))
     app.include_router(build_auth_routes(runtime))
+    require_admin = build_require_admin(runtime)
+    app.include_router(build_dlq_routes(runtime, require_admin))
+    app.include_router(build_webhook_routes(runtime))
     return app

@@ -74,6 +74,7 @@ def demo_settings(sandbox_urls: dict[str, str], **overrides: Any) -> Settings:
     """gateway.yaml (the demo configuration) with vendors pointed at the given sandbox URLs."""
     values: dict[str, Any] = {f"vendors.{name}.base_url": url for name, url in sandbox_urls.items()}
     values["auth.builtin.keys_dir"] = str(TEST_KEYS)
+    values["jobs.sqlite_path"] = str(Path(tempfile.mkdtemp(prefix="cg-jobs-")) / "jobs.db")
     values.update(overrides)
     return load_settings(ROOT / "gateway.yaml", values)
 

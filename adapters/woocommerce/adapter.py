@@ -99,6 +99,11 @@ class WooCommerceAdapter(Adapter):
                                          "meta_data": mapping.meta_list(**{mapping.META_CANCEL_REASON: reason})})
 
     @operation
+    async def mark_paid(self, call: AdapterCall) -> AdapterResult:
+        """Not in any contract: inbound payment webhooks use it (WooCommerce's `set_paid` -> processing)."""
+        return await self._update(call, {"set_paid": True})
+
+    @operation
     async def mark_delivered(self, call: AdapterCall) -> AdapterResult:
         body = call.body or {}
         delivered_at = body.get("delivered_at") or datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

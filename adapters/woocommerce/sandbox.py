@@ -189,6 +189,10 @@ def create_sandbox() -> Sandbox:
         for key in ("status", "customer_note"):
             if key in body:
                 order[key] = body[key]
+        if body.get("set_paid") is True:
+            # WooCommerce: set_paid marks the order paid and moves it to processing.
+            order["status"] = "processing"
+            order["date_paid_gmt"] = now()
         for key in ("billing", "shipping"):
             if isinstance(body.get(key), dict):
                 # Partial update: only the fields sent change.

@@ -79,6 +79,7 @@ class Operation:
     contract: Contract
     policies: tuple[Any, ...] = ()
     completers: tuple[Any, ...] = ()  # the policies with an async on_complete
+    emitter: Callable[..., Any] | None = None  # publishes x-gateway.emits events after success (webhooks)
     handler: Callable[..., Any] | None = None
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)

@@ -73,8 +73,33 @@ class _Differ:
                 self.add("operation-added", False, op.pointer, f"{op.method.upper()} {op.path} was added")
             else:
                 self.operation(old_ops[key], op)
+        self.webhooks()
         self.security_schemes()
         return self.changes
+
+    def webhooks(self) -> None:
+        """Webhook payloads are what subscribers receive: compared like responses (widening breaks them)."""
+        old = self.old.data.get("webhooks") or {}
+        new = self.new.data.get("webhooks") or {}
+        for name in old:
+            if name not in new:
+                self.add("webhook-removed", True, pointer_join("/webhooks", name), f"webhook {name!r} was removed",
+                         in_old=True)
+        for name, item in new.items():
+            ptr = pointer_join("/webhooks", name)
+            if name not in old:
+                self.add("webhook-added", False, ptr, f"webhook {name!r} was added")
+                continue
+            for method, op in (item or {}).items():
+                old_op = (old[name] or {}).get(method)
+                if not isinstance(op, dict) or not isinstance(old_op, dict):
+                    continue
+                o = self._deref(self.old, old_op.get("requestBody"), self.old.path)
+                n = self._deref(self.new, op.get("requestBody"), self.new.path)
+                if o and n:
+                    self.content((o[0] or {}).get("content") or {}, o[1], (n[0] or {}).get("content") or {}, n[1],
+                                 pointer_join(ptr, method, "requestBody"), "response",
+                                 pointer_join(ptr, method, "requestBody"))
 
     def operation(self, old: RawOperation, new: RawOperation) -> None:
         ptr = new.pointer

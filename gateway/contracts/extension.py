@@ -23,6 +23,8 @@ On an operation:
       timeout_s: 5                       # deadline for the vendor side of this operation (504 after)
       idempotency: required              # Idempotency-Key: required | optional (POST/PATCH default) | off
       limits: {writes: {rate: 20/second, burst: 40}}   # more buckets (or new numbers for one of the API's)
+      async: {mode: allowed, ordering_key: order_id}    # 202 + status resource (Prefer: respond-async)
+      emits: order.delivered             # after success, an event for webhook subscribers
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -39,7 +41,7 @@ from gateway.settings import BucketSpec
 
 
 class _Ext(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Deprecation(_Ext):
@@ -61,6 +63,17 @@ def _as_dt(value: dt.date | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
     return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+
+
+class AsyncWork(_Ext):
+    """Asynchronous processing of an operation: 202 Accepted, stored durably, run by workers, status resource."""
+
+    mode: Literal["allowed", "required"] = "allowed"  # allowed: only with `Prefer: respond-async`
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base_s: float = Field(2.0, gt=0)
+    backoff_cap_s: float = Field(3600.0, gt=0)
+    max_age_s: float = Field(86_400.0, gt=0)
+    ordering_key: str | None = None  # a parameter name, or a JSON pointer into the body: such jobs run in order
 
 
 class ApiExtension(_Ext):
@@ -85,3 +98,5 @@ class OperationExtension(_Ext):
     timeout_s: float | None = Field(None, gt=0, le=300)  # this operation's deadline (default request.deadline_s)
     idempotency: Literal["required", "optional", "off"] | None = None
     limits: dict[str, BucketSpec] | None = None  # buckets this operation consumes (same name: replaces the API's)
+    async_: AsyncWork | None = Field(None, alias="async")
+    emits: str | None = Field(None, pattern=r"^[a-z]+\.[a-z_]+$")  # an event for webhook subscribers

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from adapters.registry import adapter_class
 from gateway.mappings import load_mapping
-from gateway.settings import Settings
+from gateway.settings import Settings, VendorSettings
 
 from .extension import ApiExtension, OperationExtension
 from .load import Contract, ContractProblem, pointer_join
@@ -107,6 +107,9 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
         names[name] = where
     out += _route_problems(op, file, settings)
     out += _security_problems(op, file)
+    if (op.extension or {}).get("async") and "202" not in (op.node.get("responses") or {}):
+        out.append(ContractProblem(file, pointer_join(op.pointer, "responses"),
+                                   "an asynchronous operation answers 202: declare it (with the operation status)"))
     if (op.extension or {}).get("idempotency") == "required":
         declared = [p for p, _, _ in op.parameters if p.get("in") == "header"
                     and str(p.get("name", "")).lower() == "idempotency-key"]
@@ -160,6 +163,9 @@ def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[Con
     vendor, _, name = ext["route"].partition(".")
     route_ptr = pointer_join(ext_ptr, "route")
     vendor_settings = settings.vendors.get(vendor)
+    if vendor == "gateway" and vendor_settings is None:
+        # The gateway's own operations (the async status resource): built in, no configuration.
+        vendor_settings = VendorSettings(adapter="gateway", base_url="http://gateway.internal")
     if vendor_settings is None:
         known = ", ".join(sorted(settings.vendors)) or "none configured"
         return [ContractProblem(file, route_ptr, f"route to unknown vendor {vendor!r} (vendors: {known})")]

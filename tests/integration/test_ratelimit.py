@@ -173,7 +173,10 @@ class GatewayProcess:
 
 @pytest.fixture
 def two_gateways(upstream, sandboxes, redis_url, tmp_path):
-    cfg = config(upstream, sandboxes.urls["hubspot"], redis_url=redis_url, **{"limits.backend": "redis"})
+    # fail_mode closed and a generous timeout: on a busy CI machine a slow Redis answer must show up as a 503
+    # (and fail this test loudly), never as a request let through unchecked.
+    cfg = config(upstream, sandboxes.urls["hubspot"], redis_url=redis_url,
+                 **{"limits.backend": "redis", "limits.fail_mode": "closed", "limits.redis_timeout_s": 2.0})
     gateways = [GatewayProcess(cfg, tmp_path, "a"), GatewayProcess(cfg, tmp_path, "b")]
     yield gateways
     for g in gateways:

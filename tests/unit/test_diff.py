@@ -127,6 +127,10 @@ CASES: list[tuple[str, Mutation, tuple[str, bool, str | None], tuple[str, bool, 
         {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}),
      ("request-media-type-added", False, OP + "/requestBody/content/application~1x-www-form-urlencoded"),
      ("request-media-type-removed", True, OP + "/requestBody/content/application~1x-www-form-urlencoded")),
+    ("webhook payload widened", lambda d: d.setdefault("webhooks", {}).update(thingMade={"post": {
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}},
+        "responses": {"200": {"description": "ok"}}}}) or thing(d)["properties"]["color"]["enum"].append("green"),
+     ("webhook-added", False, "/webhooks/thingMade"), ("webhook-removed", True, "/webhooks/thingMade")),
     ("deprecated", lambda d: op(d).update(deprecated=True),
      ("operation-deprecated", False, OP + "/deprecated"), (None, False, None)),
 ]
@@ -195,3 +199,16 @@ def test_cli_exit_status_and_json_output(tmp_path):
     same = subprocess.run([sys.executable, "-m", "gateway", "diff", str(old_dir), str(old_dir)],
                           capture_output=True, text=True, timeout=60)
     assert same.returncode == 0
+
+
+def test_a_widened_webhook_payload_breaks_subscribers(tmp_path):
+    """Subscribers receive webhook payloads: a new enum value there breaks them, like in a response."""
+    with_hook = copy.deepcopy(BASE)
+    with_hook["webhooks"] = {"thingMade": {"post": {
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}},
+        "responses": {"200": {"description": "ok"}}}}}
+    widened = copy.deepcopy(with_hook)
+    thing(widened)["properties"]["color"]["enum"].append("green")
+    report, _ = diff_paths([write(tmp_path, "old", with_hook)], [write(tmp_path, "new", widened)])
+    hooks = [c for c in report.changes if c.pointer.startswith("/webhooks/thingMade")]
+    assert [(c.kind, c.breaking) for c in hooks] == [("enum-value-added", True)]

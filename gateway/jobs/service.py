@@ -1,0 +1,61 @@
+"""The job machinery of one gateway process: the store (SQLite or PostgreSQL) and, unless disabled, its workers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway import metrics
+
+from .model import JobStore
+from .postgres import PostgresJobStore
+from .runner import JobRunner
+from .sqlite import SqliteJobStore
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+    from gateway.settings import Settings
+
+
+def job_store(settings: Settings) -> JobStore:
+    cfg = settings.jobs
+    if cfg.backend == "postgres":
+        assert cfg.postgres_dsn is not None
+        return PostgresJobStore(cfg.postgres_dsn.get_secret_value())
+    path = cfg.sqlite_path if cfg.sqlite_path.is_absolute() else settings.base_dir / cfg.sqlite_path
+    return SqliteJobStore(path)
+
+
+class Jobs:
+    def __init__(self, runtime: Runtime, run_workers: bool) -> None:
+        self.settings = runtime.settings.jobs
+        self.store = job_store(runtime.settings)
+        workers = self.settings.workers if run_workers else 0
+        self.runner = JobRunner(runtime, self.store, workers, self.settings.lease_s, self.settings.poll_s,
+                                self.settings.vendor_concurrency) if workers else None
+        if self.runner is not None:
+            self.runner.handlers.update(webhook_in=runtime.webhooks.process, webhook_out=runtime.webhooks.deliver)
+        self.status_template = "/v1/operations/{id}"
+
+    def status_url(self, job_id: str) -> str:
+        return self.status_template.replace("{id}", job_id)
+
+    def notify(self) -> None:
+        if self.runner is not None:
+            self.runner.notify()
+
+    async def start(self) -> None:
+        await self.store.start()
+        if self.runner is not None:
+            self.runner.start()
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+        await self.store.close()
+
+    async def refresh_metrics(self) -> dict[str, float]:
+        stats = await self.store.stats()
+        metrics.jobs_queue_depth.set(stats["depth"])
+        metrics.jobs_oldest_age_seconds.set(stats["oldest_age_s"])
+        metrics.jobs_dead.set(stats["dead"])
+        return stats

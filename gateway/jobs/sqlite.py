@@ -1,0 +1,240 @@
+"""The embedded job store: one SQLite file in WAL mode on local disk, for one gateway process and its workers.
+
+Every write is a committed transaction with `synchronous=FULL` before the caller hears back, so a 202 is only ever
+sent for work that is on disk, and a restart (or a crash) loses nothing. SQLite calls run in a worker thread, one at
+a time, so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from .model import ACTIVE, DeadLetterFilter, Job, NewJob, Outcome, StoreDown
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  id TEXT UNIQUE NOT NULL,
+  kind TEXT NOT NULL, name TEXT NOT NULL, payload TEXT NOT NULL,
+  client_id TEXT, vendor TEXT, ordering_key TEXT, dedupe_key TEXT UNIQUE, request_id TEXT,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+  base_s REAL NOT NULL, cap_s REAL NOT NULL,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, run_after REAL NOT NULL, expires_at REAL NOT NULL,
+  lease_owner TEXT, lease_until REAL,
+  result TEXT, problem TEXT, history TEXT NOT NULL DEFAULT '[]', discard_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, run_after);
+CREATE INDEX IF NOT EXISTS jobs_order ON jobs(ordering_key, seq);
+"""
+
+COLUMNS = ("id, kind, name, payload, client_id, vendor, ordering_key, request_id, state, attempts, max_attempts, "
+           "created_at, updated_at, run_after, expires_at, result, problem, history, base_s, cap_s, discard_reason")
+
+
+def _load(value: Any) -> Any:
+    """JSON columns: text in SQLite, already decoded by psycopg from PostgreSQL's jsonb."""
+    return value if value is None or isinstance(value, (dict, list)) else json.loads(value)
+
+
+def row_to_job(row: tuple[Any, ...]) -> Job:
+    (id_, kind, name, payload, client_id, vendor, key, request_id, state, attempts, max_attempts, created,
+     updated, run_after, expires, result, problem, history, base_s, cap_s, reason) = row
+    load = _load
+    return Job(id_, kind, name, load(payload), client_id, vendor, key, request_id, state, attempts, max_attempts,
+               created, updated, run_after, expires, load(result), load(problem), load(history) or [], base_s,
+               cap_s, reason)
+
+
+CLAIMABLE = """
+((state IN ('pending', 'retrying') AND run_after <= :now) OR (state = 'running' AND lease_until < :now))
+AND (ordering_key IS NULL OR NOT EXISTS (
+  SELECT 1 FROM jobs e WHERE e.ordering_key = jobs.ordering_key AND e.seq < jobs.seq
+  AND e.state IN ('pending', 'retrying', 'running')))
+"""
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+        self.lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        def open_db() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            return db
+
+        self.db = await asyncio.to_thread(open_db)
+
+    async def close(self) -> None:
+        if self.db is not None:
+            db, self.db = self.db, None
+            await asyncio.to_thread(db.close)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        if self.db is None:
+            raise StoreDown("the job store is not open")
+        async with self.lock:
+            try:
+                return await asyncio.to_thread(fn, self.db, *args)
+            except sqlite3.OperationalError as exc:
+                raise StoreDown(str(exc)) from exc
+
+    async def enqueue(self, job: NewJob) -> Job:
+        def run(db: sqlite3.Connection) -> Job:
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if job.dedupe_key is not None:
+                    row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,)).fetchone()
+                    if row is not None:
+                        db.execute("COMMIT")
+                        return row_to_job(row)
+                s = job.schedule
+                db.execute(
+                    "INSERT INTO jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, "
+                    "request_id, state, max_attempts, base_s, cap_s, created_at, updated_at, run_after, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+                    (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
+                     job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now,
+                     now + s.max_age_s))
+                row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return row_to_job(row)
+
+        return await self._run(run)
+
+    async def claim(self, owner: str, lease_s: float, limit: int, vendors: set[str] | None = None) -> list[Job]:
+        def run(db: sqlite3.Connection) -> list[Job]:
+            now = time.time()
+            vendor_clause = ""
+            params: dict[str, Any] = {"now": now, "limit": limit}
+            if vendors is not None:
+                if not vendors:
+                    return []
+                names = [f":v{i}" for i in range(len(vendors))]
+                vendor_clause = f" AND (vendor IS NULL OR vendor IN ({', '.join(names)}))"
+                params.update({f"v{i}": v for i, v in enumerate(sorted(vendors))})
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [r[0] for r in db.execute(
+                    f"SELECT seq FROM jobs WHERE {CLAIMABLE}{vendor_clause} ORDER BY seq LIMIT :limit", params)]
+                rows = []
+                for seq in ids:
+                    db.execute("UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, "
+                               "attempts = attempts + 1, updated_at = ? WHERE seq = ?",
+                               (owner, now + lease_s, now, seq))
+                    rows.append(db.execute(f"SELECT {COLUMNS} FROM jobs WHERE seq = ?", (seq,)).fetchone())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return [row_to_job(r) for r in rows]
+
+        return await self._run(run)
+
+    async def extend(self, job_id: str, owner: str, lease_s: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'",
+                             (time.time() + lease_s, job_id, owner))
+            return cur.rowcount == 1
+
+        return bool(await self._run(run))
+
+    async def finish(self, job_id: str, owner: str, outcome: Outcome) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            now = time.time()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute("SELECT history, expires_at FROM jobs WHERE id = ? AND lease_owner = ? "
+                                 "AND state = 'running'", (job_id, owner)).fetchone()
+                if row is None:
+                    db.execute("COMMIT")
+                    return  # our lease expired and someone else has the job now: their outcome counts
+                history = json.loads(row[0]) + [outcome.attempt]
+                state, run_after = outcome.state, now
+                if state == "retry":
+                    state, run_after = "retrying", now + outcome.retry_in_s
+                    if run_after > row[1]:
+                        state = "dead"  # too old to keep trying
+                db.execute("UPDATE jobs SET state = ?, run_after = ?, updated_at = ?, lease_owner = NULL, "
+                           "lease_until = NULL, history = ?, result = ?, problem = ? WHERE id = ?",
+                           (state, run_after, now, json.dumps(history),
+                            json.dumps(outcome.result) if outcome.result is not None else None,
+                            json.dumps(outcome.problem) if outcome.problem is not None else None, job_id))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(run)
+
+    async def get(self, job_id: str) -> Job | None:
+        def run(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return row_to_job(row) if row else None
+
+        return await self._run(run)
+
+    async def dead_letters(self, flt: DeadLetterFilter) -> list[Job]:
+        def run(db: sqlite3.Connection) -> list[Job]:
+            where, params = ["state = 'dead'"], []
+            for column, value in (("vendor", flt.vendor), ("name", flt.operation)):
+                if value:
+                    where.append(f"{column} = ?")
+                    params.append(value)
+            if flt.since is not None:
+                where.append("updated_at >= ?")
+                params.append(flt.since)
+            if flt.until is not None:
+                where.append("updated_at <= ?")
+                params.append(flt.until)
+            if flt.error:
+                where.append("(problem LIKE ? OR history LIKE ?)")
+                params += [f"%{flt.error}%"] * 2
+            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                              (*params, flt.limit)).fetchall()
+            return [row_to_job(r) for r in rows]
+
+        return await self._run(run)
+
+    async def replay(self, job_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            # A replay gets a fresh budget of attempts and age; its history is kept.
+            cur = db.execute("UPDATE jobs SET state = 'pending', run_after = ?, updated_at = ?, attempts = 0, "
+                             "expires_at = ? + (expires_at - created_at), problem = NULL WHERE id = ? AND "
+                             "state = 'dead'", (now, now, now, job_id))
+            return cur.rowcount == 1
+
+        return bool(await self._run(run))
+
+    async def discard(self, job_id: str, reason: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute("UPDATE jobs SET state = 'discarded', discard_reason = ?, updated_at = ? WHERE id = ? "
+                             "AND state = 'dead'", (reason, time.time(), job_id))
+            return cur.rowcount == 1
+
+        return bool(await self._run(run))
+
+    async def stats(self) -> dict[str, float]:
+        def run(db: sqlite3.Connection) -> dict[str, float]:
+            active = "', '".join(ACTIVE)
+            depth, oldest = db.execute(f"SELECT count(*), min(created_at) FROM jobs WHERE state IN ('{active}')"
+                                       ).fetchone()
+            dead = db.execute("SELECT count(*) FROM jobs WHERE state = 'dead'").fetchone()[0]
+            return {"depth": depth, "oldest_age_s": (time.time() - oldest) if oldest else 0.0, "dead": dead}
+
+        return await self._run(run)

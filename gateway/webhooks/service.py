@@ -1,0 +1,178 @@
+"""Webhooks in and out, as durable jobs.
+
+Inbound (vendors calling us): the signature is checked over the raw body before anything else; the event is stored
+as a job deduplicated by (vendor, event id), so a repeated delivery is acknowledged and does nothing; the job then
+updates the order (Stripe `payment_intent.succeeded` marks it paid, a carrier's `shipment.delivered` marks it
+delivered), with the same retries and dead letters as any job.
+
+Outbound (us calling partners): an operation whose contract says `x-gateway.emits: order.created` produces that
+event after it succeeds (synchronously or as a job); one delivery job per matching subscription is stored, signed
+with Standard Webhooks when sent, retried on a schedule of hours, guarded by a breaker per endpoint, and
+dead-lettered and replayable like any job. Event envelopes are versioned and described in the contracts (OpenAPI
+3.1 `webhooks`): `{id, type, version, created_at, data}`, where data is the operation's answer in that version.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from adapters.base import AdapterCall
+from adapters.resilience import VendorBreaker
+from gateway import metrics
+from gateway.jobs.model import Job, NewJob, Outcome, RetrySchedule, iso
+from gateway.problems import GatewayError, VendorUnavailable
+
+from .signatures import sign_standard
+
+if TYPE_CHECKING:
+    from gateway.contracts.compile import Operation
+    from gateway.runtime import Runtime
+    from gateway.settings import SubscriptionSettings
+
+log = logging.getLogger("gateway.webhooks")
+
+
+class Webhooks:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings.webhooks
+        self.schedule = RetrySchedule(self.settings.max_attempts, self.settings.backoff_base_s,
+                                      self.settings.backoff_cap_s, self.settings.max_age_s)
+        self.breakers: dict[str, VendorBreaker] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    # -- outbound -------------------------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[SubscriptionSettings]:
+        return list(self.settings.subscriptions)
+
+    async def emit(self, op: Operation, body: Any, request_id: str) -> int:
+        """Store one delivery job per subscription to the event `op` emits. Returns how many."""
+        event_type = (op.node.get("x-gateway") or {}).get("emits")
+        if not event_type:
+            return 0
+        event = {"id": "evt_" + secrets.token_hex(12), "type": event_type, "version": op.version,
+                 "created_at": iso(time.time()), "data": body}
+        n = 0
+        for sub in self.subscriptions():
+            if "*" in sub.events or event_type in sub.events:
+                await self.runtime.jobs.store.enqueue(NewJob(
+                    "webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
+                    dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule))
+                n += 1
+        if n:
+            self.runtime.jobs.notify()
+        return n
+
+    async def deliver(self, job: Job) -> Outcome:
+        """One delivery attempt of an outbound event to a partner's endpoint."""
+        sub = next((s for s in self.subscriptions() if s.id == job.name), None)
+        at, started = iso(time.time()), time.monotonic()
+        if sub is None:
+            return Outcome("dead", {"at": at, "ms": 0, "error": f"subscription {job.name} no longer exists"},
+                           problem={"title": "Subscription removed", "detail": job.name})
+        breaker = self.breakers.setdefault(sub.id, VendorBreaker(f"webhook:{sub.id}", 5, 300, 1))
+        event = job.payload["event"]
+        body = orjson.dumps(event)
+        headers = {"content-type": "application/json", "user-agent": "contract-gateway-webhooks",
+                   **sign_standard(event["id"], body, sub.secret.get_secret_value())}
+        status: int | None = None
+        error: str | None = None
+        try:
+            trial = breaker.admit()
+        except VendorUnavailable as exc:
+            return Outcome("retry", {"at": at, "ms": 0, "error": "endpoint breaker open"},
+                           retry_in_s=max(exc.retry_after_s or 0, self.schedule.delay(job.attempts)))
+        try:
+            if self.session is None:
+                self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
+            async with self.session.post(sub.url, data=body, headers=headers, allow_redirects=False) as r:
+                status = r.status
+                await r.read()
+        except Exception as exc:  # connection refused, timeout, reset: all mean "try again later"
+            error = type(exc).__name__
+        ok = status is not None and 200 <= status < 300
+        breaker.record(failed=not ok, trial=trial)
+        attempt = {"at": at, "ms": round((time.monotonic() - started) * 1000, 1), "status": status}
+        if error:
+            attempt["error"] = error
+        metrics.webhook_deliveries_total.labels(sub.id, "delivered" if ok else "failed").inc()
+        if ok:
+            return Outcome("succeeded", attempt, result={"status": status})
+        if job.attempts >= job.max_attempts:
+            return Outcome("dead", attempt, problem={"title": "The endpoint did not accept the event",
+                                                     "status": status, "detail": error or f"HTTP {status}"})
+        return Outcome("retry", attempt, retry_in_s=self.schedule.delay(job.attempts))
+
+    # -- inbound --------------------------------------------------------------------------------------------------
+
+    async def accept(self, vendor: str, event_id: str, event_type: str, event: dict[str, Any],
+                     request_id: str) -> tuple[Job, bool]:
+        """Store a verified inbound event as a job; (job, True) if it is new, (first job, False) for a repeat."""
+        job = NewJob("webhook_in", f"{vendor}:{event_type}", {"event": event}, vendor=vendor,
+                     dedupe_key=f"in:{vendor}:{event_id}", request_id=request_id,
+                     ordering_key=_order_of(event) and f"orders:order_id:{_order_of(event)}")
+        stored = await self.runtime.jobs.store.enqueue(job)
+        fresh = stored.id == job.id
+        if fresh:
+            self.runtime.jobs.notify()
+        metrics.webhooks_received_total.labels(vendor, "accepted" if fresh else "duplicate").inc()
+        return stored, fresh
+
+    async def process(self, job: Job) -> Outcome:
+        """Act on an inbound event: update the order it is about."""
+        vendor, _, event_type = job.name.partition(":")
+        at, started = iso(time.time()), time.monotonic()
+        config = self.settings.inbound.get(vendor)
+        event = job.payload["event"]
+        order_id = _order_of(event)
+        action = {"payment_intent.succeeded": "mark_paid", "shipment.delivered": "mark_delivered"}.get(event_type)
+        if config is None or action is None or not order_id:
+            return Outcome("succeeded", {"at": at, "ms": 0, "status": "ignored"},
+                           result={"ignored": f"nothing to do for {event_type}"})
+        adapter = self.runtime.adapters.get(config.commerce_vendor)
+        if adapter is None:
+            return Outcome("dead", {"at": at, "ms": 0, "error": f"vendor {config.commerce_vendor} not configured"},
+                           problem={"title": "No commerce vendor", "detail": config.commerce_vendor})
+        obj = event.get("data", {})
+        obj = obj.get("object", obj) if isinstance(obj, dict) else {}
+        body = {k: obj[k] for k in ("delivered_at", "carrier", "tracking_number") if obj.get(k)}
+        call = AdapterCall(action, {"order_id": order_id}, body or None, request_id=job.request_id or job.id,
+                           idempotency_key=f"cg_{job.id}", deadline=time.monotonic() + 20)
+        try:
+            result = await getattr(adapter, action)(call)
+        except GatewayError as exc:
+            from gateway.jobs.runner import classify
+
+            state, delay = classify(exc, exc.status, job.attempts, job.schedule)
+            return Outcome(state, {"at": at, "ms": round((time.monotonic() - started) * 1000, 1),
+                                   "status": exc.status, "error": f"{exc.slug}: {exc.detail}"},
+                           problem={"type": exc.slug, "status": exc.status, "detail": exc.detail}, retry_in_s=delay)
+        if action == "mark_delivered":
+            op = self.runtime.by_key.get("orders.v2.markOrderDelivered")
+            if op is not None and op.mapping is not None:
+                result = op.mapping.from_canonical(op.operation_id, result)
+                await self.emit(op, result.body, job.request_id or job.id)
+        return Outcome("succeeded", {"at": at, "ms": round((time.monotonic() - started) * 1000, 1),
+                                     "status": result.status}, result={"status": result.status})
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+def _order_of(event: dict[str, Any]) -> str | None:
+    """The order an inbound event is about (Stripe: the PaymentIntent's metadata; a carrier: data.order_id)."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    obj = data.get("object", data) if isinstance(data, dict) else {}
+    if not isinstance(obj, dict):
+        return None
+    order = (obj.get("metadata") or {}).get("order_id") if isinstance(obj.get("metadata"), dict) else None
+    order = order or obj.get("order_id")
+    return str(order) if order else None
