@@ -1,44 +1,47 @@
-"""Customers through HubSpot CRM v3 contacts: search, create, update, read.
+"""Customers through HubSpot: the customers.v1 contract on HubSpot CRM v3 contacts.
 
-HubSpot facts relied on: `Authorization: Bearer <private app token>`; contacts at /crm/v3/objects/contacts with
-numeric string ids and properties email, firstname, lastname, phone, company; search is POST .../search with
-filterGroups (or a free-text `query`) and `after` paging; a create for an e-mail that exists answers 409 CONFLICT
-"Contact already exists. Existing ID: <id>"; errors are {"status": "error", "message", "category",
-"correlationId"}; X-HubSpot-RateLimit-* headers on every answer and 429 when a burst limit is exceeded.
-An upsert is a search by e-mail, then a create or an update: a creator racing us is caught by the 409 and turned
-into an update, so an upsert stays an upsert.
+Routes: `hubspot.upsert_customer`, `hubspot.get_customer`, `hubspot.search_customers`.
+What goes on the wire (HubSpot CRM v3 reference, https://developers.hubspot.com/docs/api/crm/contacts):
+
+    POST  /crm/v3/objects/contacts/search   {"filterGroups", "query", "sorts", "properties", "limit", "after"}
+    POST  /crm/v3/objects/contacts          {"properties": {...}} -> 201, or 409 when the e-mail address exists
+    PATCH /crm/v3/objects/contacts/{id}     {"properties": {...}} -> 200
+    GET   /crm/v3/objects/contacts/{id}     ?properties=email,firstname,lastname,phone,company -> 200 or 404
+
+Every call carries `Authorization: Bearer <private app access token>` (credential `access_token`). HubSpot has no
+idempotency keys and no create-or-update for single contacts by e-mail, so an upsert is a search by e-mail, then
+an update of the contact found or a create. Search is eventually consistent (a new contact shows up seconds
+later), and another caller may create the same e-mail address between our search and our create: HubSpot then
+refuses the create with 409 "Contact already exists. Existing ID: <id>", and the upsert updates that contact
+instead, so an upsert never fails or duplicates because of the race. The translations are in mapping.py; so is
+the one function that turns a HubSpot error into our problem.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from adapters.base import Adapter, AdapterCall, AdapterResult, operation
 from adapters.client import VendorResponse
-from adapters.errors import VendorFailure, retry_after_seconds, to_problem
-from gateway.problems import GatewayError, RequestInvalid, Violation
+from gateway.problems import ResourceNotFound
 from gateway.settings import VendorSettings
 
+from .mapping import (
+    PROPERTIES,
+    checked_contact_id,
+    contact_id,
+    contact_properties,
+    customer_from_contact,
+    email_search,
+    existing_contact_id,
+    next_cursor,
+    problem_from_response,
+    required_customer,
+    search_request,
+)
+
 CONTACTS = "/crm/v3/objects/contacts"
-PROPERTIES = ["email", "firstname", "lastname", "phone", "company"]
-OURS_TO_HUBSPOT = {"email": "email", "first_name": "firstname", "last_name": "lastname", "phone": "phone",
-                   "company": "company"}
-EXISTING_ID = re.compile(r"Existing ID: (\d+)")
-
-
-def customer_from_hubspot(contact: dict[str, Any]) -> dict[str, Any]:
-    props = contact["properties"]
-    out: dict[str, Any] = {"id": f"cus_{contact['id']}", "email": props["email"],
-                           "created_at": contact["createdAt"], "updated_at": contact["updatedAt"]}
-    for ours, theirs in OURS_TO_HUBSPOT.items():
-        if ours != "email":
-            out[ours] = props.get(theirs) or None  # HubSpot gives unset properties as null or ""
-    return out
-
-
-def properties_to_hubspot(body: dict[str, Any]) -> dict[str, Any]:
-    return {OURS_TO_HUBSPOT[k]: ("" if v is None else v) for k, v in body.items() if k in OURS_TO_HUBSPOT}
+SEARCH = CONTACTS + "/search"
 
 
 class HubSpotAdapter(Adapter):
@@ -46,83 +49,72 @@ class HubSpotAdapter(Adapter):
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:
-        return [] if "access_token" in settings.credentials else ["credentials.access_token is required"]
+        token = settings.credentials.get("access_token")
+        if token is None or not token.get_secret_value().strip():
+            # Say what is missing, never a value: this message is printed by `gateway check`.
+            return ["credentials.access_token is required (a HubSpot private app access token)"]
+        return []
 
-    async def _call(self, call: AdapterCall, method: str, path: str, *, json: Any = None,
+    async def _send(self, call: AdapterCall, method: str, path: str, *, json: Any = None,
                     params: Any = None) -> VendorResponse:
         headers = {"authorization": "Bearer " + self.settings.secret("access_token"), "accept": "application/json"}
-        return await self.client.request(method, path, json=json, params=params, headers=headers,
-                                         call=call)
+        return await self.client.request(method, path, json=json, params=params, headers=headers, call=call,
+                                         request_id=call.request_id)
 
-    def _failure(self, response: VendorResponse) -> GatewayError:
-        body: dict[str, Any] = {}
-        try:
-            parsed = response.json()
-            body = parsed if isinstance(parsed, dict) else {}
-        except GatewayError:
-            pass
-        return to_problem(VendorFailure(
-            self.vendor, response.status, message=body.get("message"),
-            code=body.get("category") or body.get("errorType"),
-            vendor_request_id=body.get("correlationId") or response.header("x-hubspot-correlation-id"),
-            retry_after_s=retry_after_seconds(response.header("retry-after")) or _interval_s(response)))
-
-    async def _ok(self, call: AdapterCall, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self._call(call, method, path, **kwargs)
+    async def _hubspot(self, call: AdapterCall, method: str, path: str, *, json: Any = None,
+                       params: Any = None) -> tuple[dict[str, Any], str | None]:
+        """One HubSpot call: its JSON object and correlation id on success, else the mapped problem is raised."""
+        response = await self._send(call, method, path, json=json, params=params)
         if response.status >= 300:
-            raise self._failure(response)
-        return response.json()
+            raise problem_from_response(self.vendor, response)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise TypeError("HubSpot answered with something other than an object")
+        return body, response.header("x-hubspot-correlation-id")
 
-    async def _find_by_email(self, call: AdapterCall, email: str) -> dict[str, Any] | None:
-        found = await self._ok(call, "POST", CONTACTS + "/search", json={
-            "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}],
-            "properties": PROPERTIES, "limit": 1})
-        return found["results"][0] if found["results"] else None
+    async def _update(self, call: AdapterCall, identifier: str, props: dict[str, str],
+                      known: dict[str, Any]) -> AdapterResult:
+        path = f"{CONTACTS}/{checked_contact_id(identifier)}"
+        contact, correlation_id = await self._hubspot(call, "PATCH", path, json={"properties": props})
+        # What HubSpot answers overrides what we sent, which overrides what the (possibly stale) search returned.
+        customer = required_customer(contact, {**known, **props})
+        return AdapterResult(200, customer, vendor_request_id=correlation_id)
 
     @operation
     async def upsert_customer(self, call: AdapterCall) -> AdapterResult:
-        props = properties_to_hubspot(call.body)
-        existing = await self._find_by_email(call, call.body["email"])
-        if existing is None:
-            response = await self._call(call, "POST", CONTACTS, json={"properties": props})
-            if response.status == 201:
-                return AdapterResult(201, customer_from_hubspot(response.json()))
-            conflict = EXISTING_ID.search(str(response.json().get("message", ""))) if response.status == 409 else None
-            if conflict is None:
-                raise self._failure(response)
-            contact_id = conflict.group(1)  # someone created it between our search and our create: update it
-        else:
-            contact_id = existing["id"]
-        updated = await self._ok(call, "PATCH", f"{CONTACTS}/{contact_id}", json={"properties": props})
-        return AdapterResult(200, customer_from_hubspot(updated))
+        props = contact_properties(call.body)
+        found, _ = await self._hubspot(call, "POST", SEARCH, json=email_search(call.body["email"]))
+        if found["results"]:
+            existing = found["results"][0]
+            return await self._update(call, existing["id"], props, existing["properties"])
+        response = await self._send(call, "POST", CONTACTS, json={"properties": props})
+        if response.status < 300:
+            created = response.json()
+            if not isinstance(created, dict):
+                raise TypeError("HubSpot answered a create with something other than an object")
+            return AdapterResult(201, required_customer(created, props),
+                                 vendor_request_id=response.header("x-hubspot-correlation-id"))
+        winner = existing_contact_id(response)
+        if winner is None:
+            raise problem_from_response(self.vendor, response)
+        # Someone created this e-mail address after our search (or search had not indexed it yet): update theirs.
+        return await self._update(call, winner, props, {})
 
     @operation
     async def get_customer(self, call: AdapterCall) -> AdapterResult:
-        contact_id = call.params["customer_id"].removeprefix("cus_")
-        contact = await self._ok(call, "GET", f"{CONTACTS}/{contact_id}", params={"properties": ",".join(PROPERTIES)})
-        return AdapterResult(200, customer_from_hubspot(contact))
+        path = f"{CONTACTS}/{contact_id(call.params['customer_id'])}"
+        contact, correlation_id = await self._hubspot(call, "GET", path, params={"properties": ",".join(PROPERTIES)})
+        customer = customer_from_contact(contact)
+        if customer is None:
+            # HubSpot allows contacts without an e-mail address; our customers are keyed by one, so it is not one.
+            raise ResourceNotFound("this HubSpot contact has no e-mail address, so it is not a customer",
+                                   extensions={"vendor": self.vendor, "vendor_request_id": correlation_id})
+        return AdapterResult(200, customer, vendor_request_id=correlation_id)
 
     @operation
     async def search_customers(self, call: AdapterCall) -> AdapterResult:
-        search: dict[str, Any] = {"properties": PROPERTIES, "limit": call.params.get("limit", 20),
-                                  "sorts": [{"propertyName": "createdate", "direction": "DESCENDING"}]}
-        if email := call.params.get("email"):
-            search["filterGroups"] = [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}]
-        if q := call.params.get("q"):
-            search["query"] = q
-        if cursor := call.params.get("cursor"):
-            if not cursor.isdigit():
-                raise RequestInvalid([Violation("query", "/cursor", "is not a cursor this API issued")])
-            search["after"] = cursor
-        found = await self._ok(call, "POST", CONTACTS + "/search", json=search)
-        after = ((found.get("paging") or {}).get("next") or {}).get("after")
-        return AdapterResult(200, {"data": [customer_from_hubspot(c) for c in found["results"]],
-                                   "next_cursor": str(after) if after else None})
-
-
-def _interval_s(response: VendorResponse) -> float | None:
-    """HubSpot's 429s carry no Retry-After; its rolling window length is the honest wait."""
-    if response.status != 429:
-        return None
-    interval = response.header("x-hubspot-ratelimit-interval-milliseconds")
-    return int(interval) / 1000 if interval and interval.isdigit() else None
+        found, correlation_id = await self._hubspot(call, "POST", SEARCH, json=search_request(call.params))
+        # Contacts without an e-mail address are not customers; a page may come back shorter than `limit`.
+        customers = [c for c in map(customer_from_contact, found["results"]) if c is not None]
+        return AdapterResult(200, {"data": customers, "next_cursor": next_cursor(found)},
+                             vendor_request_id=correlation_id)
