@@ -218,12 +218,16 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 return 2
             ids = [args.id] if args.id else [j.id for j in await store.dead_letters(DeadLetterFilter(
                 since=_parse_time(args.since), until=_parse_time(args.until), limit=10_000))]
+            failed = 0
             for job_id in ids:
                 if args.dry_run:
                     print(f"would replay {job_id}")
                 elif await store.replay(job_id):
                     print(f"replayed {job_id}")
-            return 0
+                else:
+                    failed += 1
+                    print(f"{job_id} is not a dead letter (nothing replayed)", file=sys.stderr)
+            return 1 if failed else 0
         finally:
             await store.close()
 
@@ -369,18 +373,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("dlq", help="dead letters: list, show, replay, discard")
     p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
     dlq = p.add_subparsers(dest="action", required=True)
-    q = dlq.add_parser("list")
+    # --config is accepted after the action too (`gateway dlq list --config x.yaml`), as people type it.
+    config_too = argparse.ArgumentParser(add_help=False)
+    config_too.add_argument("--config", default=argparse.SUPPRESS, help="gateway.yaml")
+    q = dlq.add_parser("list", parents=[config_too])
     for name in ("vendor", "operation", "since", "until", "error"):
         q.add_argument(f"--{name}")
     q.add_argument("--limit", type=int, default=100)
-    q = dlq.add_parser("show")
+    q = dlq.add_parser("show", parents=[config_too])
     q.add_argument("id")
-    q = dlq.add_parser("replay")
+    q = dlq.add_parser("replay", parents=[config_too])
     q.add_argument("id", nargs="?")
     q.add_argument("--since")
     q.add_argument("--until")
     q.add_argument("--dry-run", action="store_true")
-    q = dlq.add_parser("discard")
+    q = dlq.add_parser("discard", parents=[config_too])
     q.add_argument("id")
     q.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_dlq)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from gateway import metrics
 from gateway.jobs.model import DeadLetterFilter, Job, iso
-from gateway.problems import NotFound, RequestInvalid, Violation
+from gateway.problems import NotFound, RequestInvalid, ResourceConflict, Violation
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -71,10 +71,19 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
             raise NotFound(f"no job {job_id}")
         return dead_letter(job)
 
+    async def dead_or_refuse(job_id: str) -> None:
+        """404 for no such job, 409 for a job that is not (or no longer) a dead letter: nothing to do twice."""
+        job = await store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if job.state != "dead":
+            raise ResourceConflict(f"{job_id} is {job.state}, not a dead letter")
+
     @router.post("/{job_id}/replay")
     async def replay(job_id: str) -> dict[str, Any]:
         if not await store.replay(job_id):
-            raise NotFound(f"{job_id} is not a dead letter")
+            await dead_or_refuse(job_id)
+            raise ResourceConflict(f"{job_id} changed while it was being replayed")
         runtime.jobs.notify()
         metrics.dlq_replays_total.labels("replay").inc()
         return {"replayed": [job_id]}
@@ -99,7 +108,8 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
         if not reason:
             raise RequestInvalid([Violation("body", "/reason", "say why the work is discarded")])
         if not await store.discard(job_id, reason):
-            raise NotFound(f"{job_id} is not a dead letter")
+            await dead_or_refuse(job_id)
+            raise ResourceConflict(f"{job_id} changed while it was being discarded")
         metrics.dlq_replays_total.labels("discard").inc()
         return {"discarded": job_id}
 
