@@ -36,7 +36,7 @@ def contracts_with(tmp: Path, patches: dict[str, dict[str, Any]]) -> Path:
         doc = yaml.safe_load(path.read_text())
         changed = False
         for item in (doc.get("paths") or {}).values():
-            for method, op in item.items():
+            for op in item.values():
                 name = f"{path.stem}/{op.get('operationId')}" if isinstance(op, dict) else None
                 if name in patches:
                     ext = op.setdefault("x-gateway", {})
