@@ -10,6 +10,9 @@ under `/_sandbox/` (never part of the vendor's API):
     GET    /_sandbox/requests   the last requests: method, path, headers (credentials masked), body
     PUT    /_sandbox/settings   vendor behaviour a test may tune, e.g. {"burst_limit": 10} for HubSpot
     POST   /_sandbox/reset      forget all state, faults and counters (settings return to their defaults)
+    PUT    /_sandbox/webhooks   where this vendor delivers events: {"url", "secret", "scheme": "stripe"|"standard"}
+    POST   /_sandbox/events     send one event now, signed per the scheme: {"type": "shipment.delivered", "data": {}}
+                                (the Stripe sandbox also sends payment_intent.succeeded by itself, as Stripe does)
 
 A fault rule (all keys optional): `method`, `path` (prefix), `times` (apply to the next N matching requests, then
 drop the rule), `probability` (0..1), and one effect: `latency_ms` (delay, then serve normally), `status` (answer
@@ -22,13 +25,18 @@ the answer: the vendor acted but the caller never heard).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import random
+import secrets
 import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -113,7 +121,11 @@ class Sandbox:
             Route("/_sandbox/requests", self._journal, methods=["GET"]),
             Route("/_sandbox/reset", self._reset, methods=["POST"]),
             Route("/_sandbox/settings", self._settings, methods=["GET", "PUT"]),
+            Route("/_sandbox/webhooks", self._webhooks, methods=["GET", "PUT"]),
+            Route("/_sandbox/events", self._send_event, methods=["POST"]),
         ]
+        self.webhook: dict[str, str] | None = None  # survives reset: it is wiring, not vendor state
+        self.deliveries: set[asyncio.Task[None]] = set()
         self.vendor_app = Starlette(routes=routes)
         self.control_app = Starlette(routes=control)
 
@@ -195,6 +207,66 @@ class Sandbox:
                 return JSONResponse({"error": f"unknown settings: {sorted(unknown)}"}, 400)
             self.state.settings.update(changes)
         return JSONResponse(self.state.settings)
+
+    async def _webhooks(self, request: Request) -> Response:
+        if request.method == "PUT":
+            raw = await request.json()
+            if not raw:
+                self.webhook = None
+            elif (not isinstance(raw, dict) or raw.get("scheme") not in ("stripe", "standard")
+                  or not str(raw.get("url", "")).startswith("http") or not raw.get("secret")):
+                return JSONResponse({"error": "give url, secret and scheme (stripe or standard)"}, 400)
+            else:
+                self.webhook = {k: str(raw[k]) for k in ("url", "secret", "scheme")}
+        return JSONResponse({"url": self.webhook["url"], "scheme": self.webhook["scheme"]} if self.webhook else {})
+
+    async def _send_event(self, request: Request) -> Response:
+        raw = await request.json()
+        if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
+            return JSONResponse({"error": "give the event's type (and data)"}, 400)
+        if self.webhook is None:
+            return JSONResponse({"error": "no webhook endpoint configured (PUT /_sandbox/webhooks)"}, 409)
+        status = await self.deliver(raw["type"], raw.get("data") or {})
+        return JSONResponse({"delivered": status is not None and 200 <= status < 300, "status": status})
+
+    def emit(self, event_type: str, obj: dict[str, Any]) -> None:
+        """Send an event in the background, as the vendor does after the change is made (if an endpoint is set)."""
+        if self.webhook is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.deliver(event_type, obj))
+        self.deliveries.add(task)
+        task.add_done_callback(self.deliveries.discard)
+
+    async def deliver(self, event_type: str, obj: dict[str, Any]) -> int | None:
+        """One signed delivery of an event; the answer's status (None if unreachable), counted in effects."""
+        import httpx
+
+        assert self.webhook is not None
+        url, secret, scheme = self.webhook["url"], self.webhook["secret"], self.webhook["scheme"]
+        event_id = "evt_" + secrets.token_hex(12)
+        if scheme == "stripe":  # Stripe's event object, signed as Stripe signs: HMAC-SHA256 of "t.payload"
+            event = {"id": event_id, "object": "event", "type": event_type, "created": int(time.time()),
+                     "livemode": False, "api_version": "2024-06-20", "data": {"object": obj}}
+            body = json.dumps(event).encode()
+            t = str(int(time.time()))
+            digest = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+            headers = {"stripe-signature": f"t={t},v1={digest}"}
+        else:  # Standard Webhooks: {type, timestamp, data}, the id and signature in headers
+            from standardwebhooks import Webhook
+
+            now = datetime.now(UTC)
+            event = {"type": event_type, "timestamp": now.isoformat(), "data": obj}
+            body = json.dumps(event).encode()
+            headers = {"webhook-id": event_id, "webhook-timestamp": str(int(now.timestamp())),
+                       "webhook-signature": Webhook(secret).sign(event_id, now, body.decode())}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                r = await client.post(url, content=body, headers={"content-type": "application/json", **headers})
+            status: int | None = r.status_code
+        except httpx.HTTPError:
+            status = None
+        self.state.effects["webhooks_delivered" if status and 200 <= status < 300 else "webhooks_failed"] += 1
+        return status
 
     async def _reset(self, request: Request) -> Response:
         self.state = SandboxState(settings=dict(self.defaults))

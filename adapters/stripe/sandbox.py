@@ -128,6 +128,7 @@ def create_sandbox() -> Sandbox:
         else:
             charge.update(captured=True, amount_captured=pi["amount"])
             pi.update(status="succeeded", amount_received=pi["amount"])
+            sandbox.emit("payment_intent.succeeded", dict(pi))
 
     def create_intent(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
         amount = integer(params, "amount")
@@ -222,6 +223,7 @@ def create_sandbox() -> Sandbox:
                       refunded=released >= charge["amount"])
         pi.update(status="succeeded", amount_received=amount, amount_capturable=0)
         effect("captures")
+        sandbox.emit("payment_intent.succeeded", dict(pi))
         return expand_intent(pi, params.get("expand", []))
 
     def create_refund(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
