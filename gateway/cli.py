@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gateway.settings import Settings, SettingsError, load_settings
 
@@ -313,6 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 return 1
         print("sandbox vendors: stripe http://127.0.0.1:8101  hubspot http://127.0.0.1:8102  "
               "woocommerce http://127.0.0.1:8103", flush=True)
+        _wire_sandbox_webhooks(_settings(args))
         print("gateway: http://127.0.0.1:8080  (docs: http://127.0.0.1:8080/docs)", flush=True)
         print("a token: curl -s -u demo-partner:demo-partner-secret -d grant_type=client_credentials "
               "http://127.0.0.1:8080/oauth/token", flush=True)
@@ -323,6 +325,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
             child.wait(5)
         except subprocess.TimeoutExpired:
             child.kill()
+
+
+def _wire_sandbox_webhooks(settings: Any) -> None:
+    """The Stripe sandbox reports payments to this gateway's /webhooks/stripe, signed with the configured secret."""
+    import httpx
+
+    stripe = settings.webhooks.inbound.get("stripe")
+    if stripe is None:
+        return
+    url = f"http://{settings.server.host}:{settings.server.port}/webhooks/stripe"
+    httpx.put("http://127.0.0.1:8101/_sandbox/webhooks", json={
+        "url": url, "secret": stripe.secrets[0].get_secret_value(), "scheme": "stripe"}).raise_for_status()
+    print(f"stripe sandbox: payment_intent.succeeded events go to {url}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
