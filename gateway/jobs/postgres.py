@@ -7,6 +7,8 @@ ordering key are claimable one at a time, in order. Why not a queue library: pro
 with SKIP LOCKED too, but neither keeps a per-attempt history or per-key ordering in the shape the operation status
 resource and the dead-letter tools need, and both would own the schema; this file is the whole claim protocol.
 Connections come from a pool that checks them on checkout, so a restarted PostgreSQL is reconnected to by itself.
+Accepting work commits durably; workers' bookkeeping (claim, lease, outcome) commits with `synchronous_commit=off`
+(a server crash can forget the last outcomes, so those jobs run again: at least once, as promised).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class PostgresJobStore:
             await self.pool.close()
             self.pool = None
 
-    async def _exec(self, sql: str, params: Any = None, *, fetch: str = "none", transaction: bool = False) -> Any:
+    async def _exec(self, sql: str, params: Any = None, *, fetch: str = "none", transaction: bool = False,
+                    relaxed: bool = False) -> Any:
         import psycopg
         import psycopg_pool
 
@@ -82,8 +85,10 @@ class PostgresJobStore:
             raise StoreDown("the job store is not open")
         try:
             async with self.pool.connection() as conn:
-                if transaction:
+                if transaction or relaxed:
                     async with conn.transaction():
+                        if relaxed:
+                            await conn.execute("SET LOCAL synchronous_commit TO OFF")
                         cur = await conn.execute(sql, params)
                         return await _fetch(cur, fetch)
                 cur = await conn.execute(sql, params)
@@ -111,12 +116,13 @@ class PostgresJobStore:
         now = time.time()
         rows = await self._exec(CLAIM, {"now": now, "owner": owner, "lease": now + lease_s, "limit": limit,
                                         "vendors": sorted(vendors) if vendors is not None else None},
-                                fetch="all", transaction=True)
+                                fetch="all", relaxed=True)
         return [row_to_job(r) for r in rows]
 
     async def extend(self, job_id: str, owner: str, lease_s: float) -> bool:
         n = await self._exec("UPDATE cg_jobs SET lease_until = %s WHERE id = %s AND lease_owner = %s "
-                             "AND state = 'running'", (time.time() + lease_s, job_id, owner), fetch="rowcount")
+                             "AND state = 'running'", (time.time() + lease_s, job_id, owner), fetch="rowcount",
+                             relaxed=True)
         return n == 1
 
     async def finish(self, job_id: str, owner: str, outcome: Outcome) -> None:
@@ -131,7 +137,7 @@ class PostgresJobStore:
             {"state": state, "after": now + outcome.retry_in_s, "now": now, "attempt": json.dumps([outcome.attempt]),
              "result": json.dumps(outcome.result) if outcome.result is not None else None,
              "problem": json.dumps(outcome.problem) if outcome.problem is not None else None,
-             "id": job_id, "owner": owner})
+             "id": job_id, "owner": owner}, relaxed=True)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._exec(f"SELECT {COLUMNS} FROM cg_jobs WHERE id = %s", (job_id,), fetch="one")

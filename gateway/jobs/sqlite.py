@@ -1,8 +1,11 @@
 """The embedded job store: one SQLite file in WAL mode on local disk, for one gateway process and its workers.
 
-Every write is a committed transaction with `synchronous=FULL` before the caller hears back, so a 202 is only ever
-sent for work that is on disk, and a restart (or a crash) loses nothing. SQLite calls run in a worker thread, one at
-a time, so the event loop never waits on the disk.
+Accepting work (enqueue), replays and discards are committed with `synchronous=FULL` before the caller hears back,
+so a 202 is only ever sent for work that is on disk, and a restart (or a crash, or a power cut) loses nothing.
+Workers' bookkeeping (claim, lease extension, outcome) commits with `synchronous=NORMAL`: safe against a process
+crash (WAL), and a power cut can at worst forget the last outcomes, so those jobs run again: at least once, which
+the idempotency keys sent to vendors already absorb. That halves the fsyncs per job. SQLite calls run in a worker
+thread, one at a time, so the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class SqliteJobStore:
         self.path = path
         self.db: sqlite3.Connection | None = None
         self.lock = asyncio.Lock()
+        self._synchronous = "FULL"
 
     async def start(self) -> None:
         def open_db() -> sqlite3.Connection:
@@ -80,14 +84,21 @@ class SqliteJobStore:
             db, self.db = self.db, None
             await asyncio.to_thread(db.close)
 
-    async def _run(self, fn: Any, *args: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any, durable: bool = True) -> Any:
         if self.db is None:
             raise StoreDown("the job store is not open")
         async with self.lock:
             try:
-                return await asyncio.to_thread(fn, self.db, *args)
+                return await asyncio.to_thread(self._call, fn, "FULL" if durable else "NORMAL", *args)
             except sqlite3.OperationalError as exc:
                 raise StoreDown(str(exc)) from exc
+
+    def _call(self, fn: Any, synchronous: str, *args: Any) -> Any:
+        assert self.db is not None
+        if synchronous != self._synchronous:
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
+        return fn(self.db, *args)
 
     async def enqueue(self, job: NewJob) -> Job:
         def run(db: sqlite3.Connection) -> Job:
@@ -143,7 +154,7 @@ class SqliteJobStore:
                 raise
             return [row_to_job(r) for r in rows]
 
-        return await self._run(run)
+        return await self._run(run, durable=False)
 
     async def extend(self, job_id: str, owner: str, lease_s: float) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -151,7 +162,7 @@ class SqliteJobStore:
                              (time.time() + lease_s, job_id, owner))
             return cur.rowcount == 1
 
-        return bool(await self._run(run))
+        return bool(await self._run(run, durable=False))
 
     async def finish(self, job_id: str, owner: str, outcome: Outcome) -> None:
         def run(db: sqlite3.Connection) -> None:
@@ -179,7 +190,7 @@ class SqliteJobStore:
                 db.execute("ROLLBACK")
                 raise
 
-        await self._run(run)
+        await self._run(run, durable=False)
 
     async def get(self, job_id: str) -> Job | None:
         def run(db: sqlite3.Connection) -> Job | None:

@@ -15,6 +15,7 @@ import time
 import uuid
 
 import httpx
+import jsonschema
 import pytest
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
@@ -202,6 +203,11 @@ def test_partner_deliveries_are_signed_retried_and_the_same_event_each_time(star
     event = Webhook(PARTNER).verify(delivery["body"], delivery["headers"])  # raises if the signature is wrong
     assert event["type"] == "order.created" and event["version"] == "v2" and event["data"]["id"] == order["id"]
     assert event["data"]["total"]["amount"] == 3998  # v2 money: minor units
+    # The event is what the contract's OpenAPI `webhooks` section promises partners.
+    contract = client.get("/contracts/orders/v2/openapi.json").json()
+    body_schema = contract["webhooks"]["orderCreated"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    jsonschema.validate(event, {**body_schema, "components": contract["components"]},
+                        cls=jsonschema.Draft202012Validator, format_checker=jsonschema.FormatChecker())
 
 
 def test_an_endpoint_that_keeps_failing_becomes_a_dead_letter_and_is_replayed(start, partner):
