@@ -59,7 +59,8 @@ def start(sandboxes, tmp_path):
 def test_orders_accepted_while_the_vendor_is_down_all_succeed_once_it_is_back(start, sandboxes):
     """N orders get 202 while WooCommerce answers 503; when it recovers each order exists exactly once."""
     woo = sandboxes.urls["woocommerce"]
-    app, client = start({"orders.v2/createOrder": {"async": {**FAST, "max_attempts": 100, "backoff_cap_s": 0.5}, "limits": None}},
+    patient = {**FAST, "max_attempts": 100, "backoff_cap_s": 0.5}  # keeps retrying for as long as the outage lasts
+    app, client = start({"orders.v2/createOrder": {"async": patient, "limits": None}},
                         **{"vendors.woocommerce.breaker": {"fail_max": 3, "reset_timeout_s": 0.2},
                            "vendors.woocommerce.retries": {"max_attempts": 1}})
     fault(woo, {"method": "POST", "path": WOO_ORDERS, "status": 503})
