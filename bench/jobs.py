@@ -68,7 +68,7 @@ def fresh_pg_database(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=name)
 
 
-def latency_202_vs_sync(calls: int) -> None:
+def latency_202_vs_sync(calls: int, pg_dsn: str) -> None:
     import httpx
 
     from adapters.sandbox import SandboxThread
@@ -77,13 +77,16 @@ def latency_202_vs_sync(calls: int) -> None:
     from tests.jobsupport import ORDER
 
     sandboxes = SandboxThread().start()
-    app = create_app(demo_settings(sandboxes.urls, **{"limits.plans.partner-plus.writes": {"rate": "1000/second"},
-                                                      "jobs.workers": 0}))
-    server = ServerThread(app).start()
-    client = httpx.Client(base_url=server.url, headers=bearer(app), timeout=30)
     rows = []
-    for name, headers, expect in (("synchronous (vendor round trip)", {}, 201),
-                                  ("Prefer: respond-async (202, stored)", {"prefer": "respond-async"}, 202)):
+    for name, headers, expect, store in (
+            ("synchronous (vendor round trip)", {}, 201, {}),
+            ("202, stored in SQLite", {"prefer": "respond-async"}, 202, {}),
+            ("202, stored in PostgreSQL", {"prefer": "respond-async"}, 202,
+             {"jobs.backend": "postgres", "jobs.postgres_dsn": pg_dsn})):
+        app = create_app(demo_settings(sandboxes.urls, **{"jobs.workers": 0, **store,
+                                                          "limits.plans.partner-plus.writes": {"rate": "1000/second"}}))
+        server = ServerThread(app).start()
+        client = httpx.Client(base_url=server.url, headers=bearer(app), timeout=30)
         times = []
         for i in range(calls + 20):
             t = time.perf_counter()
@@ -93,7 +96,7 @@ def latency_202_vs_sync(calls: int) -> None:
             assert r.status_code == expect, r.text
         times.sort()
         rows.append((name, statistics.median(times), times[int(len(times) * 0.99) - 1]))
-    server.stop()
+        server.stop()
     print(f"\n{'POST /v2/orders, sequential':42} {'p50 ms':>8} {'p99 ms':>8}")
     for name, p50, p99 in rows:
         print(f"{name:42} {p50:8.2f} {p99:8.2f}")
@@ -119,10 +122,10 @@ def main() -> None:
     pg1, pg2 = fresh_pg_database(dsn), fresh_pg_database(dsn)
     cases += [("PostgreSQL, 1 worker", lambda: (lambda: PostgresJobStore(pg1)), 1),
               ("PostgreSQL, 2 workers (SKIP LOCKED)", lambda: (lambda: PostgresJobStore(pg2)), 2)]
-    for name, factory, runners in cases:
+    for name, factory, runners in cases:  # each worker is a JobRunner on its own connection(s), one process
         enq, rate = asyncio.run(through(factory(), args.jobs, args.concurrency, runners))
         print(f"{name:40} {enq:10.0f} {rate:10.0f}")
-    latency_202_vs_sync(args.calls)
+    latency_202_vs_sync(args.calls, fresh_pg_database(dsn))
 
 
 if __name__ == "__main__":
