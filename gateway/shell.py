@@ -33,6 +33,7 @@ from gateway.problems import (
     all_problem_classes,
 )
 from gateway.runtime import Runtime
+from gateway.usage import build_usage_routes
 from gateway.webhooks.routes import build_webhook_routes
 
 STATIC = Path(__file__).parent / "docs" / "static"
@@ -127,5 +128,6 @@ def build_shell(runtime: Runtime) -> FastAPI:
     app.include_router(build_auth_routes(runtime))
     require_admin = build_require_admin(runtime)
     app.include_router(build_dlq_routes(runtime, require_admin))
+    app.include_router(build_usage_routes(runtime, require_admin))
     app.include_router(build_webhook_routes(runtime))
     return app

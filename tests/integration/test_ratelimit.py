@@ -46,10 +46,10 @@ def config(upstream: str, hubspot: str, **extra) -> dict:
     return base
 
 
-def token(client: str | None = None) -> dict[str, str]:
+def token(client: str | None = None, scopes: tuple[str, ...] = ("lim:read",)) -> dict[str, str]:
     issuer = BuiltinIssuer(BuiltinIssuerSettings(**BUILTIN), load_signing_keys(BuiltinIssuerSettings(**BUILTIN),
                                                                                  Path(".")))
-    return {"authorization": "Bearer " + issuer.mint(client or f"c-{uuid.uuid4().hex[:10]}", ["lim:read"])}
+    return {"authorization": "Bearer " + issuer.mint(client or f"c-{uuid.uuid4().hex[:10]}", list(scopes))}
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +265,20 @@ def test_memory_backend_refuses_several_workers(tmp_path):
                              "--port", str(free_port())], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 1
     assert "limits.backend: memory" in result.stderr
+
+
+def test_operators_see_a_clients_current_usage_without_consuming_it(gateway):
+    client = gateway()
+    caller = f"c-{uuid.uuid4().hex[:8]}"
+    for _ in range(3):
+        assert client.get("/lim/ping", headers=token(caller)).status_code == 200
+    assert client.get("/lim/bursty", headers=token(caller)).status_code == 200
+    admin = token("ops", ("gateway:admin",))
+    assert client.get(f"/admin/limits/{caller}", headers=token(caller)).status_code == 403
+    first = client.get(f"/admin/limits/{caller}", headers=admin).json()
+    second = client.get(f"/admin/limits/{caller}", headers=admin).json()
+    buckets = {b["name"]: b for b in second["buckets"]}
+    assert buckets["hourly"]["remaining"] == 17 and buckets["hourly"]["limit"] == 20
+    assert buckets["hourly"]["operations"] == ["limited.v1.ping"]
+    assert buckets["bursty"]["remaining"] == 2 and buckets["bursty"]["burst"] == 3
+    assert [b["remaining"] for b in first["buckets"]] == [b["remaining"] for b in second["buckets"]]
