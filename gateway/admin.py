@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
-from gateway.auth.tokens import InvalidToken
-from gateway.problems import Forbidden, Unauthorized
+from gateway.auth.tokens import InvalidToken, IssuerUnreachable
+from gateway.problems import DependencyUnavailable, Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -28,6 +28,8 @@ def build_require_admin(runtime: Runtime) -> Any:
                                headers={"www-authenticate": 'Bearer realm="contract-gateway-admin"'})
         try:
             principal = await runtime.auth.verifier.verify(token.strip())
+        except IssuerUnreachable:
+            raise DependencyUnavailable("the token's issuer is unreachable", retry_after_s=5) from None
         except InvalidToken as exc:
             raise Unauthorized(str(exc), headers={"www-authenticate": 'Bearer realm="contract-gateway-admin", '
                                                                        'error="invalid_token"'}) from None

@@ -26,7 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 CLIENT = ("gateway-introspector", "introspection-secret-123")
@@ -55,8 +55,12 @@ def create_app(base_url: str) -> Starlette:
         return JSONResponse({"issuer": base_url, "jwks_uri": base_url + "/jwks", "token_endpoint": base_url + "/token",
                              "introspection_endpoint": base_url + "/introspect"})
 
-    async def jwks(request: Request) -> JSONResponse:
+    async def jwks(request: Request) -> Response:
         stats["jwks"] += 1
+        if state.get("jwks_mode") == "garbage":  # what a misconfigured proxy in front of an issuer answers
+            return Response("<html><body>502 Bad Gateway</body></html>", 200, media_type="application/json")
+        if state.get("jwks_mode") == "down":
+            return Response("unavailable", 503)
         published = []
         for kid, key in keys.items():
             public = key.as_dict(private=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,13 @@ from .keys import SigningKeys
 
 FAMILIES = {"RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "EC": ("ES256", "ES384"),
             "OKP": ("EdDSA",), "oct": ("HS256",)}
+
+
+log = logging.getLogger("gateway.auth")
+
+
+class IssuerUnreachable(Exception):
+    """The issuer's keys (or its introspection endpoint) cannot be had right now: not the caller's fault (503)."""
 
 
 class InvalidToken(Exception):
@@ -123,7 +131,11 @@ class TrustedIssuer:
                 if not isinstance(uri, str):
                     raise InvalidToken("the issuer's discovery document has no jwks_uri")
             assert uri is not None
-            return self._install(KeySet.import_key_set(await self._get_json(uri)))
+            try:
+                keyset = KeySet.import_key_set(await self._get_json(uri))  # type: ignore[arg-type]
+            except (JoseError, ValueError, KeyError, TypeError):
+                raise IssuerUnreachable(f"{self.issuer} publishes no usable JWKS") from None
+            return self._install(keyset)
 
     async def _get_json(self, *urls: str) -> dict[str, Any]:
         assert self.http is not None
@@ -133,12 +145,22 @@ class TrustedIssuer:
             except httpx.HTTPError:
                 continue
             if response.status_code == 200:
-                return dict(response.json())
-        raise InvalidToken("the issuer's keys cannot be fetched right now")
+                try:
+                    document = response.json()
+                except ValueError:
+                    continue  # an HTML error page, a captive proxy...: not a document we can use
+                if isinstance(document, dict):
+                    return document
+        raise IssuerUnreachable(f"the keys of {self.issuer} cannot be fetched right now")
 
     async def key_for(self, kid: str | None) -> Any:
         if self.http is not None and time.monotonic() - self.fetched_at > self.ttl_s:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except IssuerUnreachable as exc:
+                if not self.keys and self.unnamed is None:
+                    raise
+                log.warning("%s; verifying with the keys fetched before", exc)  # an outage must not lock callers out
         key = self.keys.get(kid) if kid else self.unnamed
         if key is None and kid and self.http is not None:
             await self.refresh()  # an unknown kid: maybe the issuer rotated; rate-limited inside
@@ -297,13 +319,13 @@ class Introspector:
                                                                           "token_type_hint": "access_token"},
                                             auth=auth, headers={"accept": "application/json"})
         except httpx.HTTPError:
-            raise InvalidToken("the token cannot be checked right now") from None
+            raise IssuerUnreachable("the introspection endpoint cannot be reached") from None
         if response.status_code != 200:
-            raise InvalidToken("the token cannot be checked right now")
+            raise IssuerUnreachable("the introspection endpoint did not answer usably")
         try:
             claims = response.json()
         except ValueError:
-            raise InvalidToken("the token cannot be checked right now") from None
+            raise IssuerUnreachable("the introspection endpoint cannot be reached") from None
         if not isinstance(claims, dict) or claims.get("active") is not True:
             return None
         exp = claims.get("exp")

@@ -14,10 +14,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.auth.tokens import InvalidToken, Principal
+from gateway.auth.tokens import InvalidToken, IssuerUnreachable, Principal
 from gateway.http import Response
 from gateway.pipeline import BasePolicy, RequestContext
-from gateway.problems import Forbidden, Unauthorized
+from gateway.problems import DependencyUnavailable, Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
@@ -102,6 +102,9 @@ class AuthPolicy(BasePolicy):
                         bearer = await self.auth.verifier.verify(token.strip())
                     except InvalidToken as exc:
                         invalid = str(exc)
+                    except IssuerUnreachable:  # we cannot tell whether the token is good: not the caller's fault
+                        raise DependencyUnavailable("the token cannot be checked right now: its issuer is "
+                                                    "unreachable", retry_after_s=5) from None
         keys: dict[bytes, Principal | None] = {}
         for name in self.key_headers:
             presented = ctx.header(name)

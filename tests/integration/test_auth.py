@@ -346,3 +346,37 @@ def test_vendor_refusing_our_credentials_is_a_502_an_alert_and_a_metric(sandboxe
     assert metrics.REGISTRY.get_sample_value("gateway_vendor_credential_failures_total", {"vendor": "stripe"}) == \
         before + 1
     assert "refused the gateway's credentials" in caplog.text and wrong not in caplog.text
+
+
+def test_an_issuer_outage_neither_locks_callers_out_nor_lets_bad_tokens_in(issuer):
+    """Keys fetched before keep verifying when a refresh gets garbage or a 503; with no keys at all it is a 503."""
+    upstream = ServerThread(echo_app, lifespan="off").start()
+    config = settings(upstream.url, issuer)
+    fast_ttl = config.auth.issuers[0].model_copy(update={"jwks_ttl_s": 0.01})
+    config = config.model_copy(update={"auth": config.auth.model_copy(update={"issuers": [fast_ttl]})})
+    server = ServerThread(create_app(config)).start()
+    url = server.url + "/sec/things"
+    try:
+        good = external(issuer, {})
+        assert httpx.get(url, headers={"authorization": f"Bearer {good}"}).status_code == 200
+        for mode in ("garbage", "down"):
+            httpx.post(issuer + "/control/settings", json={"jwks_mode": mode}).raise_for_status()
+            fresh = external(issuer, {"jti": mode})  # not cached yet: verified with the keys from before
+            assert httpx.get(url, headers={"authorization": f"Bearer {fresh}"}).status_code == 200, mode
+            forged = fresh[:-8] + ("AAAAAAAA" if not fresh.endswith("AAAAAAAA") else "BBBBBBBB")
+            refused(httpx.get(url, headers={"authorization": f"Bearer {forged}"}), 401)
+    finally:
+        httpx.post(issuer + "/control/settings", json={"jwks_mode": "ok"}).raise_for_status()
+        server.stop()
+
+    # A gateway that never got the issuer's keys cannot tell good from bad: 503 with Retry-After, not a 401.
+    httpx.post(issuer + "/control/settings", json={"jwks_mode": "garbage"}).raise_for_status()
+    server = ServerThread(create_app(settings(upstream.url, issuer))).start()
+    try:
+        r = httpx.get(server.url + "/sec/things", headers={"authorization": f"Bearer {external(issuer, {})}"})
+        problem = refused(r, 503)
+        assert problem["type"].endswith("/dependency-unavailable") and r.headers["retry-after"] == "5"
+    finally:
+        httpx.post(issuer + "/control/settings", json={"jwks_mode": "ok"}).raise_for_status()
+        server.stop()
+        upstream.stop()
