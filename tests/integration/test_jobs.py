@@ -236,3 +236,34 @@ async def _stats(app):
         return await store.stats()
     finally:
         await store.close()
+
+
+def test_operators_filter_dry_run_and_discard_dead_letters_from_the_command_line(start, sandboxes):
+    woo = sandboxes.urls["woocommerce"]
+    app, client = start({"orders.v2/createOrder": {"async": FAST}})
+    fault(woo, {"method": "POST", "path": WOO_ORDERS, "status": 400})
+    ids = [client.post("/v2/orders", json=ORDER, headers=ASYNC).json()["id"] for _ in range(2)]
+    for job_id in ids:
+        assert settle(client, f"/v1/operations/{job_id}")["state"] == "dead"
+    clear_faults(woo)
+    cfg = str(config_file(app.runtime.settings.jobs.sqlite_path.parent,
+                          {"jobs.sqlite_path": str(app.runtime.settings.jobs.sqlite_path)}))
+
+    def dlq(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gateway", "dlq", *args, "--config", cfg], capture_output=True,
+                              text=True, timeout=60)
+
+    listed = dlq("list", "--vendor", "woocommerce", "--error", "vendor-rejected")
+    assert all(job_id in listed.stdout for job_id in ids), listed.stdout + listed.stderr
+    assert dlq("list", "--vendor", "stripe").stdout.strip() == ""
+    dry = dlq("replay", "--since", "2000-01-01T00:00:00Z", "--until", "2100-01-01T00:00:00Z", "--dry-run")
+    assert sorted(dry.stdout.split()) == sorted(["would", "replay", ids[0], "would", "replay", ids[1]])
+    assert {client.get(f"/v1/operations/{i}").json()["state"] for i in ids} == {"dead"}  # a dry run changes nothing
+    assert dlq("discard", ids[0]).returncode == 2  # a reason is required
+    assert dlq("discard", ids[0], "--reason", "customer cancelled by phone").returncode == 0
+    assert ids[0] not in dlq("list").stdout
+    shown = dlq("show", ids[0]).stdout
+    assert '"discard_reason": "customer cancelled by phone"' in shown and '"state": "discarded"' in shown
+    admin = bearer(app, client="ops", scopes=["gateway:admin"])
+    assert client.post(f"/admin/dlq/{ids[1]}/discard", headers=admin).status_code == 400  # no reason given
+    assert sandbox_stats(woo)["effects"].get("orders_created", 0) == 0
