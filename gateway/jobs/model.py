@@ -5,6 +5,7 @@
        └──────────────────┘ business refusal (vendor 4xx) or attempts/age exhausted: dead (a dead letter)
     dead ──replay──> pending          dead ──discard──> discarded
     running with an expired lease (its worker died) ──claim──> running again (at least once)
+    running with an expired lease and no attempts left ──claim──> dead (a job that kills its worker every time)
 
 Jobs that share an ordering key (e.g. an order id) run one at a time in the order they were accepted: a job is
 claimable only when no earlier job with its key is still pending, retrying or running.
@@ -21,6 +22,14 @@ from typing import Any, Protocol
 ACTIVE = ("pending", "retrying", "running")
 PUBLIC_STATE = {"pending": "pending", "retrying": "failed", "running": "running", "succeeded": "succeeded",
                 "dead": "dead", "discarded": "dead"}
+
+
+LOST = {"title": "The job's worker stopped every time it ran it",
+        "detail": "each attempt ended with the worker gone (killed, out of memory, restarted) before it finished"}
+
+
+def lost_attempt(now: float) -> dict[str, Any]:
+    return {"at": iso(now), "ms": None, "status": None, "error": "worker lost: the lease expired with no outcome"}
 
 
 def new_job_id() -> str:

@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from .model import ACTIVE, DeadLetterFilter, Job, NewJob, Outcome, StoreDown
+from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, lost_attempt
 from .sqlite import COLUMNS, row_to_job
 
 SCHEMA = """
@@ -38,10 +38,15 @@ CREATE INDEX IF NOT EXISTS cg_jobs_order ON cg_jobs (ordering_key, seq) WHERE or
 """
 
 CLAIM = f"""
-WITH next AS (
+WITH buried AS (  -- abandoned with no attempts left (it kills whatever runs it): a dead letter, not a loop
+  UPDATE cg_jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, updated_at = %(now)s,
+    problem = %(lost)s, history = history || %(lost_attempt)s::jsonb
+  WHERE state = 'running' AND lease_until < %(now)s AND attempts >= max_attempts
+  RETURNING seq),
+next AS (
   SELECT seq FROM cg_jobs j
   WHERE ((j.state IN ('pending', 'retrying') AND j.run_after <= %(now)s)
-         OR (j.state = 'running' AND j.lease_until < %(now)s))
+         OR (j.state = 'running' AND j.lease_until < %(now)s AND j.attempts < j.max_attempts))
     AND (%(vendors)s::text[] IS NULL OR j.vendor IS NULL OR j.vendor = ANY(%(vendors)s::text[]))
     AND (j.ordering_key IS NULL OR NOT EXISTS (
       SELECT 1 FROM cg_jobs e WHERE e.ordering_key = j.ordering_key AND e.seq < j.seq
@@ -115,6 +120,7 @@ class PostgresJobStore:
     async def claim(self, owner: str, lease_s: float, limit: int, vendors: set[str] | None = None) -> list[Job]:
         now = time.time()
         rows = await self._exec(CLAIM, {"now": now, "owner": owner, "lease": now + lease_s, "limit": limit,
+                                        "lost": json.dumps(LOST), "lost_attempt": json.dumps([lost_attempt(now)]),
                                         "vendors": sorted(vendors) if vendors is not None else None},
                                 fetch="all", relaxed=True)
         return [row_to_job(r) for r in rows]

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .model import ACTIVE, DeadLetterFilter, Job, NewJob, Outcome, StoreDown
+from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, lost_attempt
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -140,6 +140,11 @@ class SqliteJobStore:
                 params.update({f"v{i}": v for i, v in enumerate(sorted(vendors))})
             db.execute("BEGIN IMMEDIATE")
             try:
+                # Abandoned jobs with no attempts left are not run again: they become dead letters.
+                db.execute("UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, updated_at = ?, "
+                           "problem = ?, history = json_insert(history, '$[#]', json(?)) WHERE state = 'running' "
+                           "AND lease_until < ? AND attempts >= max_attempts",
+                           (now, json.dumps(LOST), json.dumps(lost_attempt(now)), now))
                 ids = [r[0] for r in db.execute(
                     f"SELECT seq FROM jobs WHERE {CLAIMABLE}{vendor_clause} ORDER BY seq LIMIT :limit", params)]
                 rows = []

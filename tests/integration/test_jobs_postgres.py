@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.jobs.model import NewJob, RetrySchedule
+from gateway.jobs.model import DeadLetterFilter, NewJob, RetrySchedule
 from gateway.jobs.postgres import PostgresJobStore
 from tests.conftest import ROOT, ServerThread, bearer, demo_settings
 from tests.jobsupport import (
@@ -272,3 +272,28 @@ def test_a_store_outage_is_a_503_and_nothing_is_accepted_then_it_recovers(env, s
     again = client.post("/v2/orders", json=ORDER, headers=ASYNC)
     assert again.status_code == 202
     assert settle(client, again.headers["location"])["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_job_that_loses_its_worker_every_time_becomes_a_dead_letter(backend, pg_db, tmp_path):
+    """A job that kills whatever runs it is not claimed forever: with its attempts used up it is dead."""
+    from gateway.jobs.sqlite import SqliteJobStore
+
+    async def scenario() -> None:
+        store = PostgresJobStore(pg_db) if backend == "postgres" else SqliteJobStore(tmp_path / "jobs.db")
+        await store.start()
+        try:
+            job = await store.enqueue(NewJob("operation", "orders.v2.createOrder", {"body": {}},
+                                             schedule=RetrySchedule(max_attempts=2)))
+            for attempt in (1, 2):  # each worker claims it and vanishes: its lease is already over
+                [claimed] = await store.claim(f"worker-{attempt}", -1, 10)
+                assert claimed.id == job.id and claimed.attempts == attempt
+            assert await store.claim("worker-3", 30, 10) == []
+            dead = await store.get(job.id)
+            assert dead is not None and dead.state == "dead"
+            assert dead.history[-1]["error"].startswith("worker lost")
+            assert [j.id for j in await store.dead_letters(DeadLetterFilter())] == [job.id]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
