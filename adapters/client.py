@@ -87,6 +87,10 @@ class VendorClient:
         self.budget = RetryBudget(r.budget_ratio, r.budget_min_per_s)
         self.backoff = Backoff(r.backoff_base_s, r.backoff_cap_s)
         self.throttle = VendorThrottle(vendor, settings.limits, limiter)
+        # Set by the runtime: where attempt lines go (gateway/logs.py), and the tracer when tracing is on.
+        self.events: Any = None
+        self.tracing: Any = None
+        self._attempt_metrics: dict[tuple[str, str], Any] = {}
 
     async def start(self) -> None:
         t = self.settings.timeouts
@@ -131,6 +135,10 @@ class VendorClient:
         request_id = call.request_id if call is not None else request_id
         if request_id:
             hdrs["x-request-id"] = request_id
+        if call is not None and call.traceparent:
+            hdrs["traceparent"] = call.traceparent  # replaced per attempt by the attempt's span when tracing
+            if call.tracestate:
+                hdrs["tracestate"] = call.tracestate
         if json is not None:
             content = orjson.dumps(json)
             hdrs["content-type"] = "application/json"
@@ -159,6 +167,10 @@ class VendorClient:
                 self.breaker.record(failed=True, trial=trial)
                 raise VendorTimeout(f"the request's deadline passed while calling {self.vendor}",
                                     extensions={"vendor": self.vendor})
+            span = None
+            if self.tracing is not None:
+                span, hdrs["traceparent"] = self.tracing.start_attempt(
+                    call.span if call is not None else None, self.vendor, method, path.split("?", 1)[0], attempt)
             started = time.monotonic()
             response: VendorResponse | None = None
             error: GatewayError | None = None
@@ -167,7 +179,10 @@ class VendorClient:
                 self.throttle.observe(response)
             except GatewayError as exc:
                 error = exc
-            self._record_attempt(call, attempt, method, path, response, error, started)
+            if span is not None:
+                self.tracing.end(span, response.status if response is not None else None,
+                                 type(error).__name__ if error is not None else None)
+            self._record_attempt(call, attempt, method, path, response, error, started, request_id)
             failed = error is not None or response.status >= 500 or response.status in (408, 429)  # type: ignore
             if not failed:
                 self.breaker.record(failed=False, trial=trial)
@@ -216,18 +231,34 @@ class VendorClient:
         return delay
 
     def _record_attempt(self, call: AdapterCall | None, attempt: int, method: str, path: str,
-                        response: VendorResponse | None, error: GatewayError | None, started: float) -> None:
-        if call is None:
-            return
+                        response: VendorResponse | None, error: GatewayError | None, started: float,
+                        request_id: str | None) -> None:
+        """One attempt: on the call (for the access line and `gateway trace`), in metrics, as a log line."""
+        seconds = time.monotonic() - started
         entry: dict[str, Any] = {"vendor": self.vendor, "attempt": attempt, "method": method,
-                                 "path": path.split("?", 1)[0], "ms": round((time.monotonic() - started) * 1000, 2)}
+                                 "path": path.split("?", 1)[0], "ms": round(seconds * 1000, 2)}
         if response is not None:
-            entry["status"] = response.status
+            status = response.status
+            entry["status"] = status
+            outcome = "ok" if status < 400 else ("4xx" if status < 500 else "5xx")
             if vendor_id := response.vendor_request_id():
                 entry["vendor_request_id"] = vendor_id
         else:
-            entry["error"] = type(error).__name__
-        call.attempts.append(entry)
+            name = type(error).__name__
+            entry["error"] = name
+            outcome = {"VendorTimeout": "timeout", "VendorUnavailable": "unavailable"}.get(name, "error")
+        operation = call.operation_id if call is not None else "-"
+        child = self._attempt_metrics.get((operation, outcome))
+        if child is None:
+            child = metrics.vendor_attempt_seconds.labels(self.vendor, operation, outcome)
+            self._attempt_metrics[(operation, outcome)] = child
+        child.observe(seconds)
+        if call is not None:
+            call.attempts.append(entry)
+        events = self.events
+        if events is not None and events.level <= logging.INFO:
+            events.emit(logging.INFO if outcome in ("ok", "4xx") else logging.WARNING, "vendor_attempt",
+                        {"request_id": request_id, "operation": operation, "outcome": outcome, **entry})
 
     async def _send(self, method: str, path: str, params: Any, content: bytes | None, headers: dict[str, str],
                     timeout_s: float | None) -> VendorResponse:

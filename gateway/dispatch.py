@@ -32,7 +32,8 @@ async def dispatch(ctx: RequestContext) -> Response:
         client_id=ctx.client_id, idempotency_key=ctx.idempotency_key, scopes=ctx.scopes,
         options=op.route_options, method=op.method, raw_body=ctx.raw_body,
         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
-        deadline=time.monotonic() + op.deadline_s,
+        deadline=time.monotonic() + op.deadline_s, traceparent=ctx.traceparent, tracestate=ctx.tracestate,
+        span=ctx.span,
     )
     try:
         result = await execute(op, call)

@@ -12,17 +12,22 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from typing import Any
 
 from gateway.body import ClientDisconnected
 from gateway.dispatch import dispatch
 from gateway.http import Receive, Response, Send, send_response
+from gateway.observe import Observer
 from gateway.pipeline import RequestContext
 from gateway.problems import PROBLEM_JSON, GatewayError, InternalError, NotFound
 from gateway.runtime import Runtime
+from gateway.tracing import valid_traceparent
 
 log = logging.getLogger("gateway.edge")
+CLIENT_CLOSED = 499
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~-]{1,128}")
+_TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
 
 
 async def _disconnected(receive: Receive) -> None:
@@ -32,13 +37,49 @@ async def _disconnected(receive: Receive) -> None:
 
 
 def request_id_of(scope: dict[str, Any]) -> str:
-    """The caller's X-Request-ID when it is safe to echo (unreserved URI characters, 1-128), else a new one."""
+    """The caller's X-Request-ID when it is safe to echo (unreserved URI characters, 1-128), else a new one.
+
+    The edge decides once per request (`scope["gateway.request_id"]`), so the shell's answers carry the same id.
+    """
+    decided = scope.get("gateway.request_id")
+    if decided is not None:
+        return decided
     for k, v in scope["headers"]:
         if k == b"x-request-id":
             if _REQUEST_ID.fullmatch(v):
                 return v.decode("ascii")
             break
     return secrets.token_hex(16)
+
+
+def correlation(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str | None, bool]:
+    """Request id, traceparent, tracestate and whether the trace context came from the caller, in one pass.
+
+    An invalid or missing traceparent starts a new trace (flags 00: we do not record it unless tracing is on);
+    when the request id was generated too, it doubles as the trace id.
+    """
+    request_id: str | None = None
+    seen_id = False
+    traceparent: str | None = None
+    tracestate: str | None = None
+    for k, v in headers:
+        if k == b"x-request-id":
+            if not seen_id:
+                seen_id = True
+                if _REQUEST_ID.fullmatch(v):
+                    request_id = v.decode("ascii")
+        elif k == b"traceparent":
+            traceparent = v.decode("latin-1")
+        elif k == b"tracestate":
+            tracestate = v.decode("latin-1")
+    trace_id = None
+    if request_id is None:
+        request_id = trace_id = secrets.token_hex(16)
+    if traceparent is not None and valid_traceparent(traceparent):
+        if tracestate is not None and not _TRACESTATE.fullmatch(tracestate):
+            tracestate = None
+        return request_id, traceparent, tracestate, True
+    return request_id, f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-00", None, False
 
 
 class Edge:
@@ -50,6 +91,7 @@ class Edge:
         self.shell = shell
         self.renderer = runtime.renderer
         self.cancel_on_disconnect = runtime.settings.request.cancel_on_disconnect
+        self.observer = Observer(runtime)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,19 +107,45 @@ class Edge:
                 # Not a versioned contract path: maybe header-selected or an unknown version (gateway/versions.py).
                 op, path_params = self.runtime.versions.resolve(scope["method"], path, scope["headers"])
         except NotFound:
-            return await self.shell(scope, receive, send)
+            return await self._shell(scope, receive, send)
         except GatewayError as err:
-            request_id = request_id_of(scope)
+            started = time.perf_counter()
+            request_id, traceparent, _, _ = correlation(scope["headers"])
             response = self.problem(err, request_id)
             response.headers.append((b"x-request-id", request_id.encode()))
+            self.observer.early_problem(scope["method"], err.status, request_id, traceparent, started)
             return await send_response(send, response)
-        ctx = RequestContext(scope, receive, op, request_id_of(scope), path_params)
+        request_id, traceparent, tracestate, from_caller = correlation(scope["headers"])
+        ctx = RequestContext(scope, receive, op, request_id, path_params)
+        ctx.traceparent = traceparent
+        ctx.tracestate = tracestate
+        ctx.trace_from_caller = from_caller
+        if self.runtime.tracing.tracer is not None:
+            ctx.span = self.runtime.tracing.start_request(ctx)
         try:
             response = await self.run(ctx)
         except ClientDisconnected:
+            self.observer.finish(ctx, Response(CLIENT_CLOSED))  # logged and counted as 499, nginx's convention
             return None
+        self.observer.finish(ctx, response)
         response.headers.append((b"x-request-id", ctx.request_id.encode()))
         await send_response(send, response)
+
+    async def _shell(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The FastAPI shell, its answers carrying the request id too."""
+        request_id = request_id_of(scope)
+        scope["gateway.request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or ())
+                if not any(k.lower() == b"x-request-id" for k, _ in headers):
+                    headers.append(header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.shell(scope, receive, send_with_id)
 
     async def run(self, ctx: RequestContext) -> Response:
         op = ctx.op
@@ -85,17 +153,24 @@ class Edge:
         try:
             try:
                 for policy in op.policies:
-                    response = await policy.on_request(ctx)
+                    ctx.stage = policy.name
+                    if ctx.span is None:
+                        response = await policy.on_request(ctx)
+                    else:
+                        response = await self.runtime.tracing.policy(ctx, policy)
                     if response is not None:
                         break
                 if response is None:
+                    ctx.stage = "dispatch"
                     response = await self._dispatch(ctx)
             except GatewayError as err:
+                ctx.notes["problem"] = err.slug
                 response = self.problem(err, ctx.request_id)
             except (ClientDisconnected, asyncio.CancelledError):
                 raise
             except Exception:
                 log.exception("unhandled error in %s", op.key, extra={"request_id": ctx.request_id})
+                ctx.notes["problem"] = "internal-error"
                 response = self.problem(InternalError("the gateway failed unexpectedly; the request id identifies "
                                                       "the failure in our logs"), ctx.request_id)
             for policy in op.policies:

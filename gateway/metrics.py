@@ -2,12 +2,19 @@
 
 Features add their metrics here, named `gateway_<area>_<what>[_total|_seconds]`, with bounded label values only:
 API, version, operationId, vendor, status class, client id (clients are configured, so bounded) — never a raw
-path, an id from a request, or a credential.
+path, an id from a request, or a credential. A client id outside the configured clients is counted as "other"
+(`client_label`), since a trusted external issuer could otherwise mint unbounded ids.
+
+Several worker processes (`gateway serve --workers N`): prometheus-client's multiprocess mode. The CLI sets
+PROMETHEUS_MULTIPROC_DIR before any worker imports this module; every worker then writes its samples to files
+there and `/metrics` (any worker) merges them all (`exposition()`). Gauges say how to merge (`multiprocess_mode`).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -17,8 +24,15 @@ requests_total = Counter(
     "gateway_requests_total", "Requests answered, by operation and status class",
     ["api", "version", "operation", "status_class", "client"], registry=REGISTRY)
 request_seconds = Histogram(
-    "gateway_request_seconds", "Time from routing to the last byte handed to the server",
-    ["api", "version", "operation"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+    "gateway_request_seconds", "Time from routing until the answer is ready to send",
+    ["api", "version", "operation", "status_class", "client"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
+vendor_attempt_seconds = Histogram(
+    "gateway_vendor_attempt_seconds", "Each vendor attempt, by how it ended (ok, 4xx, 5xx, timeout, unavailable, "
+    "error); its count is the number of attempts", ["vendor", "operation", "outcome"], buckets=LATENCY_BUCKETS,
+    registry=REGISTRY)
+vendor_calls_total = Counter(
+    "gateway_vendor_calls_total", "Logical vendor calls (all attempts of one request), by final outcome",
+    ["vendor", "operation", "outcome"], registry=REGISTRY)
 validation_failures_total = Counter(
     "gateway_validation_failures_total", "Requests refused by validation, by where the first violation was",
     ["api", "version", "operation", "location"], registry=REGISTRY)
@@ -75,3 +89,24 @@ webhooks_received_total = Counter(
 webhook_deliveries_total = Counter(
     "gateway_webhook_deliveries_total", "Outbound webhook delivery attempts, by outcome",
     ["subscription", "outcome"], registry=REGISTRY)
+
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format of every metric: this process's, or every worker's merged in multiprocess mode."""
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def status_class(status: int) -> str:
+    return _STATUS_CLASSES[status // 100] if 1 <= status // 100 <= 5 else "other"
+
+
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}

@@ -34,7 +34,8 @@ class RequestContext:
 
     __slots__ = ("scope", "receive", "op", "request_id", "path_params", "params", "body", "raw_body",
                  "media_type", "client_id", "scopes", "principal", "idempotency_key", "started", "notes",
-                 "vendor_request_id", "attempts", "idempotency")
+                 "vendor_request_id", "attempts", "idempotency", "traceparent", "tracestate",
+                 "trace_from_caller", "span", "stage")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, op: Operation, request_id: str,
                  path_params: dict[str, str]) -> None:
@@ -56,6 +57,11 @@ class RequestContext:
         self.vendor_request_id: str | None = None
         self.attempts = 0
         self.idempotency: Any = None  # set by the idempotency policy when this request owns its key
+        self.traceparent = ""  # W3C trace context forwarded to every vendor call (gateway/tracing.py)
+        self.tracestate: str | None = None
+        self.trace_from_caller = False
+        self.span: Any = None  # the request's span, only when tracing is configured
+        self.stage = ""  # the policy (or "dispatch") running now; where the request stopped if it was refused
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name (first occurrence), decoded as latin-1."""

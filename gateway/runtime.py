@@ -20,11 +20,13 @@ from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
 from gateway.idempotency import IdempotencyStore, MemoryStore, RedisStore
 from gateway.jobs.service import Jobs
+from gateway.logs import SENSITIVE, EventLog, install, sensitive_fields
 from gateway.pipeline import build_policies, completers
 from gateway.problems import ProblemRenderer
 from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
 from gateway.router import Router
 from gateway.settings import Settings, VendorSettings
+from gateway.tracing import Tracing
 from gateway.versions import VersionIndex
 from gateway.webhooks.service import Webhooks
 
@@ -81,6 +83,12 @@ class Runtime:
         self.contracts = contracts
         self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
+        obs = settings.observability
+        SENSITIVE.update(sensitive_fields(c.data for c in contracts), (f.lower() for f in obs.logging.mask_fields))
+        self.events = EventLog(obs.logging, settings.base_dir)
+        install(self.events)
+        self.tracing = Tracing(obs.tracing)
+        self.started_at = time.time()
         self.auth = AuthService(settings.auth, settings.base_dir)
         self.limiter: Limiter = (
             RedisLimiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
@@ -123,6 +131,8 @@ class Runtime:
         for name in sorted(used):
             vendor = self.settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal")
             client = VendorClient(name, vendor, self.settings.transport, limiter=self.limiter)
+            client.events = self.events
+            client.tracing = self.tracing if self.tracing.tracer is not None else None
             adapter = adapter_class(vendor.adapter)(name, vendor, client)
             if isinstance(adapter, GatewayOperationsAdapter):
                 adapter.jobs = self.jobs.store
@@ -145,3 +155,5 @@ class Runtime:
         for adapter in self.adapters.values():
             await adapter.shutdown()
         self.adapters.clear()
+        self.tracing.shutdown()
+        self.events.close()

@@ -223,6 +223,47 @@ class WebhookSettings(Strict):
     timeout_s: float = Field(10, gt=0)
 
 
+class LoggingSettings(Strict):
+    """Structured logs (gateway/logs.py): one line per event, JSON for machines or console for people."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+    # stdout, stderr, none, or a file path (appended to; relative to the config file). `gateway trace` reads it.
+    output: str = "stdout"
+    access: bool = True  # one access line per request (the gateway's own endpoints excluded)
+    recent_lines: int = Field(20_000, ge=0)  # kept in memory for /admin/requests/{id} and the operator
+    mask_fields: list[str] = Field(default_factory=list)  # field names masked besides the built-in ones
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class TracingSettings(Strict):
+    """OpenTelemetry spans exported over OTLP/HTTP; without an endpoint no span is ever created."""
+
+    otlp_endpoint: str | None = Field(None, pattern=r"^https?://")  # e.g. http://collector:4318/v1/traces
+    otlp_headers: dict[str, SecretStr] = Field(default_factory=dict)
+    service_name: str = "contract-gateway"
+    sample_ratio: float = Field(1.0, ge=0, le=1)  # of traces started here; a caller's sampled flag is respected
+
+
+class MetricsSettings(Strict):
+    """Prometheus metrics on /metrics. With several worker processes prometheus-client's multiprocess mode is
+    used: each worker writes its samples to files in this folder and /metrics sums them (default: a new
+    temporary folder per `gateway serve`)."""
+
+    enabled: bool = True
+    multiprocess_dir: Path | None = None
+
+
+class ObservabilitySettings(Strict):
+    logging: LoggingSettings = LoggingSettings()
+    tracing: TracingSettings = TracingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -238,6 +279,7 @@ class Settings(Strict):
     limits: LimitSettings = LimitSettings()
     jobs: JobSettings = JobSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.
