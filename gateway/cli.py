@@ -241,16 +241,81 @@ def dead_letter_view(job: object) -> dict:
     return dead_letter(job)  # type: ignore[arg-type]
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """What happened to one request: its story from a JSON log file or from the running gateway's recent lines."""
+    import json
+
+    from gateway.story import lines_from_file, tell
+
+    settings = _settings(args)
+    if args.url:
+        import httpx
+
+        token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or _operator_token(settings)
+        r = httpx.get(f"{args.url.rstrip('/')}/admin/requests/{args.request_id}",
+                      headers={"authorization": f"Bearer {token}"}, timeout=10)
+        if r.status_code == 404:
+            print(f"request {args.request_id}: not among the gateway's recent log lines", file=sys.stderr)
+            return 1
+        r.raise_for_status()
+        lines = r.json()["lines"]
+    else:
+        output = args.log or settings.observability.logging.output
+        if output in ("stdout", "stderr", "none"):
+            print("logs go to " + output + " in this configuration: give --log FILE (JSON lines) or --url of the "
+                  "running gateway", file=sys.stderr)
+            return 2
+        path = Path(output) if Path(output).is_absolute() or args.log else settings.base_dir / output
+        lines = lines_from_file(path, args.request_id)
+    if args.json:
+        print(json.dumps(lines, indent=2))
+    else:
+        print(tell(args.request_id, lines))
+    return 0 if lines else 1
+
+
+def _operator_token(settings: Settings) -> str:
+    """A one-minute gateway:admin token from the built-in issuer (this host holds its signing key)."""
+    from gateway.admin import ADMIN_SCOPE
+    from gateway.auth.issuer import BuiltinIssuer
+    from gateway.auth.keys import load_signing_keys
+
+    builtin = settings.auth.builtin
+    if not builtin.enabled:
+        print("give --token (or GATEWAY_ADMIN_TOKEN): the built-in issuer is not enabled", file=sys.stderr)
+        raise SystemExit(2)
+    return BuiltinIssuer(builtin, load_signing_keys(builtin, settings.base_dir)).mint("gateway-cli", [ADMIN_SCOPE], 60)
+
+
+def _multiprocess_metrics(settings: Settings) -> None:
+    """Several workers: prometheus-client's multiprocess mode, set up before any worker imports gateway.metrics."""
+    if not settings.observability.metrics.enabled or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import tempfile
+
+    folder = settings.observability.metrics.multiprocess_dir
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="cg-metrics-"))
+    elif not folder.is_absolute():
+        folder = settings.base_dir / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):  # samples of a previous run would be added to this one's
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
-
-    from gateway.app import CONFIG_ENV, create_app
-    from gateway.contracts.load import ContractError
 
     settings = _settings(args)
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     workers = args.workers or settings.server.workers
+    if workers > 1:
+        _multiprocess_metrics(settings)
+
+    from gateway.app import CONFIG_ENV, create_app
+    from gateway.contracts.load import ContractError
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if workers > 1:
@@ -406,6 +471,17 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("id")
     q.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("trace", help="what happened to a request: policies, vendor attempts, outcome, whose fault")
+    p.add_argument("request_id")
+    p.add_argument("--config", help="gateway.yaml (default: $GATEWAY_CONFIG or ./gateway.yaml)")
+    p.add_argument("--log", help="a JSON log file (default: observability.logging.output when it is a file)")
+    p.add_argument("--url", help="ask the running gateway instead (its recent in-memory lines), e.g. "
+                                 "http://127.0.0.1:8080")
+    p.add_argument("--token", help="gateway:admin token for --url (default: $GATEWAY_ADMIN_TOKEN, or minted with "
+                                   "the built-in issuer's key)")
+    p.add_argument("--json", action="store_true", help="the raw log lines instead of the story")
+    p.set_defaults(func=cmd_trace)
 
     p = sub.add_parser("sandbox", help="serve the sandbox vendors (Stripe, HubSpot, WooCommerce simulators)")
     p.add_argument("--host", default="127.0.0.1")

@@ -16,6 +16,7 @@ import orjson
 from adapters.base import AdapterCall, AdapterResult
 from gateway import metrics
 from gateway.http import Response
+from gateway.logs import SENSITIVE
 from gateway.pipeline import RequestContext
 from gateway.problems import UpstreamContractViolation, Violation
 
@@ -69,7 +70,7 @@ def render(op: Operation, request_id: str, notes: dict, result: AdapterResult) -
         value = result.body
     violations = _check(op, result, body, value)
     if violations:
-        pointers = ", ".join(f"{v.pointer or '/'}: {v.message}" for v in violations[:10])
+        pointers = ", ".join(f"{v.pointer or '/'}: {_loggable(v)}" for v in violations[:10])
         log.warning("upstream contract violation on %s (%s): %s", op.key, op.vendor, pointers,
                     extra={"request_id": request_id})
         notes["response_violations"] = len(violations)
@@ -83,6 +84,12 @@ def render(op: Operation, request_id: str, notes: dict, result: AdapterResult) -
     for name, header_value in (result.headers or {}).items():
         response.header(name, header_value)
     return response
+
+
+def _loggable(v: Violation) -> str:
+    """A violation's message, unless it is about a field the contract marks x-sensitive (it may quote the value)."""
+    name = v.pointer.rsplit("/", 1)[-1].lower() if v.pointer else ""
+    return "(message masked: x-sensitive field)" if name in SENSITIVE else v.message
 
 
 def _check(op: Operation, result: AdapterResult, body: bytes, value: object) -> list[Violation]:

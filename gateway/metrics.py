@@ -110,3 +110,14 @@ def status_class(status: int) -> str:
 
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def samples() -> list:
+    """Every sample (name, labels, value) now: this process's, or every worker's in multiprocess mode."""
+    registry = REGISTRY
+    if MULTIPROCESS:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return [s for metric in registry.collect() for s in metric.samples]

@@ -248,6 +248,11 @@ class TracingSettings(Strict):
     service_name: str = "contract-gateway"
     sample_ratio: float = Field(1.0, ge=0, le=1)  # of traces started here; a caller's sampled flag is respected
 
+    @field_validator("otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return v or None
+
 
 class MetricsSettings(Strict):
     """Prometheus metrics on /metrics. With several worker processes prometheus-client's multiprocess mode is

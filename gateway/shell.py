@@ -23,6 +23,7 @@ from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
 from gateway.docs.portal import build_portal
 from gateway.jobs.admin import build_dlq_routes
+from gateway.ops import build_ops_routes
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -86,17 +87,6 @@ def build_shell(runtime: Runtime) -> FastAPI:
     async def root() -> Response:
         return RedirectResponse("/docs")
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        ready = runtime.ready
-        body = {"status": "ready" if ready else "starting", "operations": len(runtime.operations),
-                "contracts": len(runtime.contracts)}
-        return JSONResponse(body, status_code=200 if ready else 503)
-
     @app.get("/contracts")
     async def contracts() -> list[dict[str, Any]]:
         return [{"api": api, "version": version, "title": c.data.get("info", {}).get("title"),
@@ -129,5 +119,6 @@ def build_shell(runtime: Runtime) -> FastAPI:
     require_admin = build_require_admin(runtime)
     app.include_router(build_dlq_routes(runtime, require_admin))
     app.include_router(build_usage_routes(runtime, require_admin))
+    app.include_router(build_ops_routes(runtime, require_admin))
     app.include_router(build_webhook_routes(runtime))
     return app

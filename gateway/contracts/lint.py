@@ -49,6 +49,22 @@ def lint(contracts: list[Contract], settings: Settings) -> list[ContractProblem]
     return problems
 
 
+def _sensitive_problems(file: str, node: Any, pointer: str) -> list[ContractProblem]:
+    """`x-sensitive` (the field is masked in every log line, see gateway/logs.py) must be true or false."""
+    out: list[ContractProblem] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            where = pointer_join(pointer, str(key))
+            if key == "x-sensitive" and not isinstance(value, bool):
+                out.append(ContractProblem(file, where, "x-sensitive must be true or false"))
+            else:
+                out += _sensitive_problems(file, value, where)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _sensitive_problems(file, value, pointer_join(pointer, str(i)))
+    return out
+
+
 def _lint_contract(contract: Contract, settings: Settings,
                    routes: dict[tuple[str, str], tuple[str, str]]) -> list[ContractProblem]:
     problems: list[ContractProblem] = []
@@ -60,6 +76,7 @@ def _lint_contract(contract: Contract, settings: Settings,
             load_mapping(mapping)
         except LookupError as exc:
             problems.append(ContractProblem(file, "/x-gateway/mapping", str(exc)))
+    problems += _sensitive_problems(file, contract.data, "")
     seen_ids: dict[str, str] = {}
     for op in iter_operations(contract):
         if isinstance(op, tuple):
