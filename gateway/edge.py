@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import secrets
 import time
@@ -72,14 +73,12 @@ def correlation(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str | Non
             traceparent = v.decode("latin-1")
         elif k == b"tracestate":
             tracestate = v.decode("latin-1")
-    trace_id = None
-    if request_id is None:
-        request_id = trace_id = secrets.token_hex(16)
     if traceparent is not None and valid_traceparent(traceparent):
         if tracestate is not None and not _TRACESTATE.fullmatch(tracestate):
             tracestate = None
-        return request_id, traceparent, tracestate, True
-    return request_id, f"00-{trace_id or secrets.token_hex(16)}-{secrets.token_hex(8)}-00", None, False
+        return request_id or secrets.token_hex(16), traceparent, tracestate, True
+    ids = os.urandom(24).hex()  # one call for a trace id (doubling as the request id if needed) and a span id
+    return request_id or ids[:32], f"00-{ids[:32]}-{ids[32:]}-00", None, False
 
 
 class Edge:

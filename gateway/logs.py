@@ -97,6 +97,9 @@ def mask(value: Any) -> Any:
     return value
 
 
+_MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 class _Clock:
     """ISO-8601 UTC timestamps with milliseconds; the seconds part is formatted once per second."""
 
@@ -112,7 +115,7 @@ class _Clock:
         if second != self.second:
             self.second = second
             self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self.prefix}.{int((t - second) * 1000):03d}Z"
+        return self.prefix + _MILLIS[int((t - second) * 1000)]
 
 
 class EventLog:

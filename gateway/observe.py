@@ -41,7 +41,7 @@ class Observer:
         self.runtime = runtime
         self.events = runtime.events
         self.clients = known_clients(runtime)
-        self.children: dict[tuple[str, int, str | None], tuple[Any, Any]] = {}
+        self.children: dict[tuple[str, int, str | None], tuple[Any, Any, tuple[str, ...]]] = {}
         self.calls: dict[tuple[str, str], Any] = {}
 
     def client_label(self, client_id: str | None) -> str:
@@ -58,7 +58,8 @@ class Observer:
         if pair is None:
             labels = (op.api, op.version, op.operation_id, metrics.status_class(status),
                       self.client_label(ctx.client_id))
-            pair = (metrics.requests_total.labels(*labels), metrics.request_seconds.labels(*labels))
+            pair = (metrics.requests_total.labels(*labels), metrics.request_seconds.labels(*labels),
+                     tuple(p.name for p in op.policies))
             self.children[key] = pair
         pair[0].inc()
         pair[1].observe(elapsed)
@@ -79,7 +80,7 @@ class Observer:
                 "version": op.version, "operation": op.operation_id, "vendor": op.vendor,
                 "attempts": ctx.attempts, "breaker": breaker, "ratelimit": ratelimit_note(notes.get("ratelimit")),
                 "idempotency": notes.get("idempotency"), "deprecated": notes.get("deprecated", False),
-                "stage": ctx.stage, "problem": notes.get("problem"), "policies": [p.name for p in op.policies],
+                "stage": ctx.stage, "problem": notes.get("problem"), "policies": pair[2],
                 "vendor_request_id": ctx.vendor_request_id, "job_id": notes.get("job_id"),
             })
 
