@@ -73,7 +73,7 @@ def tell(request_id: str, lines: Iterable[dict[str, Any]]) -> str:
         access = {}
     else:
         op = f"{access.get('api')} {access.get('version')} {access.get('operation')}" if access.get("api") else "-"
-        out.append(f"  {access.get('ts')}  {access.get('method')} {access.get('route') or '(no route)'}  "
+        out.append(f"  {lines[0].get('ts')}  {access.get('method')} {access.get('route') or '(no route)'}  "
                    f"[{op}]  client {access.get('client') or '-'}  trace {access.get('trace_id')}")
         out.append("  policies: " + policies_line(access))
     for line in lines:
