@@ -287,3 +287,25 @@ def test_operator_page_in_headless_chromium(start, sandboxes):
     assert client.get("/admin/ops/data").status_code == 403
     locked = render(f"{base}/admin/ops", wait_ms=2000)
     assert "a token is needed" in locked and "getOrder" not in locked
+
+
+NO_TRACING = """
+import sys, httpx
+from adapters.sandbox import SandboxThread
+from gateway.app import create_app
+from tests.conftest import ServerThread, bearer, demo_settings
+sandboxes = SandboxThread().start()
+app = create_app(demo_settings(sandboxes.urls, **{"observability.logging.output": "none"}))
+server = ServerThread(app).start()
+assert httpx.get(server.url + "/v2/orders/ord_1", headers=bearer(app)).status_code == 404
+server.stop()
+print(sorted(m for m in sys.modules if m.startswith(("opentelemetry.sdk.trace", "opentelemetry.exporter"))))
+"""
+
+
+def test_without_an_endpoint_tracing_costs_nothing():
+    """No OTLP endpoint: a request is served without OpenTelemetry's tracing SDK or exporter even being imported
+    (the redis client imports the API and metrics SDK for itself), so no span object can exist."""
+    out = subprocess.run([sys.executable, "-c", NO_TRACING], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
