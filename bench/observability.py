@@ -127,6 +127,17 @@ def main() -> None:
 
     exporter = InMemorySpanExporter()
     traced = Tracing(TracingSettings(), exporter=exporter)
+    rt.tracing = Tracing(TracingSettings())
+    ctx = RequestContext(scope, None, op, "x", {})  # type: ignore[arg-type]
+
+    def tracing_off(n: int) -> None:  # edge: one tracer check; policy loop (3) and observer: span checks
+        for _ in range(n):
+            if rt.tracing.tracer is not None or ctx.span is not None or ctx.span is not None \
+                    or ctx.span is not None or ctx.span is not None or vendor.tracing is not None:
+                raise AssertionError
+
+    vendor.tracing = None
+    off_checks = per_request_us(tracing_off, n=200_000)
     base = per_request_us(baseline)
     logged = per_request_us(variant(json_log, None))
     metrics_only = per_request_us(variant(quiet, None))
@@ -137,6 +148,7 @@ def main() -> None:
     print(f"  metrics only (log level WARNING), tracing off:  {metrics_only - base:6.1f} µs")
     print(f"  logging + metrics + tracing on (5 spans):       {with_tracing - base:6.1f} µs")
     print(f"  (baseline: {base:.2f} µs)")
+    print(f"tracing off, the checks the request path makes instead of spans: {off_checks:.3f} µs")
 
 
 if __name__ == "__main__":
