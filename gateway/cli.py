@@ -152,7 +152,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        runtime = Runtime.build(settings)
+        # The worker keeps its plain-text log lines (`job ... attempt N: succeeded`) for now: its tests and
+        # operators read them; its vendor attempts are JSON lines of observability.logging like the gateway's.
+        runtime = Runtime.build(settings, install_logs=False)
     except ContractError as exc:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)

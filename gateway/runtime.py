@@ -78,7 +78,7 @@ class Runtime:
     """Everything the edge needs per request, built at start-up and read-only afterwards."""
 
     def __init__(self, settings: Settings, contracts: list[Contract], operations: list[Operation],
-                 run_workers: bool = True) -> None:
+                 run_workers: bool = True, install_logs: bool = True) -> None:
         self.settings = settings
         self.contracts = contracts
         self.operations = operations
@@ -86,7 +86,8 @@ class Runtime:
         obs = settings.observability
         SENSITIVE.update(sensitive_fields(c.data for c in contracts), (f.lower() for f in obs.logging.mask_fields))
         self.events = EventLog(obs.logging, settings.base_dir)
-        install(self.events)
+        if install_logs:  # stdlib log records become JSON lines of self.events
+            install(self.events)
         self.tracing = Tracing(obs.tracing)
         self.started_at = time.time()
         self.auth = AuthService(settings.auth, settings.base_dir)
@@ -115,13 +116,13 @@ class Runtime:
             op.completers = completers(op.policies)
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: Settings, install_logs: bool = True) -> Runtime:
         """Compile everything or raise ContractError listing every problem."""
         contracts, operations, problems = check(settings)
         if problems:
             raise ContractError(problems)
         try:
-            return cls(settings, contracts, operations)
+            return cls(settings, contracts, operations, install_logs=install_logs)
         except SigningKeyProblem as exc:
             raise ContractError([ContractProblem("gateway.yaml", "/auth/builtin/keys_dir", str(exc))]) from None
 
