@@ -69,7 +69,6 @@ class Observer:
             breaker = adapter.client.breaker.state if adapter is not None else None
             self._vendor_call(ctx, status)
         if ctx.span is not None:
-            ctx.span.set_attribute("http.response.status_code", status)
             self.runtime.tracing.end(ctx.span, status)
         if self.events.access:
             notes = ctx.notes

@@ -57,7 +57,7 @@ def test_two_workers_one_set_of_metrics(sandboxes, redis_url, tmp_path):
                 time.sleep(0.1)  # polling: the workers are still starting
         assert ready, server.stdout.read().decode() if server.poll() is not None else "not ready in 60 s"
         for _ in range(20):  # a new connection each time, so both workers get some
-            r = httpx.get(base + "/v2/orders/ord_1", headers={"authorization": f"Bearer {token}"}, timeout=10)
+            r = httpx.get(base + "/v2/orders/ord_999999", headers={"authorization": f"Bearer {token}"}, timeout=10)
             assert r.status_code == 404
         pids = {f.stem.rsplit("_", 1)[-1] for f in (tmp_path / "metrics").glob("*.db")}
         assert len(pids) >= 2, pids  # both workers write their samples
