@@ -149,12 +149,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.jobs.workers < 1:
         print("jobs.workers is 0: this worker would run nothing", file=sys.stderr)
         return 1
-    logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        # The worker keeps its plain-text log lines (`job ... attempt N: succeeded`) for now: its tests and
-        # operators read them; its vendor attempts are JSON lines of observability.logging like the gateway's.
-        runtime = Runtime.build(settings, install_logs=False)
+        runtime = Runtime.build(settings)  # logs as the gateway does: JSON lines per observability.logging
     except ContractError as exc:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)

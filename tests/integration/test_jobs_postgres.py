@@ -6,6 +6,7 @@ Each test gets a database of its own on the machine's PostgreSQL (or one tests/s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -90,7 +91,9 @@ class Worker:
                 self.ready.set()
 
     def ran(self) -> int:
-        return sum(" attempt " in line and line.rstrip().endswith("succeeded") for line in self.lines)
+        """Jobs this worker finished, from its JSON log lines (one per attempt, with the outcome)."""
+        events = [json.loads(line) for line in self.lines if line.startswith("{")]
+        return sum(e.get("outcome") == "succeeded" and "job_id" in e for e in events)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
