@@ -42,11 +42,13 @@ log = logging.getLogger("gateway.jobs")
 def operation_job(op: Operation, schedule: RetrySchedule, *, params: dict[str, Any], body: Any,
                   client_id: str | None, scopes: frozenset[str], idempotency_key: str | None,
                   raw_body: bytes | None, query_string: bytes, media_type: str | None, request_id: str,
-                  ordering_key: str | None) -> NewJob:
+                  ordering_key: str | None, traceparent: str | None = None,
+                  tracestate: str | None = None) -> NewJob:
     """The durable form of an accepted request: everything needed to run it later, and nothing secret."""
     payload = {"params": params, "body": body, "scopes": sorted(scopes), "idempotency_key": idempotency_key,
                "raw_body": base64.b64encode(raw_body).decode() if raw_body else None,
-               "query_string": query_string.decode("latin-1"), "media_type": media_type}
+               "query_string": query_string.decode("latin-1"), "media_type": media_type,
+               "traceparent": traceparent or None, "tracestate": tracestate}
     return NewJob("operation", op.key, payload, client_id=client_id, vendor=op.vendor, ordering_key=ordering_key,
                   dedupe_key=idempotency_key, request_id=request_id, schedule=schedule)
 
@@ -172,7 +174,9 @@ class JobRunner:
                            options=op.route_options, method=op.method,
                            raw_body=base64.b64decode(p["raw_body"]) if p.get("raw_body") else None,
                            query_string=p.get("query_string", "").encode("latin-1"), media_type=p.get("media_type"),
-                           deadline=time.monotonic() + op.deadline_s)
+                           deadline=time.monotonic() + op.deadline_s,
+                           # The vendor sees the trace of the request that was accepted, however late the job runs.
+                           traceparent=p.get("traceparent"), tracestate=p.get("tracestate"))
         error: Exception | None = None
         status: int | None = None
         body: Any = None

@@ -62,7 +62,8 @@ class AsyncPolicy(BasePolicy):
         job = operation_job(self.op, self.schedule, params=ctx.params, body=ctx.body, client_id=ctx.client_id,
                             scopes=ctx.scopes, idempotency_key=ctx.idempotency_key, raw_body=ctx.raw_body,
                             query_string=ctx.scope["query_string"], media_type=ctx.media_type,
-                            request_id=ctx.request_id, ordering_key=self._ordering(ctx))
+                            request_id=ctx.request_id, ordering_key=self._ordering(ctx),
+                            traceparent=ctx.traceparent, tracestate=ctx.tracestate)
         try:
             stored = await self.runtime.jobs.store.enqueue(job)
         except StoreDown:

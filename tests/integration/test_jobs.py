@@ -267,3 +267,16 @@ def test_operators_filter_dry_run_and_discard_dead_letters_from_the_command_line
     admin = bearer(app, client="ops", scopes=["gateway:admin"])
     assert client.post(f"/admin/dlq/{ids[1]}/discard", headers=admin).status_code == 400  # no reason given
     assert sandbox_stats(woo)["effects"].get("orders_created", 0) == 0
+
+
+def test_the_vendor_sees_the_accepted_requests_trace_and_request_id_however_late_the_job_runs(start, sandboxes):
+    woo = sandboxes.urls["woocommerce"]
+    app, client = start()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = client.post("/v2/orders", json=ORDER, headers={**ASYNC, "traceparent": traceparent,
+                                                        "x-request-id": "req-async-trace-1"})
+    assert settle(client, r.headers["location"])["state"] == "succeeded"
+    [created] = [e for e in httpx.get(woo + "/_sandbox/requests").json()
+                 if e["method"] == "POST" and e["path"] == WOO_ORDERS]
+    assert created["headers"]["traceparent"] == traceparent
+    assert created["headers"]["x-request-id"] == "req-async-trace-1"
