@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 FUZZ_EXAMPLES ?= 10
 
-.PHONY: run test lint fuzz fuzz-deep bench lock clean contract-gate contracts-baseline
+.PHONY: run test lint fuzz fuzz-deep bench bench-micro lock clean contract-gate contracts-baseline
 
 $(INSTALLED): requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -33,6 +33,15 @@ fuzz: $(INSTALLED)
 
 fuzz-deep: FUZZ_EXAMPLES = 200
 fuzz-deep: fuzz
+
+## The benchmark (README "Performance"): nginx upstream, gateway and peers on one core each, wrk; prints the table.
+## Needs nginx, wrk, taskset and Redis on 127.0.0.1:6379; the peers are installed into bench/.peers-venv on first use.
+## Options: make bench BENCH_ARGS="--seconds 5 --repeat 1 --no-peers"; micro-benchmarks: make bench-micro
+bench: $(INSTALLED)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-micro: $(INSTALLED)
+	$(BIN)/python bench/micro.py
 
 ## Regenerate the pinned dependency files from pyproject.toml
 lock:

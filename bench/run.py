@@ -1,0 +1,247 @@
+"""The gateway benchmark: the full chain against nginx directly and against the peers, in the same run.
+
+Run: make bench   (= .venv/bin/python bench/run.py; --help for options)
+
+Layout on the 2-core machine (bench/lib.py): every system under test alone on CPU 0, one worker; the nginx upstream
+(fixed JSON order) and wrk (32 connections) on CPU 1. Each system serves GET /v1/orders/{id} and POST /v1/orders
+(the peers' 15-field nested body) and forwards to nginx at /orders/{id} and /orders. The gateway runs its FULL
+chain: RS256 JWT (issuer, audience, expiry, scopes), rate limit (a GCRA rate and a daily quota; memory or Redis),
+request validation (path pattern, Content-Type, JSON Schema of the body), the http adapter through the vendor's
+circuit breaker with the request deadline, response validation (the Order schema, enforced), and whatever the
+pipeline records (access log, metrics). The peers (../shared/bench-peers, Connexion 3.3 and a naive FastAPI proxy)
+are installed into bench/.peers-venv from their requirements.txt on first use.
+
+Every system is measured --repeat times, rounds interleaved so that noise from other work on the machine lands on
+all of them alike; the table shows the median round (and the best req/s). "added p50" is the system's p50 minus
+nginx direct's p50 for the same method in the same round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import yaml
+from lib import BENCH, GATEWAY_CPU, LOAD_CPU, ROOT, VENV_BIN, Result, nginx_upstream, pinned, process, wrk
+
+GATEWAY_PORT, PEER_PORT = 9200, 9111
+PEERS_VENV = BENCH / ".peers-venv"
+# A rate and a quota no benchmark reaches: every request pays for the decision, none is refused.
+LIMITS = {"requests": {"rate": "1000000/second"}, "daily": {"quota": "1000000000/day"}}
+
+
+def peers_dir() -> Path:
+    candidates = [Path(os.environ["BENCH_PEERS"])] if os.environ.get("BENCH_PEERS") else []
+    candidates += [ROOT.parent / "shared" / "bench-peers", ROOT.parent.parent / "shared" / "bench-peers"]
+    for path in candidates:
+        if (path / "contract.yaml").exists():
+            return path.resolve()
+    raise SystemExit("the benchmark peers are not found: set BENCH_PEERS to the bench-peers folder")
+
+
+def peers_python(peers: Path) -> Path:
+    """The peers' own virtualenv (never the product's), created from their pinned requirements on first use."""
+    python = PEERS_VENV / "bin" / "python"
+    marker = PEERS_VENV / ".installed"
+    requirements = peers / "requirements.txt"
+    if not marker.exists() or marker.read_text() != requirements.read_text():
+        print(f"installing the peers into {PEERS_VENV} (once) ...", file=sys.stderr, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEERS_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r",
+                        str(requirements)], check=True)
+        marker.write_text(requirements.read_text())
+    return python
+
+
+def tokens(peers: Path, python: Path, keys: Path) -> dict[str, str]:
+    out = subprocess.run([str(python), str(peers / "tools" / "mkkeys.py"), str(keys), "RS256"], check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter: str) -> Path:
+    """The peers' contract routed to the http adapter, with limits; the peers' issuer trusted through a JWKS."""
+    from joserfc.jwk import RSAKey
+
+    contract = yaml.safe_load((peers / "contract.yaml").read_text())
+    contract["x-gateway"] = {"api": "bench", "limits": LIMITS}
+    for path, upstream_path in (("/orders/{order_id}", "/orders/{order_id}"), ("/orders", "/orders")):
+        for op in contract["paths"][path].values():
+            op["x-gateway"] = {"route": "upstream.forward", "upstream_path": upstream_path}
+    (tmp / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+    jwk = RSAKey.import_key(Path(key_file).read_bytes()).as_dict(private=False)
+    jwk.update(kid="bench-1", alg="RS256", use="sig")
+    config = tmp / f"gateway-{limiter}.yaml"
+    config.write_text(yaml.safe_dump({
+        "contracts": [str(tmp / "contract.yaml")],
+        "server": {"host": "127.0.0.1", "port": GATEWAY_PORT},
+        "response_validation": "enforce",
+        "auth": {"issuers": [{"issuer": "https://idp.bench", "jwks": {"keys": [jwk]}, "audiences": ["bench"],
+                              "algorithms": ["RS256"]}]},
+        "limits": {"backend": limiter},
+        "redis_url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
+    }, sort_keys=False))
+    return config
+
+
+def check(base: str, token: str, body: bytes) -> None:
+    """One GET and one POST through the system before it is measured: wrong answers must not look fast."""
+    for method, path, data, expected in (("GET", "/v1/orders/ord_12345678", None, 200),
+                                         ("POST", "/v1/orders", body, 201)):
+        request = urllib.request.Request(base + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if response.status != expected:
+                raise SystemExit(f"{base}{path}: {method} answered {response.status}, not {expected}")
+
+
+class System:
+    """Something measured: a factory of a context manager that starts it and yields its base URL."""
+
+    def __init__(self, name: str, start: Callable[[], AbstractContextManager[str]], kind: str = "gateway") -> None:
+        self.name, self.start, self.kind = name, start, kind  # kind: direct | gateway | peer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per measurement (after 2 s warm-up)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the median round is reported")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--no-peers", action="store_true", help="only nginx and the gateway")
+    parser.add_argument("--only", help="comma-separated names of systems to run (e.g. 'gateway (memory)')")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--profile", type=Path, help="record py-spy profiles of the gateway into this folder "
+                                                     "(pip install py-spy; its numbers are then not clean)")
+    args = parser.parse_args()
+
+    peers = peers_dir()
+    python = peers_python(peers)
+    body = (peers / "body.json").read_bytes()
+    rounds: dict[tuple[str, str], list[Result]] = {}
+    with tempfile.TemporaryDirectory() as tmp_name, nginx_upstream() as upstream:
+        tmp = Path(tmp_name)
+        creds = tokens(peers, python, tmp / "keys")
+        token, key_file = creds["TOKEN"], creds["JWT_KEY_FILE"]
+        gateway_env = {"GATEWAY_LOG_LEVEL": "WARNING"}
+        pids: dict[str, int] = {}
+        peer_env = {"UPSTREAM": upstream, "JWT_KEY_FILE": key_file, "JWT_ALG": "RS256", "PYTHONPATH": str(peers)}
+
+        @contextmanager
+        def gateway(limiter: str) -> Iterator[str]:
+            config = gateway_config(tmp, peers, upstream, key_file, limiter)
+            cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "gateway"), "serve", "--config", str(config)])
+            with process(cmd, GATEWAY_PORT, env=gateway_env, log=tmp / f"gateway-{limiter}.log") as proc:
+                pids["gateway"] = proc.pid
+                yield f"http://127.0.0.1:{GATEWAY_PORT}"
+
+        @contextmanager
+        def peer(module: str) -> Iterator[str]:
+            cmd = pinned(GATEWAY_CPU, [str(python), "-m", "uvicorn", module, "--port", str(PEER_PORT), "--loop",
+                                       "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"])
+            with process(cmd, PEER_PORT, env=peer_env, cwd=peers, log=tmp / f"{module}.log"):
+                yield f"http://127.0.0.1:{PEER_PORT}"
+
+        @contextmanager
+        def direct() -> Iterator[str]:
+            yield upstream
+
+        systems = [System("nginx direct", direct, "direct"),
+                   System("gateway (memory limiter)", lambda: gateway("memory")),
+                   System("gateway (Redis limiter)", lambda: gateway("redis")),
+                   System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
+                   System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer")]
+        if args.no_peers:
+            systems = [s for s in systems if s.kind != "peer"]
+        if args.only:
+            wanted = {n.strip() for n in args.only.split(",")}
+            systems = [s for s in systems if s.kind == "direct" or s.name in wanted]
+        for n in range(args.repeat):
+            for system in systems:
+                print(f"round {n + 1}/{args.repeat}: {system.name}", file=sys.stderr, flush=True)
+                with system.start() as base:
+                    get_path, post_path = (("/orders/ord_12345678", "/orders") if system.kind == "direct"
+                                           else ("/v1/orders/ord_12345678", "/v1/orders"))
+                    if system.kind != "direct":
+                        check(base, token, body)
+                    headers = {"Authorization": f"Bearer {token}"}
+                    spy = profiler(args, system, pids.get("gateway"), n)
+                    rounds.setdefault((system.name, "GET"), []).append(
+                        wrk(system.name, base + get_path, seconds=args.seconds, connections=args.connections,
+                            headers=headers))
+                    rounds.setdefault((system.name, "POST"), []).append(
+                        wrk(system.name, base + post_path, seconds=args.seconds, connections=args.connections,
+                            method="POST", body=body, headers={**headers, "Content-Type": "application/json"}))
+                    if spy is not None:
+                        spy.wait()
+                pids.clear()
+    report(rounds, args)
+
+
+def profiler(args: argparse.Namespace, system: System, pid: int | None, n: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the gateway through both measurements (GET then POST), from the load CPU."""
+    if args.profile is None or system.kind != "gateway" or pid is None:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{system.name.split(' (')[0]}-{system.name.split('(')[1].split()[0]}-{n + 1}.txt"
+    seconds = 2 * (args.seconds + 2) + 2
+    return subprocess.Popen(pinned(LOAD_CPU, [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
+                                              str(seconds), "--rate", "200", "--format", "raw", "--nonblocking",
+                                              "--output", str(out)]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _median_round(results: list[Result]) -> Result:
+    return sorted(results, key=lambda r: r.rps)[len(results) // 2]
+
+
+def report(rounds: dict[tuple[str, str], list[Result]], args: argparse.Namespace) -> None:
+    print(f"\n{platform.node()}: {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
+          f"system under test on CPU {GATEWAY_CPU}, one worker; nginx + wrk -c{args.connections} on the other; "
+          f"{args.seconds} s per run, median of {args.repeat} rounds\n")
+    print("| system | method | req/s (median) | req/s (best) | p50 ms | p99 ms | added p50 ms | gateway × | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for method in ("GET", "POST"):
+        direct = rounds.get(("nginx direct", method))
+        ours = rounds.get(("gateway (memory limiter)", method))
+        for (name, m), results in rounds.items():
+            if m != method:
+                continue
+            med = _median_round(results)
+            added = "" if direct is None or name == "nginx direct" else \
+                f"{statistics.median(r.p50_ms for r in results) - statistics.median(r.p50_ms for r in direct):.2f}"
+            ratio = ""
+            if ours is not None and name not in ("nginx direct", "gateway (memory limiter)"):
+                ratio = f"{_median_round(ours).rps / med.rps:.1f}"
+            print(f"| {name} | {method} | {med.rps:,.0f} | {max(r.rps for r in results):,.0f} | "
+                  f"{statistics.median(r.p50_ms for r in results):.2f} | "
+                  f"{statistics.median(r.p99_ms for r in results):.2f} | {added} | {ratio} | "
+                  f"{sum(r.errors for r in results)} |")
+    print("\n`gateway ×`: the gateway's (memory limiter) median req/s over that system's, same method, same run.")
+    if args.json:
+        args.json.write_text(json.dumps({f"{n} {m}": [r.__dict__ for r in rs] for (n, m), rs in rounds.items()},
+                                        indent=1))
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
