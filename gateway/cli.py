@@ -339,6 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     common = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
                   log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
+        _freeze_startup_objects()
         uvicorn.run(app, **common)  # type: ignore[arg-type]
     else:
         config = _config_path(args.config)
@@ -346,6 +347,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ[CONFIG_ENV] = str(config.resolve())
         uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     return 0
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything built at start-up (compiled contracts, validators, settings, imported modules) out of the
+    garbage collector's sight: they live as long as the process, and a full collection walking them on the request
+    path was the p99 (bench/run.py: see README "Performance")."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
