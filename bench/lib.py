@@ -101,9 +101,11 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = float("nan")  # CPU time (user + system) the system under test spent per request
 
     def row(self) -> str:
-        return f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.errors} |"
+        return (f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.cpu_us:,.0f} | "
+                f"{self.errors} |")
 
 
 def _ms(text: str) -> float:
@@ -114,9 +116,34 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its descendants (e.g. server workers), in seconds."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        total += times.get(p, 0.0)
+        stack.extend(children.get(p, []))
+    return total
+
+
 def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method: str = "GET",
-        body: bytes | None = None, headers: dict[str, str] | None = None) -> Result:
-    """Run wrk pinned to the load CPU and parse req/s, p50, p99 and non-2xx/socket errors."""
+        body: bytes | None = None, headers: dict[str, str] | None = None, pid: int | None = None) -> Result:
+    """Run wrk pinned to the load CPU and parse req/s, p50, p99 and non-2xx/socket errors.
+
+    With `pid`, also the CPU time that process (and its children) spent per request: unlike req/s, this hardly
+    moves when other work competes for the machine, so it is the figure to compare optimisations by."""
     binary = require("wrk", "apt-get install wrk")
     lines = [f'wrk.method = "{method}"']
     if body is not None:
@@ -129,9 +156,11 @@ def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method
         # A short warm-up so pools, caches and the JIT-less interpreter's first paths are not measured.
         subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", "-d2s", "-s", script.name, url]),
                        capture_output=True, timeout=60)
+        cpu_before = cpu_seconds(pid) if pid else 0.0
         out = subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                                                "-s", script.name, url]),
                              capture_output=True, text=True, timeout=seconds + 60).stdout
+        cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
     finally:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -142,4 +171,5 @@ def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
-    return Result(name, rps, p50, p99, errors)
+    requests = int(m.group(1)) if (m := re.search(r"(\d+) requests in", out)) else 0
+    return Result(name, rps, p50, p99, errors, cpu / requests * 1e6 if requests else float("nan"))

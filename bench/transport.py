@@ -50,8 +50,8 @@ def main() -> None:
                 results.append(wrk(f"gateway GET ({transport})", base + "/orders/ord_12345678", seconds=args.seconds))
                 results.append(wrk(f"gateway POST ({transport})", base + "/orders", seconds=args.seconds,
                                    method="POST", body=body, headers={"Content-Type": "application/json"}))
-    print("| run | req/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|")
+    print("| run | req/s | p50 ms | p99 ms | CPU µs/req | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(r.row())
 

@@ -1,0 +1,137 @@
+"""The lean HTTP/1.1 vendor client (adapters/h1.py) against a real socket server that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+
+import pytest
+
+from adapters.h1 import ConnectFailed, Disconnected, H1Pool
+
+
+class Upstream:
+    """A tiny HTTP/1.1 server: answers per `self.mode`, records what it received and how many connections."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                body = await reader.readexactly(length) if length else b""
+                self.requests.append(head + body)
+                if self.mode == "drop":  # close without answering
+                    writer.close()
+                    return
+                if self.mode == "slow":
+                    await asyncio.sleep(5)
+                if self.mode == "chunked":
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Request-Id: v-1\r\n\r\n"
+                                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+                elif self.mode == "gzip":
+                    payload = gzip.compress(b'{"ok":true}')
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                                 % len(payload) + payload)
+                elif self.mode == "close":
+                    writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
+                    await writer.drain()
+                    writer.close()
+                    return
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.fixture
+async def upstream():
+    server = Upstream()
+    url = await server.start()
+    yield server, url
+    await server.stop()
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(upstream):
+    server, url = upstream
+    pool = H1Pool(url + "/base")
+    for _ in range(3):
+        r = await pool.request("POST", "/orders?x=1", {"content-type": "application/json"}, b'{"a":1}')
+        assert (r.status, r.body, r.headers.get("Content-Type")) == (200, b"{}", "application/json")
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /base/orders?x=1 HTTP/1.1\r\n")
+    assert b"host: 127.0.0.1:" in first and b"content-length: 7\r\n" in first and first.endswith(b'{"a":1}')
+    await pool.close()
+
+
+async def test_chunked_and_gzip_answers_are_decoded(upstream):
+    server, url = upstream
+    pool = H1Pool(url)
+    server.mode = "chunked"
+    r = await pool.request("GET", "/", {})
+    assert (r.body, r.headers.get("x-request-id")) == (b"hello world", "v-1")
+    server.mode = "gzip"
+    assert (await pool.request("GET", "/", {})).body == b'{"ok":true}'
+    await pool.close()
+
+
+async def test_connection_close_is_honoured(upstream):
+    server, url = upstream
+    pool = H1Pool(url)
+    server.mode = "close"
+    for _ in range(2):
+        assert (await pool.request("POST", "/", {}, b"x")).status == 201
+    assert server.connections == 2
+    await pool.close()
+
+
+async def test_no_answer_is_an_error_and_idempotent_requests_on_a_stale_connection_are_resent(upstream):
+    server, url = upstream
+    pool = H1Pool(url)
+    await pool.request("GET", "/", {})
+    server.mode = "drop"
+    with pytest.raises(Disconnected):
+        await pool.request("POST", "/", {}, b"x")  # not idempotent: never sent twice
+    assert len(server.requests) == 2
+    server.mode = "ok"
+    await pool.request("GET", "/", {})
+    server.mode = "drop"
+    with pytest.raises(Disconnected):
+        await pool.request("GET", "/", {})
+    assert len(server.requests) == 5  # the GET on the reused connection was sent once more on a new one
+    await pool.close()
+
+
+async def test_timeouts_connect_failures_and_the_connection_limit(upstream):
+    server, url = upstream
+    pool = H1Pool(url, max_connections=2)
+    server.mode = "slow"
+    with pytest.raises(TimeoutError):
+        await pool.request("GET", "/", {}, timeout_s=0.1)
+    assert pool.open == 0  # a timed-out connection is not reused
+    server.mode = "ok"
+    results = await asyncio.gather(*(pool.request("GET", "/", {}) for _ in range(10)))
+    assert all(r.status == 200 for r in results) and pool.open <= 2
+    await pool.close()
+    with pytest.raises(ConnectFailed):
+        await H1Pool("http://127.0.0.1:9").request("GET", "/", {})
