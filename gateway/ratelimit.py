@@ -71,8 +71,30 @@ def parse_quota(name: str, text: str) -> Bucket:
     return Bucket(name, "quota", int(m.group(1)), nominal, window=window)
 
 
+_WINDOWS: dict[str, tuple[float, float]] = {}  # window -> (start, end) of the one last computed
+
+
 def window_end(window: str, now: float) -> float:
-    """The end (epoch seconds) of the calendar window containing `now`, in UTC."""
+    """The end (epoch seconds) of the calendar window containing `now`, in UTC (cached until it ends: this runs
+    for every quota on every request)."""
+    start, end = _WINDOWS.get(window, (0.0, 0.0))
+    if start <= now < end:
+        return end
+    end = _window_end(window, now)
+    _WINDOWS[window] = (_window_start(window, now), end)
+    return end
+
+
+def _window_start(window: str, now: float) -> float:
+    t = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0)
+    if window != "hour":
+        t = t.replace(hour=0)
+    if window == "month":
+        t = t.replace(day=1)
+    return t.timestamp()
+
+
+def _window_end(window: str, now: float) -> float:
     t = datetime.fromtimestamp(now, UTC)
     if window == "hour":
         start = t.replace(minute=0, second=0, microsecond=0)
