@@ -69,7 +69,8 @@ def tokens(peers: Path, python: Path, keys: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter: str) -> Path:
+def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter: str,
+                   transport: str = "aiohttp") -> Path:
     """The peers' contract routed to the http adapter, with limits; the peers' issuer trusted through a JWKS."""
     from joserfc.jwk import RSAKey
 
@@ -81,11 +82,12 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
     (tmp / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
     jwk = RSAKey.import_key(Path(key_file).read_bytes()).as_dict(private=False)
     jwk.update(kid="bench-1", alg="RS256", use="sig")
-    config = tmp / f"gateway-{limiter}.yaml"
+    config = tmp / f"gateway-{limiter}-{transport}.yaml"
     config.write_text(yaml.safe_dump({
         "contracts": [str(tmp / "contract.yaml")],
         "server": {"host": "127.0.0.1", "port": GATEWAY_PORT},
         "response_validation": "enforce",
+        "transport": transport,
         "auth": {"issuers": [{"issuer": "https://idp.bench", "jwks": {"keys": [jwk]}, "audiences": ["bench"],
                               "algorithms": ["RS256"]}]},
         "limits": {"backend": limiter},
@@ -118,6 +120,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per measurement (after 2 s warm-up)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--transports", default="aiohttp",
+                        help="vendor transports to run the gateway with, comma-separated (aiohttp, h1, httpx)")
     parser.add_argument("--no-peers", action="store_true", help="only nginx and the gateway")
     parser.add_argument("--only", help="comma-separated names of systems to run (e.g. 'gateway (memory)')")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
@@ -138,18 +142,20 @@ def main() -> None:
         peer_env = {"UPSTREAM": upstream, "JWT_KEY_FILE": key_file, "JWT_ALG": "RS256", "PYTHONPATH": str(peers)}
 
         @contextmanager
-        def gateway(limiter: str) -> Iterator[str]:
-            config = gateway_config(tmp, peers, upstream, key_file, limiter)
+        def gateway(limiter: str, transport: str) -> Iterator[str]:
+            config = gateway_config(tmp, peers, upstream, key_file, limiter, transport)
             cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "gateway"), "serve", "--config", str(config)])
-            with process(cmd, GATEWAY_PORT, env=gateway_env, log=tmp / f"gateway-{limiter}.log") as proc:
+            with process(cmd, GATEWAY_PORT, env=gateway_env, log=tmp / f"gateway-{limiter}-{transport}.log") as proc:
                 pids["gateway"] = proc.pid
                 yield f"http://127.0.0.1:{GATEWAY_PORT}"
 
         @contextmanager
         def peer(module: str) -> Iterator[str]:
+            pids.clear()
             cmd = pinned(GATEWAY_CPU, [str(python), "-m", "uvicorn", module, "--port", str(PEER_PORT), "--loop",
                                        "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"])
-            with process(cmd, PEER_PORT, env=peer_env, cwd=peers, log=tmp / f"{module}.log"):
+            with process(cmd, PEER_PORT, env=peer_env, cwd=peers, log=tmp / f"{module}.log") as proc:
+                pids["peer"] = proc.pid
                 yield f"http://127.0.0.1:{PEER_PORT}"
 
         @contextmanager
@@ -157,15 +163,16 @@ def main() -> None:
             yield upstream
 
         systems = [System("nginx direct", direct, "direct"),
-                   System("gateway (memory limiter)", lambda: gateway("memory")),
-                   System("gateway (Redis limiter)", lambda: gateway("redis")),
+                   *[System(f"gateway ({label} limiter{'' if t == 'aiohttp' else ', ' + t})",
+                            lambda limiter=limiter, t=t: gateway(limiter, t))
+                     for t in args.transports.split(",") for limiter, label in (("memory", "memory"),
+                                                                                ("redis", "Redis"))],
                    System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
                    System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer")]
         if args.no_peers:
             systems = [s for s in systems if s.kind != "peer"]
         if args.only:
-            wanted = {n.strip() for n in args.only.split(",")}
-            systems = [s for s in systems if s.kind == "direct" or s.name in wanted]
+            systems = [s for s in systems if s.kind == "direct" or any(w in s.name for w in args.only)]
         for n in range(args.repeat):
             for system in systems:
                 print(f"round {n + 1}/{args.repeat}: {system.name}", file=sys.stderr, flush=True)
@@ -176,12 +183,14 @@ def main() -> None:
                         check(base, token, body)
                     headers = {"Authorization": f"Bearer {token}"}
                     spy = profiler(args, system, pids.get("gateway"), n)
+                    pid = pids.get("gateway") or pids.get("peer")
                     rounds.setdefault((system.name, "GET"), []).append(
                         wrk(system.name, base + get_path, seconds=args.seconds, connections=args.connections,
-                            headers=headers))
+                            headers=headers, pid=pid))
                     rounds.setdefault((system.name, "POST"), []).append(
                         wrk(system.name, base + post_path, seconds=args.seconds, connections=args.connections,
-                            method="POST", body=body, headers={**headers, "Content-Type": "application/json"}))
+                            method="POST", body=body, headers={**headers, "Content-Type": "application/json"},
+                            pid=pid))
                     if spy is not None:
                         spy.wait()
                 pids.clear()
@@ -209,28 +218,35 @@ def report(rounds: dict[tuple[str, str], list[Result]], args: argparse.Namespace
     print(f"\n{platform.node()}: {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
           f"system under test on CPU {GATEWAY_CPU}, one worker; nginx + wrk -c{args.connections} on the other; "
           f"{args.seconds} s per run, median of {args.repeat} rounds\n")
-    print("| system | method | req/s (median) | req/s (best) | p50 ms | p99 ms | added p50 ms | gateway × | errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| system | method | req/s | req/s best | p50 ms | p99 ms | added p50 ms | CPU µs/req | × naive | "
+          "× Connexion | errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for method in ("GET", "POST"):
         direct = rounds.get(("nginx direct", method))
-        ours = rounds.get(("gateway (memory limiter)", method))
+        peers = {name: rounds.get((name, method)) for name in ("naive FastAPI proxy", "Connexion 3.3")}
         for (name, m), results in rounds.items():
             if m != method:
                 continue
             med = _median_round(results)
+            p50 = statistics.median(r.p50_ms for r in results)
             added = "" if direct is None or name == "nginx direct" else \
-                f"{statistics.median(r.p50_ms for r in results) - statistics.median(r.p50_ms for r in direct):.2f}"
-            ratio = ""
-            if ours is not None and name not in ("nginx direct", "gateway (memory limiter)"):
-                ratio = f"{_median_round(ours).rps / med.rps:.1f}"
-            print(f"| {name} | {method} | {med.rps:,.0f} | {max(r.rps for r in results):,.0f} | "
-                  f"{statistics.median(r.p50_ms for r in results):.2f} | "
-                  f"{statistics.median(r.p99_ms for r in results):.2f} | {added} | {ratio} | "
+                f"{p50 - statistics.median(r.p50_ms for r in direct):.2f}"
+            ratios = [f"{med.rps / _median_round(peer).rps:.1f}" if peer and name.startswith("gateway") else ""
+                      for peer in peers.values()]
+            print(f"| {name} | {method} | {med.rps:,.0f} | {max(r.rps for r in results):,.0f} | {p50:.2f} | "
+                  f"{statistics.median(r.p99_ms for r in results):.2f} | {added} | "
+                  f"{_cpu(results)} | {' | '.join(ratios)} | "
                   f"{sum(r.errors for r in results)} |")
-    print("\n`gateway ×`: the gateway's (memory limiter) median req/s over that system's, same method, same run.")
+    print("\nreq/s, latencies and CPU: the median round; × naive / × Connexion: the gateway's median req/s over the "
+          "peer's, same method, same run. CPU µs/req: user + system time of the system under test per request.")
     if args.json:
         args.json.write_text(json.dumps({f"{n} {m}": [r.__dict__ for r in rs] for (n, m), rs in rounds.items()},
                                         indent=1))
+
+
+def _cpu(results: list[Result]) -> str:
+    cpu = statistics.median(r.cpu_us for r in results)
+    return "" if cpu != cpu else f"{cpu:,.0f}"  # NaN: not measured (nginx)
 
 
 def _cpu_model() -> str:
