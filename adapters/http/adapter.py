@@ -30,11 +30,17 @@ class HttpAdapter(Adapter):
 
     def _path(self, call: AdapterCall) -> str:
         template: str = call.options["upstream_path"]
-        return _VAR.sub(lambda m: quote(str(call.params[m.group(1)]), safe=""), template)
+        parts = self._templates.get(template)
+        if parts is None:
+            parts = self._templates[template] = _VAR.split(template)  # literal, name, literal, name, ..., literal
+        if len(parts) == 1:
+            return template
+        return "".join(quote(str(call.params[p]), safe="") if i % 2 else p for i, p in enumerate(parts))
 
     def __init__(self, vendor: str, settings: VendorSettings, client: VendorClient) -> None:
         super().__init__(vendor, settings, client)
         self.credentials = VendorCredentials(vendor, settings)
+        self._templates: dict[str, list[str]] = {}  # upstream_path -> split at its {variables}
 
     async def _headers(self, call: AdapterCall) -> dict[str, str]:
         headers = dict(await self.credentials.headers())
