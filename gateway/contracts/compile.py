@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway.mappings import load_mapping
 from gateway.media import is_json
 from gateway.params import DEFAULT_STYLE, ParameterSet, ParamSpec
@@ -105,6 +107,7 @@ def compile_contracts(contracts: list[Contract], settings: Settings) -> tuple[li
     """Every operation of every contract. Assumes `lint` found nothing; reports schema compile failures."""
     ops: list[Operation] = []
     problems: list[ContractProblem] = []
+    _COMPILED.clear()
     for contract in contracts:
         bundler = SchemaBundler(contract.resolver, contract.openapi_version)
         for raw in iter_operations(contract):
@@ -123,11 +126,25 @@ class _CompileProblem(Exception):
         self.pointer, self.reason = pointer, reason
 
 
+# Identical bundled schemas (a Problem response on every operation, one resource's schema on its five operations)
+# are compiled once per compile_contracts call: compiled validators are immutable, so operations share them.
+_COMPILED: dict[bytes, SchemaValidator] = {}
+
+
 def _validator(schema: Any, pointer: str) -> SchemaValidator:
     try:
-        return SchemaValidator(schema)
+        key: bytes | None = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # a value JSON cannot carry (it fails compiling below, with its reason)
+        key = None
+    if key is not None and key in _COMPILED:
+        return _COMPILED[key]
+    try:
+        validator = SchemaValidator(schema)
     except Exception as exc:  # jsonschema-rs refuses e.g. invalid regular expressions
         raise _CompileProblem(pointer, f"schema cannot be compiled: {str(exc).splitlines()[0]}") from None
+    if key is not None:
+        _COMPILED[key] = validator
+    return validator
 
 
 def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, settings: Settings) -> Operation:
