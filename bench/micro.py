@@ -1,0 +1,229 @@
+"""Micro-benchmarks, µs per call of each policy on the benchmark contract, and the compile time of a large contract.
+
+Run: make bench-micro   (= .venv/bin/python bench/micro.py [--redis redis://127.0.0.1:6379/0] [--operations 400])
+Each figure is the best of 5 timed loops (after a warm-up), so a busy machine inflates it less. The deeper
+comparisons behind the choices live beside it: bench/auth.py (RS256/ES256, API keys), bench/limiter.py (our Lua
+script against the `limits` library), bench/validators.py (jsonschema-rs against fastjsonschema and jsonschema),
+bench/breaker.py (the breaker against pybreaker's Redis storage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lib import BENCH, ORDER
+
+from adapters.base import AdapterResult
+from gateway.auth.config import AuthSettings, BuiltinIssuerSettings
+from gateway.auth.service import AuthService
+from gateway.dispatch import render
+from gateway.pipeline import RequestContext
+from gateway.problems import ProblemRenderer, RequestInvalid, Unauthorized, Violation
+from gateway.ratelimit import MemoryLimiter, RedisLimiter, parse_quota, parse_rate
+from gateway.runtime import Runtime, check
+from gateway.settings import load_settings
+
+BODY = (BENCH / "order.json").read_bytes()
+BUCKETS = (parse_rate("requests", "1000000/second"), parse_quota("daily", "1000000000/day"))
+LOOP = asyncio.new_event_loop()
+
+
+def us(fn: Callable[[], Any], n: int) -> float:
+    """µs per call of a function; if it returns an awaitable, that is awaited too (on one event loop)."""
+    probe = fn()
+    if inspect.isawaitable(probe):
+        LOOP.run_until_complete(probe)
+
+        async def many(k: int) -> None:
+            for _ in range(k):
+                await fn()
+
+        def run(k: int) -> None:
+            LOOP.run_until_complete(many(k))
+    else:
+        def run(k: int) -> None:
+            for _ in range(k):
+                fn()
+    run(max(1, n // 10))
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        run(n)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
+
+
+def bench_config(tmp: Path, contract: Path, upstream: str = "http://127.0.0.1:9101") -> Path:
+    config = tmp / "gateway.yaml"
+    config.write_text(yaml.safe_dump({
+        "contracts": [str(contract)], "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
+        "auth": {"builtin": {"enabled": True, "issuer": "https://idp.bench", "audience": "bench",
+                             "keys_dir": str(tmp / "keys"), "generate_missing_keys": True}}}))
+    return config
+
+
+def policies(tmp: Path) -> list[tuple[str, float]]:
+    contract = yaml.safe_load((BENCH / "contract.yaml").read_text())
+    contract["x-gateway"]["limits"] = {"requests": {"rate": "1000000/second"}, "daily": {"quota": "1000000000/day"}}
+    (tmp / "contract.yaml").write_text(yaml.safe_dump(contract))
+    runtime = Runtime.build(load_settings(bench_config(tmp, tmp / "contract.yaml")))
+    post = next(op for op in runtime.operations if op.method == "POST")
+    get = next(op for op in runtime.operations if op.method == "GET")
+    validation = next(p for p in post.policies if p.name == "validation")
+    get_validation = next(p for p in get.policies if p.name == "validation")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    def ctx(op: Any, path_params: dict[str, str], hdrs: list[tuple[bytes, bytes]]) -> RequestContext:
+        return RequestContext({"headers": hdrs, "query_string": b""}, receive, op, "rid", path_params)
+
+    async def request_post() -> None:
+        await validation.on_request(ctx(post, {}, headers))
+
+    async def request_get() -> None:
+        await get_validation.on_request(ctx(get, {"order_id": "ord_12345678"}, []))
+
+    result = AdapterResult(201, raw=ORDER, media_type="application/json")
+    renderer = ProblemRenderer()
+    invalid = RequestInvalid([Violation("body", "/currency", "must be one of: \"EUR\", \"USD\""),
+                              Violation("body", "/items/0/quantity", "value is less than the minimum of 1"),
+                              Violation("body", "/customer_email", "value is not a \"email\"")])
+    return [
+        ("request validation, GET (path pattern)", us(request_get, 20_000)),
+        ("request validation, POST (15-field body: read, strict JSON parse, schema)", us(request_post, 5_000)),
+        ("response validation (Order, 201, parse + schema)", us(lambda: render(post, "rid", {}, result), 20_000)),
+        ("problem rendering, 401", us(lambda: renderer.body(Unauthorized("credentials are required"), "rid"),
+                                      50_000)),
+        ("problem rendering, 400 with 3 violations", us(lambda: renderer.body(invalid, "rid"), 50_000)),
+    ]
+
+
+def jwt(tmp: Path) -> list[tuple[str, float]]:
+    settings = AuthSettings(builtin=BuiltinIssuerSettings(enabled=True, keys_dir=tmp / "jwt-keys",
+                                                          generate_missing_keys=True, algorithm="RS256"))
+    service = AuthService(settings, Path("."))
+    assert service.issuer is not None
+    tokens = [service.issuer.mint("bench", ["orders:read"]) for _ in range(500)]
+    verifier = service.verifier
+    i = 0
+
+    async def cold() -> None:
+        nonlocal i
+        verifier.cache.clear()
+        await verifier.verify(tokens[i % len(tokens)])
+        i += 1
+
+    async def cached() -> None:
+        await verifier.verify(tokens[0])
+
+    return [("JWT RS256 verify (signature, claims)", us(cold, 500)),
+            ("JWT RS256 verify, cached token", us(cached, 50_000))]
+
+
+def limiters(redis_url: str | None) -> list[tuple[str, float]]:
+    memory = MemoryLimiter()
+    out = [("rate limit, memory (GCRA + daily quota)", us(lambda: memory.hit("k", BUCKETS), 50_000))]
+    if redis_url:
+        redis = RedisLimiter(redis_url, timeout_s=1)
+        key = "bench-" + uuid.uuid4().hex
+        out.append(("rate limit, Redis (same, one Lua round trip)", us(lambda: redis.hit(key, BUCKETS), 2_000)))
+        LOOP.run_until_complete(redis.close())
+    return out
+
+
+def large_contract(operations: int) -> dict[str, Any]:
+    """An API of `operations` operations: resources with list/create/get/replace/delete, schemas per resource."""
+    paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    per = 5
+    for r in range((operations + per - 1) // per):
+        name = f"Thing{r}"
+        schemas[name] = {"type": "object", "additionalProperties": False, "required": ["id", "name"], "properties": {
+            "id": {"type": "string", "pattern": "^[a-z0-9_]{4,32}$"}, "name": {"type": "string", "maxLength": 200},
+            "amount": {"$ref": "#/components/schemas/Money"}, "tags": {"type": "array", "items": {"type": "string"}},
+            "status": {"type": "string", "enum": ["new", "active", "closed"]},
+            "created_at": {"type": "string", "format": "date-time"}}}
+        ref = {"$ref": f"#/components/schemas/{name}"}
+        ok = {"description": "ok", "content": {"application/json": {"schema": ref}}}
+        problem = {"$ref": "#/components/responses/Problem"}
+        item_param = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        route = {"route": "upstream.forward"}
+        collection = {
+            "get": {"operationId": f"list{name}", "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {
+                    "type": "array", "items": ref}}}}, "400": problem}, "x-gateway": route},
+            "post": {"operationId": f"create{name}", "requestBody": {"required": True, "content": {
+                "application/json": {"schema": ref}}}, "responses": {"201": ok, "400": problem}, "x-gateway": route}}
+        item = {
+            "get": {"operationId": f"get{name}", "parameters": item_param, "responses": {"200": ok, "404": problem},
+                    "x-gateway": route},
+            "put": {"operationId": f"replace{name}", "parameters": item_param, "requestBody": {"required": True,
+                    "content": {"application/json": {"schema": ref}}}, "responses": {"200": ok, "400": problem},
+                    "x-gateway": route},
+            "delete": {"operationId": f"delete{name}", "parameters": item_param,
+                       "responses": {"204": {"description": "gone"}, "404": problem}, "x-gateway": route}}
+        paths[f"/things{r}"] = collection
+        paths[f"/things{r}/{{id}}"] = item
+    schemas["Money"] = {"type": "object", "required": ["amount", "currency"], "properties": {
+        "amount": {"type": "integer"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    schemas["Problem"] = {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"}}}
+    return {"openapi": "3.1.0", "info": {"title": "Large", "version": "1.0.0"}, "servers": [{"url": "/v1"}],
+            "x-gateway": {"api": "large", "limits": {"requests": {"rate": "100/second"}}},
+            "paths": paths, "components": {"schemas": schemas, "responses": {"Problem": {
+                "description": "problem", "content": {"application/problem+json": {
+                    "schema": {"$ref": "#/components/schemas/Problem"}}}}}}}
+
+
+def compile_time(tmp: Path, operations: int) -> list[tuple[str, float]]:
+    folder = tmp / "large"
+    folder.mkdir()
+    (folder / "large.yaml").write_text(yaml.safe_dump(large_contract(operations), sort_keys=False))
+    settings = load_settings(bench_config(tmp, folder))
+    best_check = best_runtime = float("inf")
+    count = 0
+    for _ in range(3):
+        start = time.perf_counter()
+        contracts, ops, problems = check(settings)
+        assert not problems, problems[:3]
+        best_check = min(best_check, time.perf_counter() - start)
+        start = time.perf_counter()
+        Runtime(settings, contracts, ops)
+        best_runtime = min(best_runtime, time.perf_counter() - start)
+        count = len(ops)
+    return [(f"contract of {count} operations: load + lint + compile (s)", best_check),
+            (f"contract of {count} operations: policies and router built (s)", best_runtime),
+            (f"contract of {count} operations: total start-up cost (s)", best_check + best_runtime)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="'' to skip the Redis limiter")
+    parser.add_argument("--operations", type=int, default=400)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        rows = jwt(tmp) + limiters(args.redis or None) + policies(tmp)
+        print("| policy | µs per call |\n|---|---:|")
+        for label, value in rows:
+            print(f"| {label} | {value:,.1f} |")
+        print("\n| start-up | seconds |\n|---|---:|")
+        for label, value in compile_time(tmp, args.operations):
+            print(f"| {label} | {value:.2f} |")
+
+
+
+if __name__ == "__main__":
+    main()
