@@ -102,6 +102,7 @@ class Result:
     p99_ms: float
     errors: int
     cpu_us: float = float("nan")  # CPU time (user + system) the system under test spent per request
+    requests: int = 0
 
     def row(self) -> str:
         return (f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.cpu_us:,.0f} | "
@@ -139,7 +140,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method: str = "GET",
-        body: bytes | None = None, headers: dict[str, str] | None = None, pid: int | None = None) -> Result:
+        body: bytes | None = None, headers: dict[str, str] | None = None, pid: int | None = None,
+        warmup: bool = True) -> Result:
     """Run wrk pinned to the load CPU and parse req/s, p50, p99 and non-2xx/socket errors.
 
     With `pid`, also the CPU time that process (and its children) spent per request: unlike req/s, this hardly
@@ -154,8 +156,9 @@ def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method
         script.write("\n".join(lines) + "\n")
     try:
         # A short warm-up so pools, caches and the JIT-less interpreter's first paths are not measured.
-        subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", "-d2s", "-s", script.name, url]),
-                       capture_output=True, timeout=60)
+        if warmup:
+            subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", "-d2s", "-s", script.name, url]),
+                           capture_output=True, timeout=60)
         cpu_before = cpu_seconds(pid) if pid else 0.0
         out = subprocess.run(pinned(LOAD_CPU, [binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                                                "-s", script.name, url]),
@@ -172,4 +175,4 @@ def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(int(x) for x in m.groups())
     requests = int(m.group(1)) if (m := re.search(r"(\d+) requests in", out)) else 0
-    return Result(name, rps, p50, p99, errors, cpu / requests * 1e6 if requests else float("nan"))
+    return Result(name, rps, p50, p99, errors, cpu / requests * 1e6 if requests else float("nan"), requests)

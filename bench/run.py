@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 from lib import BENCH, GATEWAY_CPU, LOAD_CPU, ROOT, VENV_BIN, Result, nginx_upstream, pinned, process, wrk
@@ -70,12 +71,12 @@ def tokens(peers: Path, python: Path, keys: Path) -> dict[str, str]:
 
 
 def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter: str,
-                   transport: str = "aiohttp") -> Path:
+                   transport: str = "aiohttp", limits: dict[str, Any] | None = None) -> Path:
     """The peers' contract routed to the http adapter, with limits; the peers' issuer trusted through a JWKS."""
     from joserfc.jwk import RSAKey
 
     contract = yaml.safe_load((peers / "contract.yaml").read_text())
-    contract["x-gateway"] = {"api": "bench", "limits": LIMITS}
+    contract["x-gateway"] = {"api": "bench", "limits": limits or LIMITS}
     for path, upstream_path in (("/orders/{order_id}", "/orders/{order_id}"), ("/orders", "/orders")):
         for op in contract["paths"][path].values():
             op["x-gateway"] = {"route": "upstream.forward", "upstream_path": upstream_path}
@@ -91,6 +92,7 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
         "auth": {"issuers": [{"issuer": "https://idp.bench", "jwks": {"keys": [jwk]}, "audiences": ["bench"],
                               "algorithms": ["RS256"]}]},
         "limits": {"backend": limiter},
+        "idempotency": {"backend": limiter},  # redis: every piece of shared state in Redis (several workers)
         "redis_url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
     }, sort_keys=False))
@@ -133,6 +135,7 @@ def main() -> None:
     python = peers_python(peers)
     body = (peers / "body.json").read_bytes()
     rounds: dict[tuple[str, str], list[Result]] = {}
+    rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name, nginx_upstream() as upstream:
         tmp = Path(tmp_name)
         creds = tokens(peers, python, tmp / "keys")
@@ -193,8 +196,35 @@ def main() -> None:
                             pid=pid))
                     if spy is not None:
                         spy.wait()
+                    if system.kind == "gateway":
+                        rss[system.name] = max(rss.get(system.name, 0), rss_mb(pids["gateway"]))
                 pids.clear()
+        if not args.only:
+            rss["gateway with the demo contracts (gateway.yaml), after start-up"] = demo_rss(tmp)
     report(rounds, args)
+    print("\n| gateway process | RSS MB |\n|---|---:|")
+    for name, mb in rss.items():
+        print(f"| {name}{', after the load' if name.startswith('gateway (') else ''} | {mb:.0f} |")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def demo_rss(tmp: Path) -> float:
+    """RSS of one worker serving the demo contracts (contracts/, gateway.yaml), after a few requests."""
+    cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "gateway"), "serve", "--config", str(ROOT / "gateway.yaml"),
+                               "--port", str(GATEWAY_PORT)])
+    with process(cmd, GATEWAY_PORT, env={"GATEWAY_LOG_LEVEL": "WARNING"}, cwd=ROOT, log=tmp / "demo.log") as proc:
+        for path in ("/health", "/v1/orders/ord_1", "/docs", "/nowhere"):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{GATEWAY_PORT}{path}", timeout=10).close()
+            except OSError:
+                pass  # 401/404 answers are fine: the request went through the gateway
+        return rss_mb(proc.pid)
 
 
 def profiler(args: argparse.Namespace, system: System, pid: int | None, n: int) -> subprocess.Popen[bytes] | None:
