@@ -124,8 +124,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--transports", default="aiohttp",
                         help="vendor transports to run the gateway with, comma-separated (aiohttp, h1, httpx)")
+    parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
+                        help="also run the gateway as it was at this git revision (memory limiter), in the same "
+                             "run: before/after figures for an optimisation (repeatable)")
     parser.add_argument("--no-peers", action="store_true", help="only nginx and the gateway")
-    parser.add_argument("--only", help="comma-separated names of systems to run (e.g. 'gateway (memory)')")
+    parser.add_argument("--only", action="append", help="run only systems whose name contains this (repeatable; "
+                                                       "nginx direct always runs), e.g. --only 'memory limiter'")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the gateway into this folder "
                                                      "(pip install py-spy; its numbers are then not clean)")
@@ -145,10 +149,11 @@ def main() -> None:
         peer_env = {"UPSTREAM": upstream, "JWT_KEY_FILE": key_file, "JWT_ALG": "RS256", "PYTHONPATH": str(peers)}
 
         @contextmanager
-        def gateway(limiter: str, transport: str) -> Iterator[str]:
+        def gateway(limiter: str, transport: str, source: Path | None = None) -> Iterator[str]:
             config = gateway_config(tmp, peers, upstream, key_file, limiter, transport)
-            cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "gateway"), "serve", "--config", str(config)])
-            with process(cmd, GATEWAY_PORT, env=gateway_env, log=tmp / f"gateway-{limiter}-{transport}.log") as proc:
+            cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "python"), "-m", "gateway", "serve", "--config", str(config)])
+            env = {**gateway_env, "PYTHONPATH": str(source)} if source else gateway_env
+            with process(cmd, GATEWAY_PORT, env=env, log=tmp / f"gateway-{limiter}-{transport}.log") as proc:
                 pids["gateway"] = proc.pid
                 yield f"http://127.0.0.1:{GATEWAY_PORT}"
 
@@ -170,6 +175,8 @@ def main() -> None:
                             lambda limiter=limiter, t=t: gateway(limiter, t))
                      for t in args.transports.split(",") for limiter, label in (("memory", "memory"),
                                                                                 ("redis", "Redis"))],
+                   *[System(f"gateway @{ref} (memory limiter)", lambda src=src: gateway("memory", "aiohttp", src))
+                     for ref, src in ((ref, source_at(ref, tmp)) for ref in args.baseline)],
                    System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
                    System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer")]
         if args.no_peers:
@@ -205,6 +212,16 @@ def main() -> None:
     print("\n| gateway process | RSS MB |\n|---|---:|")
     for name, mb in rss.items():
         print(f"| {name}{', after the load' if name.startswith('gateway (') else ''} | {mb:.0f} |")
+
+
+def source_at(ref: str, tmp: Path) -> Path:
+    """The repository's gateway/ and adapters/ as they were at `ref`, to run with PYTHONPATH (same virtualenv)."""
+    out = tmp / f"src-{ref.replace('/', '_')}"
+    out.mkdir()
+    archive = subprocess.run(["git", "archive", "--format=tar", ref, "gateway", "adapters"], cwd=ROOT,
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out
 
 
 def rss_mb(pid: int) -> float:

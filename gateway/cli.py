@@ -312,7 +312,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         _multiprocess_metrics(settings)
 
-    from gateway.app import CONFIG_ENV, create_app
+    from gateway.app import CONFIG_ENV, create_app, freeze_startup
     from gateway.contracts.load import ContractError
     logging.basicConfig(level=os.environ.get("GATEWAY_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -339,7 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     common = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
                   log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
-        _freeze_startup_objects()
+        freeze_startup()
         uvicorn.run(app, **common)  # type: ignore[arg-type]
     else:
         config = _config_path(args.config)
@@ -347,16 +347,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             os.environ[CONFIG_ENV] = str(config.resolve())
         uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     return 0
-
-
-def _freeze_startup_objects() -> None:
-    """Move everything built at start-up (compiled contracts, validators, settings, imported modules) out of the
-    garbage collector's sight: they live as long as the process, and a full collection walking them on the request
-    path was the p99 (bench/run.py: see README "Performance")."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
