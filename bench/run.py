@@ -153,7 +153,9 @@ def main() -> None:
             config = gateway_config(tmp, peers, upstream, key_file, limiter, transport)
             cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "python"), "-m", "gateway", "serve", "--config", str(config)])
             env = {**gateway_env, "PYTHONPATH": str(source)} if source else gateway_env
-            with process(cmd, GATEWAY_PORT, env=env, log=tmp / f"gateway-{limiter}-{transport}.log") as proc:
+            # `python -m` puts the working directory first on sys.path: run an earlier revision from its own copy.
+            with process(cmd, GATEWAY_PORT, env=env, cwd=source, log=tmp / f"gateway-{limiter}-{transport}.log") \
+                    as proc:
                 pids["gateway"] = proc.pid
                 yield f"http://127.0.0.1:{GATEWAY_PORT}"
 
