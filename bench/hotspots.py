@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("profile", type=Path)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--match", default="")
+    parser.add_argument("--by-file", action="store_true", help="exclusive samples summed per source file")
     args = parser.parse_args()
     inclusive: Counter[str] = Counter()
     exclusive: Counter[str] = Counter()
@@ -48,6 +49,14 @@ def main() -> None:
         if args.match in frames[-1]:
             exclusive[frames[-1]] += n
     print(f"{total} samples")
+    if args.by_file:
+        files: Counter[str] = Counter()
+        for name, n in exclusive.items():
+            files[name.rsplit("(", 1)[-1].rstrip(")") if "(" in name else name] += n
+        print("\nexclusive, by file:")
+        for name, n in files.most_common(args.top):
+            print(f"{100 * n / total:6.1f}%  {name}")
+        return
     for title, counter in (("inclusive", inclusive), ("exclusive", exclusive)):
         print(f"\n{title}:")
         for name, n in counter.most_common(args.top):
