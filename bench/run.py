@@ -91,7 +91,9 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
         "transport": transport,
         "auth": {"issuers": [{"issuer": "https://idp.bench", "jwks": {"keys": [jwk]}, "audiences": ["bench"],
                               "algorithms": ["RS256"]}]},
-        "limits": {"backend": limiter},
+        # Closed, with a generous timeout: on a busy machine a slow Redis must show up as 503s in the errors column,
+        # never as requests let through unchecked (fail_mode open skips the store for a second after a timeout).
+        "limits": {"backend": limiter, "fail_mode": "closed", "redis_timeout_s": 1.0},
         "idempotency": {"backend": limiter},  # redis: every piece of shared state in Redis (several workers)
         "redis_url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
@@ -180,7 +182,8 @@ def main() -> None:
                    *[System(f"gateway @{ref} (memory limiter)", lambda src=src: gateway("memory", "aiohttp", src))
                      for ref, src in ((ref, source_at(ref, tmp)) for ref in args.baseline)],
                    System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
-                   System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer")]
+                   System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer"),
+                   System("FastAPI no-op, no upstream (Python ceiling)", lambda: peer("peers.noop:app"), "peer")]
         if args.no_peers:
             systems = [s for s in systems if s.kind != "peer"]
         if args.only:
