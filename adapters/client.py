@@ -94,7 +94,12 @@ class VendorClient:
 
     async def start(self) -> None:
         t = self.settings.timeouts
-        if self.transport == "aiohttp":
+        if self.transport == "h1":
+            from .h1 import H1Pool
+
+            self._session = H1Pool(self.base_url, max_connections=self.settings.pool.max_connections,
+                                   keepalive_s=self.settings.pool.keepalive_expiry_s, connect_timeout_s=t.connect_s)
+        elif self.transport == "aiohttp":
             import aiohttp
 
             self._session = aiohttp.ClientSession(
@@ -115,7 +120,7 @@ class VendorClient:
 
     async def close(self) -> None:
         if self._session is not None:
-            if self.transport == "aiohttp":
+            if self.transport in ("aiohttp", "h1"):
                 await self._session.close()
             else:
                 await self._session.aclose()
@@ -262,8 +267,10 @@ class VendorClient:
 
     async def _send(self, method: str, path: str, params: Any, content: bytes | None, headers: dict[str, str],
                     timeout_s: float | None) -> VendorResponse:
-        url = self.base_url + path
+        url = path if self.transport == "h1" else self.base_url + path
         try:
+            if self.transport == "h1":
+                return await self._h1(method, path, params, content, headers, timeout_s)
             if self.transport == "aiohttp":
                 return await self._aiohttp(method, url, params, content, headers, timeout_s)
             return await self._httpx(method, url, params, content, headers, timeout_s)
@@ -286,6 +293,15 @@ class VendorClient:
             body = await r.read()
             return VendorResponse(self.vendor, r.status, r.headers, body)
 
+    async def _h1(self, method: str, path: str, params: Any, content: bytes | None, headers: dict[str, str],
+                  timeout_s: float | None) -> VendorResponse:
+        if params:
+            from urllib.parse import urlencode
+
+            path += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
+        r = await self._session.request(method, path, headers, content, timeout_s)
+        return VendorResponse(self.vendor, r.status, r.headers, r.body)
+
     async def _httpx(self, method: str, url: str, params: Any, content: bytes | None,
                      headers: dict[str, str], timeout_s: float | None) -> VendorResponse:
         kwargs: dict[str, Any] = {}
@@ -299,13 +315,15 @@ class VendorClient:
         import aiohttp
         import httpx
 
+        from .h1 import ConnectFailed, Disconnected
+
         vendor = {"vendor": self.vendor}
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError, httpx.TimeoutException)):
             return VendorTimeout(f"{self.vendor} did not answer in time", extensions=vendor)
-        if isinstance(exc, (aiohttp.ClientConnectorError, httpx.ConnectError)):
+        if isinstance(exc, (aiohttp.ClientConnectorError, httpx.ConnectError, ConnectFailed)):
             return VendorUnavailable(f"cannot connect to {self.vendor}", extensions={**vendor, "connect": True})
         if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
-                            aiohttp.ClientOSError, httpx.RemoteProtocolError, httpx.ReadError)):
+                            aiohttp.ClientOSError, httpx.RemoteProtocolError, httpx.ReadError, Disconnected)):
             return UpstreamProblem(f"{self.vendor} closed the connection without a complete answer",
                                    extensions=vendor)
         return UpstreamProblem(f"calling {self.vendor} failed: {type(exc).__name__}", extensions=vendor)

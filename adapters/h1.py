@@ -5,10 +5,13 @@ Why: in the full-chain benchmark aiohttp's ClientSession was the largest single 
 cookie jar). A vendor call here is one request on a pooled connection: write the bytes, parse the answer with
 httptools (the parser uvicorn uses), hand back status, headers (lower-cased names) and the body.
 
+It is the default transport (`transport: h1`); `transport: aiohttp` switches back for what it does not do.
 What it does: HTTP/1.1 over TCP or TLS, keep-alive with an idle expiry, at most `max_connections` per pool
 (callers wait for a free one), Content-Length and chunked answers, gzip/deflate answers decoded. What it does not:
-redirects (vendor calls never follow them), proxies, cookies, HTTP/2. Errors: `ConnectFailed` (nothing was sent,
-safe to retry), `Disconnected` (the vendor closed the connection before a complete answer), `asyncio.TimeoutError`.
+redirects (vendor calls never follow them), proxies, cookies, HTTP/2, HEAD requests, bodies delimited only by the
+vendor closing the connection (HTTP/1.0 style). Header names and values with CR or LF are refused (no smuggling).
+Errors: `ConnectFailed` (nothing was sent, safe to retry), `Disconnected` (the vendor closed the connection before
+a complete answer), `asyncio.TimeoutError`.
 A request on a reused connection that the vendor had closed meanwhile (no byte of answer) is sent again once on a
 new connection when the method is idempotent.
 """
@@ -219,6 +222,8 @@ class H1Pool:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), b"host: ", self.host_header,
                  b"\r\n"]
         for name, value in headers.items():
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+                raise ValueError(f"header {name!r} would break the request's framing")  # no request smuggling
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(b"content-length: %d\r\n" % len(body or b""))

@@ -231,7 +231,7 @@ class LoggingSettings(Strict):
     # stdout, stderr, none, or a file path (appended to; relative to the config file). `gateway trace` reads it.
     output: str = "stdout"
     access: bool = True  # one access line per request (the gateway's own endpoints excluded)
-    recent_lines: int = Field(20_000, ge=0)  # kept in memory for /admin/requests/{id} and the operator
+    recent_lines: int = Field(2_000, ge=0)  # kept in memory for /admin/requests/{id} and the operator
     mask_fields: list[str] = Field(default_factory=list)  # field names masked besides the built-in ones
 
     @field_validator("level", mode="before")
@@ -277,7 +277,7 @@ class Settings(Strict):
     request: RequestSettings = RequestSettings()
     response_validation: Literal["enforce", "report"] = "enforce"
     problem_type_base: str = "https://contract-gateway.dev/problems/"
-    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    transport: Literal["h1", "aiohttp", "httpx"] = "h1"
     vendors: dict[str, VendorSettings] = Field(default_factory=dict)
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
