@@ -16,6 +16,7 @@ import pytest
 from gateway import metrics
 from gateway.app import create_app
 from tests.conftest import ServerThread, bearer, demo_settings
+from tests.jobsupport import wait_for
 
 PAYMENT = {"order_id": "ord_7", "amount": 2500, "currency": "EUR", "capture_method": "automatic",
            "payment_method": "pm_card_visa"}
@@ -257,3 +258,35 @@ def test_redis_outage_fails_keyed_requests_closed(sandboxes, private_redis):
         assert up.status_code == 201, up.text
     finally:
         server.stop()
+
+
+def test_a_caller_who_hangs_up_cancels_the_vendor_work_still_running_for_it(start, sandboxes):
+    """The first attempt is slow and would be retried; the caller leaves during it: no retry is ever sent."""
+    import json
+    import socket
+
+    woo = sandboxes.urls["woocommerce"]
+    app, client = start(**{"vendors.woocommerce.retries": {"max_attempts": 3, "backoff_base_s": 0.01,
+                                                           "backoff_cap_s": 0.01}})
+    fault(sandboxes, "woocommerce", {"path": "/wp-json/wc/v3/orders/1", "status": 503, "latency_ms": 300, "times": 1})
+    host, port = client.base_url.host, client.base_url.port
+    started = time.monotonic()
+    with socket.create_connection((host, port)) as sock:
+        sock.sendall(f"GET /v2/orders/ord_1 HTTP/1.1\r\nhost: {host}\r\nx-request-id: hangs-up-1\r\n"
+                     f"{'authorization: ' + client.headers['authorization']}\r\n\r\n".encode())
+        time.sleep(0.1)  # the caller's patience: it hangs up while the vendor is still on the first attempt
+
+    def access_line():
+        for raw in list(app.runtime.events.recent):
+            line = json.loads(raw)
+            if line.get("event") == "access" and line.get("request_id") == "hangs-up-1":
+                return line
+        return None
+
+    line = wait_for("the request's access line", access_line)
+    assert line["status"] == 499
+    # Without the cancellation the retry would reach the vendor ~0.31 s after the start; give it twice that.
+    while time.monotonic() - started < 0.7:
+        time.sleep(0.05)
+    sent = [e for e in httpx.get(woo + "/_sandbox/requests").json() if e["path"] == "/wp-json/wc/v3/orders/1"]
+    assert len(sent) == 1
