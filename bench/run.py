@@ -97,6 +97,8 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
         "idempotency": {"backend": limiter},  # redis: every piece of shared state in Redis (several workers)
         "redis_url": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
         "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
+        # BENCH_LOG_OUTPUT=none measures the chain without access lines (what logging costs); default: as shipped
+        "observability": {"logging": {"output": os.environ.get("BENCH_LOG_OUTPUT", "stdout")}},
     }, sort_keys=False))
     return config
 
