@@ -157,8 +157,13 @@ class VendorClient:
         deadline = call.deadline if call is not None else None
         async with self.throttle.slot():  # our side of the vendor's limits: refused here, the vendor never knows
             trial = self.breaker.admit()
-            return await self._attempts(method, path, params, content, hdrs, call, repeatable, deadline, trial,
-                                        request_id)
+            try:
+                return await self._attempts(method, path, params, content, hdrs, call, repeatable, deadline, trial,
+                                            request_id)
+            except asyncio.CancelledError:
+                if trial:  # never recorded: without this the half-open breaker would wait for it forever
+                    self.breaker.release_trial()
+                raise
 
     async def _attempts(self, method: str, path: str, params: Any, content: bytes | None, hdrs: dict[str, str],
                         call: AdapterCall | None, repeatable: bool, deadline: float | None, trial: bool,

@@ -101,11 +101,17 @@ class _Connection(asyncio.Protocol):
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # An interim answer (100 Continue, 103 Early Hints): the real one follows on this connection.
+            self.headers = Headers()
+            self.chunks = []
+            return
         body = b"".join(self.chunks)
         encoding = self.headers.get("content-encoding")
         if encoding in ("gzip", "deflate") and body:
             body = zlib.decompress(body, 47 if encoding == "gzip" else zlib.MAX_WBITS)
-        response = H1Response(self.parser.get_status_code(), self.headers, body)
+        response = H1Response(status, self.headers, body)
         keep = self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
         if waiter is not None and not waiter.done():

@@ -89,6 +89,10 @@ class VendorBreaker:
             return True
         return False
 
+    def release_trial(self) -> None:
+        """A trial call was abandoned (its caller went away) before it ended: free its slot for the next one."""
+        self.trials = max(0, self.trials - 1)
+
     def record(self, failed: bool, trial: bool) -> None:
         """Report one finished call to pybreaker (which counts, opens and closes)."""
         if trial:

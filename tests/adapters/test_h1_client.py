@@ -45,6 +45,10 @@ class Upstream:
                     payload = gzip.compress(b'{"ok":true}')
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
                                  % len(payload) + payload)
+                elif self.mode == "interim":  # 100 Continue, then the real answer
+                    tag = body or b"-"
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                                 % len(tag) + tag)
                 elif self.mode == "close":
                     writer.write(b"HTTP/1.1 201 Created\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}")
                     await writer.drain()
@@ -135,3 +139,24 @@ async def test_timeouts_connect_failures_and_the_connection_limit(upstream):
     await pool.close()
     with pytest.raises(ConnectFailed):
         await H1Pool("http://127.0.0.1:9").request("GET", "/", {})
+
+
+async def test_an_interim_answer_is_skipped_and_never_handed_to_the_next_caller(upstream):
+    server, url = upstream
+    pool = H1Pool(url)
+    server.mode = "interim"
+    first = await pool.request("POST", "/", {}, b"for-A")
+    second = await pool.request("POST", "/", {}, b"for-B")
+    assert (first.status, first.body) == (200, b"for-A")
+    assert (second.status, second.body) == (200, b"for-B")
+    assert server.connections == 1
+    await pool.close()
+
+
+async def test_header_values_that_would_split_the_request_are_refused(upstream):
+    server, url = upstream
+    pool = H1Pool(url)
+    with pytest.raises(ValueError):
+        await pool.request("GET", "/", {"x-note": "a\r\nGET /admin HTTP/1.1"})
+    assert server.requests == []
+    await pool.close()

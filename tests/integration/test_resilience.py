@@ -290,3 +290,23 @@ def test_a_caller_who_hangs_up_cancels_the_vendor_work_still_running_for_it(star
         time.sleep(0.05)
     sent = [e for e in httpx.get(woo + "/_sandbox/requests").json() if e["path"] == "/wp-json/wc/v3/orders/1"]
     assert len(sent) == 1
+
+
+def test_a_trial_call_abandoned_by_its_caller_does_not_leave_the_breaker_stuck_half_open(start, sandboxes):
+    import socket
+
+    app, client = start(**{"vendors.woocommerce.breaker": {"fail_max": 1, "reset_timeout_s": 0.2},
+                           "vendors.woocommerce.retries": {"max_attempts": 1}})
+    fault(sandboxes, "woocommerce", {"status": 503, "times": 1})
+    assert client.get("/v2/orders/ord_1").status_code == 502  # the breaker opens
+    breaker = app.runtime.adapters["woocommerce"].client.breaker
+    wait_for("the reset timeout", lambda: breaker.retry_after_s() == 0)
+    fault(sandboxes, "woocommerce", {"latency_ms": 400, "times": 1})  # the trial call will be slow...
+    host, port = client.base_url.host, client.base_url.port
+    with socket.create_connection((host, port)) as sock:  # ...and its caller leaves in the middle of it
+        sock.sendall(f"GET /v2/orders/ord_1 HTTP/1.1\r\nhost: {host}\r\nauthorization: "
+                     f"{client.headers['authorization']}\r\n\r\n".encode())
+        wait_for("the trial call to start", lambda: breaker.trials == 1)
+    wait_for("the abandoned trial to give its slot back", lambda: breaker.trials == 0)
+    assert client.get("/v2/orders/ord_1").status_code == 404  # the next caller is the new trial, and it closes
+    assert breaker.state == "closed"
