@@ -7,6 +7,7 @@ the API enforces response validation, logged and passed through when it only rep
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -45,7 +46,8 @@ async def dispatch(ctx: RequestContext) -> Response:
         ctx.vendor_request_id = result.vendor_request_id
     response = render(op, ctx.request_id, ctx.notes, result)
     if op.emitter is not None and response.status < 300:
-        ctx.notes["events"] = await op.emitter(op, result.body, ctx.request_id)
+        # Shielded: the vendor already acted, so its events are stored even if the caller hangs up meanwhile.
+        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id))
     return response
 
 

@@ -165,6 +165,9 @@ class TrustedIssuer:
         if key is None and kid and self.http is not None:
             await self.refresh()  # an unknown kid: maybe the issuer rotated; rate-limited inside
             key = self.keys.get(kid)
+        if key is None and self.http is not None and not self.keys and self.unnamed is None:
+            # Never got the issuer's keys (a refresh failed a moment ago and is rate-limited): we cannot tell.
+            raise IssuerUnreachable(f"the keys of {self.issuer} have not been fetched yet")
         return key
 
 

@@ -88,8 +88,14 @@ class SqliteJobStore:
         if self.db is None:
             raise StoreDown("the job store is not open")
         async with self.lock:
+            work = asyncio.ensure_future(asyncio.to_thread(self._call, fn, "FULL" if durable else "NORMAL", *args))
             try:
-                return await asyncio.to_thread(self._call, fn, "FULL" if durable else "NORMAL", *args)
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # The thread is still inside its transaction on the shared connection: keep the lock until it is
+                # done, or the next caller would start a transaction on top of it (or roll it back).
+                await asyncio.wait([work])
+                raise
             except sqlite3.OperationalError as exc:
                 raise StoreDown(str(exc)) from exc
 

@@ -35,7 +35,7 @@ def verify_stripe(payload: bytes, header: str | None, secrets: list[str], tolera
         key, sep, value = part.strip().partition("=")
         if not sep:
             continue
-        if key == "t" and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit():
             timestamp = int(value)
         elif key == "v1":
             signatures.append(value)
@@ -64,7 +64,7 @@ def verify_standard(payload: bytes, headers: dict[str, str], secrets: list[str])
     if not all(needed.values()):
         raise SignatureInvalid("the webhook-id, webhook-timestamp and webhook-signature headers are required",
                                malformed=True)
-    if not needed["webhook-timestamp"].isdigit():
+    if not (needed["webhook-timestamp"].isascii() and needed["webhook-timestamp"].isdigit()):
         raise SignatureInvalid("webhook-timestamp is not a number", malformed=True)
     last = "no signature matches"
     for secret in secrets:
