@@ -38,11 +38,14 @@ CREATE INDEX IF NOT EXISTS cg_jobs_order ON cg_jobs (ordering_key, seq) WHERE or
 """
 
 CLAIM = f"""
-WITH buried AS (  -- abandoned with no attempts left (it kills whatever runs it): a dead letter, not a loop
+WITH lost AS (  -- abandoned with no attempts left (it kills whatever runs it): a dead letter, not a loop
+  SELECT seq FROM cg_jobs WHERE state = 'running' AND lease_until < %(now)s AND attempts >= max_attempts
+  FOR UPDATE SKIP LOCKED),
+buried AS (
   UPDATE cg_jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, updated_at = %(now)s,
-    problem = %(lost)s, history = history || %(lost_attempt)s::jsonb
-  WHERE state = 'running' AND lease_until < %(now)s AND attempts >= max_attempts
-  RETURNING seq),
+    problem = %(lost)s, history = cg_jobs.history || %(lost_attempt)s::jsonb
+  FROM lost WHERE cg_jobs.seq = lost.seq
+  RETURNING cg_jobs.seq),
 next AS (
   SELECT seq FROM cg_jobs j
   WHERE ((j.state IN ('pending', 'retrying') AND j.run_after <= %(now)s)
