@@ -105,6 +105,36 @@ def serve_gateway() -> Iterator[Callable[[Settings], ServerThread]]:
 
 
 @pytest.fixture
+def demo_gateway(sandboxes: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
+    """`run(**overrides) -> (app, client)`: the demo config in front of freshly reset sandboxes, over a real socket.
+
+    The client carries a token with every demo scope. `prepare(app)`, if given, runs before the server starts.
+    Afterwards the servers stop and the sandboxes' faults are cleared.
+    """
+    import httpx
+
+    from gateway.app import create_app
+
+    servers: list[ServerThread] = []
+    for url in sandboxes.urls.values():
+        httpx.post(url + "/_sandbox/reset").raise_for_status()
+
+    def run(prepare: Callable[[Any], None] | None = None, **overrides: Any) -> tuple[Any, Any]:
+        app = create_app(demo_settings(sandboxes.urls, **overrides))
+        if prepare is not None:
+            prepare(app)
+        server = ServerThread(app).start()
+        servers.append(server)
+        return app, httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+
+    yield run
+    for server in servers:
+        server.stop()
+    for url in sandboxes.urls.values():
+        httpx.delete(url + "/_sandbox/faults").raise_for_status()
+
+
+@pytest.fixture
 def serve_app() -> Iterator[Callable[[Any], ServerThread]]:
     """Start any ASGI app (an upstream service for the http adapter) over a real socket."""
     started: list[ServerThread] = []

@@ -13,8 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from gateway.app import create_app
-from tests.conftest import ServerThread, bearer, demo_settings
+from tests.conftest import bearer
 from tests.jobsupport import (
     ASYNC,
     FAST,
@@ -33,27 +32,15 @@ WOO_ORDERS = "/wp-json/wc/v3/orders"
 
 
 @pytest.fixture
-def start(sandboxes, tmp_path):
+def start(demo_gateway, tmp_path):
     """A gateway (SQLite job store in tmp_path) in front of freshly reset sandboxes; contracts patched per test."""
-    servers = []
-    for url in sandboxes.urls.values():
-        httpx.post(url + "/_sandbox/reset").raise_for_status()
-
     def run(patches=None, **overrides):
         if patches:
             overrides["contracts"] = [str(contracts_with(tmp_path, patches))]
         overrides.setdefault("jobs.sqlite_path", str(tmp_path / "jobs.db"))
-        app = create_app(demo_settings(sandboxes.urls, **overrides))
-        server = ServerThread(app).start()
-        servers.append(server)
-        client = httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
-        return app, client
+        return demo_gateway(**overrides)
 
-    yield run
-    for server in servers:
-        server.stop()
-    for url in sandboxes.urls.values():
-        clear_faults(url)
+    return run
 
 
 def test_orders_accepted_while_the_vendor_is_down_all_succeed_once_it_is_back(start, sandboxes):

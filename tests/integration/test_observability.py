@@ -13,11 +13,10 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
 from gateway.settings import TracingSettings
 from gateway.tracing import Tracing
 from tests.browser import ARTIFACTS, render
-from tests.conftest import ROOT, ServerThread, bearer, demo_settings
+from tests.conftest import ROOT, bearer
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima",
                                          "phone": "+351 912 345 678"},
@@ -27,25 +26,19 @@ ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name
 
 
 @pytest.fixture
-def start(sandboxes, tmp_path):
+def start(demo_gateway, tmp_path):
     """A gateway logging JSON to tmp_path/gateway.log, in front of freshly reset sandboxes."""
-    servers = []
-    for url in sandboxes.urls.values():
-        httpx.post(url + "/_sandbox/reset").raise_for_status()
-
     def run(tracing_exporter=None, **overrides):
         log = tmp_path / "gateway.log"
-        app = create_app(demo_settings(sandboxes.urls, **{"observability.logging.output": str(log), **overrides}))
-        if tracing_exporter is not None:
-            app.runtime.tracing = Tracing(TracingSettings(), exporter=tracing_exporter)
-        server = ServerThread(app).start()
-        servers.append(server)
-        client = httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+
+        def prepare(app):
+            if tracing_exporter is not None:
+                app.runtime.tracing = Tracing(TracingSettings(), exporter=tracing_exporter)
+
+        app, client = demo_gateway(prepare, **{"observability.logging.output": str(log), **overrides})
         return app, client, log
 
-    yield run
-    for server in servers:
-        server.stop()
+    return run
 
 
 def log_lines(path: Path) -> list[dict]:

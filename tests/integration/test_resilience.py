@@ -16,37 +16,25 @@ import pytest
 from gateway import metrics
 from gateway.app import create_app
 from tests.conftest import ServerThread, bearer, demo_settings
-from tests.jobsupport import wait_for
+from tests.jobsupport import fault as set_faults
+from tests.jobsupport import sandbox_stats, wait_for
 
 PAYMENT = {"order_id": "ord_7", "amount": 2500, "currency": "EUR", "capture_method": "automatic",
            "payment_method": "pm_card_visa"}
 
 
 @pytest.fixture
-def start(sandboxes):
+def start(demo_gateway):
     """Start a gateway in front of freshly reset sandboxes, with vendor settings overridden per test."""
-    servers = []
-    for url in sandboxes.urls.values():
-        httpx.post(url + "/_sandbox/reset").raise_for_status()
-
-    def run(**overrides):
-        app = create_app(demo_settings(sandboxes.urls, **overrides))
-        server = ServerThread(app).start()
-        servers.append(server)
-        client = httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
-        return app, client
-
-    yield run
-    for server in servers:
-        server.stop()
+    return demo_gateway
 
 
 def stats(sandboxes, vendor: str) -> dict:
-    return httpx.get(sandboxes.urls[vendor] + "/_sandbox/stats").json()
+    return sandbox_stats(sandboxes.urls[vendor])
 
 
 def fault(sandboxes, vendor: str, *rules: dict) -> None:
-    httpx.put(sandboxes.urls[vendor] + "/_sandbox/faults", json=list(rules)).raise_for_status()
+    set_faults(sandboxes.urls[vendor], *rules)
 
 
 def vendor_calls(sandboxes, vendor: str) -> int:

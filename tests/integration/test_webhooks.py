@@ -23,10 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.app import create_app
 from gateway.webhooks.signatures import sign_standard, sign_stripe
-from tests.conftest import ServerThread, bearer, demo_settings
-from tests.jobsupport import ORDER, PAYMENT, clear_faults, sandbox_stats, wait_for
+from tests.conftest import bearer
+from tests.jobsupport import ORDER, PAYMENT, sandbox_stats, wait_for
 
 STRIPE_OLD, STRIPE_NEW = "whsec_old_0000000000000000", "whsec_new_1111111111111111"
 CARRIER = "whsec_" + base64.b64encode(b"carrier-secret-0123456789abcdef").decode()
@@ -63,30 +62,19 @@ def partner(serve_app):
 
 
 @pytest.fixture
-def start(sandboxes, tmp_path, partner):
-    servers = []
-    for url in sandboxes.urls.values():
-        httpx.post(url + "/_sandbox/reset").raise_for_status()
-
+def start(demo_gateway, sandboxes, tmp_path, partner):
     def run(**overrides):
-        values = {
+        return demo_gateway(**{
             "jobs.sqlite_path": str(tmp_path / "jobs.db"),
             "webhooks.inbound": {"stripe": {"scheme": "stripe", "secrets": [STRIPE_NEW, STRIPE_OLD]},
                                  "carrier": {"scheme": "standard", "secrets": [CARRIER]}},
             "webhooks.subscriptions": [{"id": "partner-1", "url": partner.url, "secret": PARTNER,
                                         "events": ["order.created", "order.delivered"]}],
-            "webhooks.backoff_base_s": 0.05, "webhooks.backoff_cap_s": 0.2, **overrides}
-        app = create_app(demo_settings(sandboxes.urls, **values))
-        server = ServerThread(app).start()
-        servers.append(server)
-        return app, httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+            "webhooks.backoff_base_s": 0.05, "webhooks.backoff_cap_s": 0.2, **overrides})
 
     yield run
-    for server in servers:
-        server.stop()
-    for url in sandboxes.urls.values():
+    for url in sandboxes.urls.values():  # the wiring survives a sandbox reset: undo it
         httpx.put(url + "/_sandbox/webhooks", json={}).raise_for_status()
-        clear_faults(url)
 
 
 def stored_events(app) -> int:
