@@ -19,6 +19,18 @@ from pathlib import Path
 import pytest
 
 
+def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM (a graceful stop, as an orchestrator would ask), then SIGKILL if it is not gone within grace_s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,9 +84,8 @@ class RedisProcess:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc, 10)
         self.proc = None
 
 

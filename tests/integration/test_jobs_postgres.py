@@ -38,6 +38,7 @@ from tests.jobsupport import (
     settle,
     wait_for,
 )
+from tests.services import stop_process
 
 
 @pytest.fixture
@@ -100,12 +101,7 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture

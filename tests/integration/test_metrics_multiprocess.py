@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, TEST_KEYS
+from tests.services import stop_process
 
 
 def free_port() -> int:
@@ -64,8 +64,4 @@ def test_two_workers_one_set_of_metrics(sandboxes, redis_url, tmp_path):
         for _ in range(6):
             assert requests_counted(httpx.get(base + "/metrics").text, "getOrder") == 20
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)

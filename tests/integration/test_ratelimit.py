@@ -22,7 +22,7 @@ from gateway.auth.keys import load_signing_keys
 from gateway.settings import load_settings
 from tests.conftest import DATA, ROOT, TEST_KEYS, ServerThread
 from tests.echo import echo_app
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 BUILTIN = {"enabled": True, "issuer": "http://gateway.test", "audience": "limited", "keys_dir": str(TEST_KEYS),
            "generate_missing_keys": True}
@@ -164,11 +164,7 @@ class GatewayProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc, 10)
 
 
 @pytest.fixture
