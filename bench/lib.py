@@ -14,10 +14,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -26,6 +27,16 @@ ORDER = (b'{"id":"ord_1234567890","status":"accepted","currency":"EUR","total":{
          b'"items":[{"sku":"SKU-123","quantity":2},{"sku":"SKU-456","quantity":1}],"customer":{"email":'
          b'"ana@example.com","name":"Ana Lima"},"created_at":"2026-11-22T10:00:00Z"}')
 GATEWAY_CPU, LOAD_CPU = "0", "1"
+
+
+def best_us(run: Callable[[int], Any], n: int, rounds: int = 5) -> float:
+    """µs per call: the best of `rounds` timings of `run(n)`, which makes n calls (micro-benchmarks)."""
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        run(n)
+        best = min(best, (time.perf_counter() - start) / n * 1e6)
+    return best
 
 
 def require(tool: str, hint: str) -> str:

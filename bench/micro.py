@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lib import BENCH, ORDER
+from lib import BENCH, ORDER, best_us
 
 from adapters.base import AdapterResult
 from gateway.auth.config import AuthSettings, BuiltinIssuerSettings
@@ -54,12 +54,7 @@ def us(fn: Callable[[], Any], n: int) -> float:
             for _ in range(k):
                 fn()
     run(max(1, n // 10))
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        run(n)
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-    return best
+    return best_us(run, n)
 
 
 def bench_config(tmp: Path, contract: Path, upstream: str = "http://127.0.0.1:9101") -> Path:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lib import best_us
+
 from adapters.base import AdapterCall
 from adapters.client import VendorClient, VendorResponse
 from gateway.edge import correlation
@@ -64,12 +66,7 @@ def drive(coro: Any) -> Any:
 
 
 def per_request_us(fn: Any, n: int = 50_000) -> float:
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        fn(n)
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-    return best
+    return best_us(fn, n)
 
 
 def main() -> None:
