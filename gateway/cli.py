@@ -11,9 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from gateway.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from gateway.auth.issuer import BuiltinIssuer
 
 DEFAULT_CONFIG = Path("gateway.yaml")
 
@@ -120,17 +123,21 @@ def cmd_api_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    """Mint an access token with the built-in issuer's key (operators, scripts, benchmarks)."""
+def _builtin_issuer(settings: Settings) -> BuiltinIssuer | None:
+    """The built-in issuer with this host's signing keys, or None when the configuration does not enable it."""
     from gateway.auth.issuer import BuiltinIssuer
     from gateway.auth.keys import load_signing_keys
 
-    settings = _settings(args)
     builtin = settings.auth.builtin
-    if not builtin.enabled:
+    return BuiltinIssuer(builtin, load_signing_keys(builtin, settings.base_dir)) if builtin.enabled else None
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    """Mint an access token with the built-in issuer's key (operators, scripts, benchmarks)."""
+    issuer = _builtin_issuer(_settings(args))
+    if issuer is None:
         print("auth.builtin is not enabled in this configuration", file=sys.stderr)
         return 1
-    issuer = BuiltinIssuer(builtin, load_signing_keys(builtin, settings.base_dir))
     print(issuer.mint(args.client, args.scopes, args.ttl))
     return 0
 
@@ -275,14 +282,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def _operator_token(settings: Settings) -> str:
     """A one-minute gateway:admin token from the built-in issuer (this host holds its signing key)."""
     from gateway.admin import ADMIN_SCOPE
-    from gateway.auth.issuer import BuiltinIssuer
-    from gateway.auth.keys import load_signing_keys
 
-    builtin = settings.auth.builtin
-    if not builtin.enabled:
+    issuer = _builtin_issuer(settings)
+    if issuer is None:
         print("give --token (or GATEWAY_ADMIN_TOKEN): the built-in issuer is not enabled", file=sys.stderr)
         raise SystemExit(2)
-    return BuiltinIssuer(builtin, load_signing_keys(builtin, settings.base_dir)).mint("gateway-cli", [ADMIN_SCOPE], 60)
+    return issuer.mint("gateway-cli", [ADMIN_SCOPE], 60)
 
 
 def _multiprocess_metrics(settings: Settings) -> None:
@@ -391,7 +396,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             child.kill()
 
 
-def _wire_sandbox_webhooks(settings: Any) -> None:
+def _wire_sandbox_webhooks(settings: Settings) -> None:
     """The Stripe sandbox reports payments to this gateway's /webhooks/stripe, signed with the configured secret."""
     import httpx
 

@@ -84,8 +84,8 @@ class PostgresJobStore:
             await self.pool.close()
             self.pool = None
 
-    async def _exec(self, sql: str, params: Any = None, *, fetch: str = "none", transaction: bool = False,
-                    relaxed: bool = False) -> Any:
+    async def _exec(self, sql: str, params: Any = None, *, fetch: str = "none", relaxed: bool = False) -> Any:
+        """One statement; `relaxed`: in a transaction committed without waiting for the WAL flush (bookkeeping)."""
         import psycopg
         import psycopg_pool
 
@@ -93,10 +93,9 @@ class PostgresJobStore:
             raise StoreDown("the job store is not open")
         try:
             async with self.pool.connection() as conn:
-                if transaction or relaxed:
+                if relaxed:
                     async with conn.transaction():
-                        if relaxed:
-                            await conn.execute("SET LOCAL synchronous_commit TO OFF")
+                        await conn.execute("SET LOCAL synchronous_commit TO OFF")
                         cur = await conn.execute(sql, params)
                         return await _fetch(cur, fetch)
                 cur = await conn.execute(sql, params)
