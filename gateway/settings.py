@@ -334,6 +334,17 @@ def _interpolate(node: Any, where: str, missing: list[str], base_dir: Path) -> A
     return node
 
 
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (`vendors.stripe.base_url`) in a raw configuration mapping, creating levels as needed."""
+    for dotted, value in overrides.items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Read `path` (YAML), apply env interpolation and `overrides` (dotted keys), validate."""
     raw: dict[str, Any] = {}
@@ -353,12 +364,7 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     raw = _interpolate(raw, "", missing, base_dir)
     if missing:
         raise SettingsError("\n".join(f"{path}: {m}" for m in missing))
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    apply_overrides(raw, overrides or {})
     raw.setdefault("base_dir", str(base_dir))
     try:
         return Settings.model_validate(raw)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
+from gateway.settings import apply_overrides
 from tests.conftest import ROOT, TEST_KEYS
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
@@ -56,13 +57,8 @@ def contracts_with(tmp: Path, patches: dict[str, dict[str, Any]]) -> Path:
 def config_file(tmp: Path, overrides: dict[str, Any]) -> Path:
     """gateway.yaml with dotted-key overrides, written to `tmp` (for `gateway worker` / `gateway dlq` processes)."""
     raw = yaml.safe_load((ROOT / "gateway.yaml").read_text())
-    values = {"contracts": [str(ROOT / "contracts")], "auth.builtin.keys_dir": str(TEST_KEYS), **overrides}
-    for dotted, value in values.items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+    apply_overrides(raw, {"contracts": [str(ROOT / "contracts")], "auth.builtin.keys_dir": str(TEST_KEYS),
+                          **overrides})
     path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

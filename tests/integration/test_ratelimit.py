@@ -19,7 +19,7 @@ from gateway.app import create_app
 from gateway.auth.config import BuiltinIssuerSettings
 from gateway.auth.issuer import BuiltinIssuer
 from gateway.auth.keys import load_signing_keys
-from gateway.settings import load_settings
+from gateway.settings import apply_overrides, load_settings
 from tests.conftest import DATA, ROOT, TEST_KEYS, ServerThread
 from tests.echo import echo_app
 from tests.services import free_port, stop_process
@@ -37,13 +37,7 @@ def config(upstream: str, hubspot: str, **extra) -> dict:
                             "retries": {"max_attempts": 1}}},
         "auth": {"builtin": BUILTIN},
     }
-    for key, value in extra.items():
-        node = base
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return base
+    return apply_overrides(base, extra)
 
 
 def token(client: str | None = None, scopes: tuple[str, ...] = ("lim:read",)) -> dict[str, str]:
