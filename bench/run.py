@@ -131,6 +131,12 @@ def main() -> None:
     parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
                         help="also run the gateway as it was at this git revision (memory limiter), in the same "
                              "run: before/after figures for an optimisation (repeatable)")
+    parser.add_argument("--baseline-transport", default="aiohttp",
+                        help="the vendor transport the --baseline revisions run with "
+                             "(transport: h1 exists from 3b970db on)")
+    parser.add_argument("--single", type=int, default=3, metavar="SECONDS",
+                        help="also measure each system with ONE connection for this long, in the first round: "
+                             "the latency it adds when nothing queues (0: skip)")
     parser.add_argument("--no-peers", action="store_true", help="only nginx and the gateway")
     parser.add_argument("--only", action="append", help="run only systems whose name contains this (repeatable; "
                                                        "nginx direct always runs), e.g. --only 'memory limiter'")
@@ -143,6 +149,7 @@ def main() -> None:
     python = peers_python(peers)
     body = (peers / "body.json").read_bytes()
     rounds: dict[tuple[str, str], list[Result]] = {}
+    single: dict[tuple[str, str], Result] = {}
     rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name, nginx_upstream() as upstream:
         tmp = Path(tmp_name)
@@ -181,7 +188,8 @@ def main() -> None:
                             lambda limiter=limiter, t=t: gateway(limiter, t))
                      for t in args.transports.split(",") for limiter, label in (("memory", "memory"),
                                                                                 ("redis", "Redis"))],
-                   *[System(f"gateway @{ref} (memory limiter)", lambda src=src: gateway("memory", "aiohttp", src))
+                   *[System(f"gateway @{ref} (memory limiter, {args.baseline_transport})",
+                          lambda src=src: gateway("memory", args.baseline_transport, src))
                      for ref, src in ((ref, source_at(ref, tmp)) for ref in args.baseline)],
                    System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
                    System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer"),
@@ -210,12 +218,20 @@ def main() -> None:
                             pid=pid))
                     if spy is not None:
                         spy.wait()
+                    if n == 0 and args.single:
+                        for method, path, extra in (("GET", get_path, {}), ("POST", post_path, {
+                                "body": body, "headers": {**headers, "Content-Type": "application/json"}})):
+                            single[(system.name, method)] = wrk(
+                                system.name, base + path, seconds=args.single, connections=1, method=method,
+                                **({"headers": headers} | extra))  # type: ignore[arg-type]
                     if system.kind == "gateway":
                         rss[system.name] = max(rss.get(system.name, 0), rss_mb(pids["gateway"]))
                 pids.clear()
         if not args.only:
             rss["gateway with the demo contracts (gateway.yaml), after start-up"] = demo_rss(tmp)
     report(rounds, args)
+    if single:
+        report_single(single, args)
     print("\n| gateway process | RSS MB |\n|---|---:|")
     for name, mb in rss.items():
         print(f"| {name}{', after the load' if name.startswith('gateway (') else ''} | {mb:.0f} |")
@@ -296,6 +312,18 @@ def report(rounds: dict[tuple[str, str], list[Result]], args: argparse.Namespace
     if args.json:
         args.json.write_text(json.dumps({f"{n} {m}": [r.__dict__ for r in rs] for (n, m), rs in rounds.items()},
                                         indent=1))
+
+
+def report_single(single: dict[tuple[str, str], Result], args: argparse.Namespace) -> None:
+    print(f"\n**One connection** (nothing queues; {args.single} s each, first round): the latency each system adds "
+          "to a request by itself\n")
+    print("| system | method | req/s | p50 ms | p99 ms | added p50 ms |\n|---|---|---:|---:|---:|---:|")
+    for method in ("GET", "POST"):
+        direct = single.get(("nginx direct", method))
+        for (name, m), r in single.items():
+            if m == method:
+                added = "" if direct is None or name == "nginx direct" else f"{r.p50_ms - direct.p50_ms:.2f}"
+                print(f"| {name} | {method} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {added} |")
 
 
 def _cpu(results: list[Result]) -> str:

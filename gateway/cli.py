@@ -341,8 +341,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the gateway decides
     # which proxies to trust itself (limits.trusted_proxies).
-    common = dict(host=host, port=port, loop="uvloop", http="httptools", access_log=False, lifespan="on",
-                  log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
+    # http: uvicorn's httptools protocol, each answer sent with one write (gateway/server.py).
+    common = dict(host=host, port=port, loop="uvloop", http="gateway.server:HttpProtocol", access_log=False,
+                  lifespan="on", log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
         freeze_startup()
         uvicorn.run(app, **common)  # type: ignore[arg-type]

@@ -27,6 +27,8 @@ from gateway.tracing import valid_traceparent
 
 log = logging.getLogger("gateway.edge")
 CLIENT_CLOSED = 499
+# A vendor call still running this long after it started is watched for the caller hanging up (Edge._dispatch).
+WATCH_AFTER_S = 0.05
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._~-]{1,128}")
 _TRACESTATE = re.compile(r"[\x20-\x7e]{1,512}")
 
@@ -183,14 +185,17 @@ class Edge:
     async def _dispatch(self, ctx: RequestContext) -> Response:
         """The adapter call; abandoned (cancelled) if the caller disconnects meanwhile: no work for nobody.
 
-        The call runs in the request's own task; only a watcher task is added, which cancels it on a disconnect
-        (cheaper than running the call in a task of its own and waiting on both).
+        The call runs in the request's own task. A call still running after WATCH_AFTER_S gets a watcher task,
+        which cancels it if the caller has gone or goes; most calls end before that, and never pay for a task
+        (a task per request cost ~9% of the CPU in the benchmark).
         """
         if not self.cancel_on_disconnect:
             return await dispatch(ctx)
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         gone = False
+        watcher: asyncio.Task[None] | None = None
 
         async def watch() -> None:
             nonlocal gone
@@ -198,7 +203,11 @@ class Edge:
             gone = True
             task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        def start_watching() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(watch())
+
+        timer = loop.call_later(WATCH_AFTER_S, start_watching)
         try:
             return await dispatch(ctx)
         except asyncio.CancelledError:
@@ -209,7 +218,9 @@ class Edge:
                      extra={"request_id": ctx.request_id})
             raise ClientDisconnected() from None
         finally:
-            watcher.cancel()
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     def problem(self, err: GatewayError, request_id: str) -> Response:
         response = Response(err.status, self.renderer.body(err, request_id), PROBLEM_JSON)

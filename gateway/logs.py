@@ -14,16 +14,21 @@ a credential. Every other line passes through `mask()`: a field whose name looks
 cookie, *token*, *secret*, *password*, api keys) or that a contract marks `x-sensitive: true` is replaced by
 "***", and credentials in free text (Bearer tokens, JWTs, vendor keys such as sk_test_...) are cut out.
 
-Lines are written with one os.write() each: unbuffered, and whole lines even when several worker processes
-append to the same file (O_APPEND). The last `recent_lines` lines stay in memory so an operator can ask
-"what happened to request X?" without a log pipeline (`gateway trace`, /admin/requests/{id}).
+Lines are written with os.write(), whole lines even when several worker processes append to the same file
+(O_APPEND) or pipe (at most PIPE_BUF bytes per write). Lines emitted on the event loop are collected during one loop
+step and written together at its end (one system call for many requests' lines); others are written at once.
+The last `recent_lines` lines stay in memory so an operator can ask "what happened to request X?" without a log
+pipeline (`gateway trace`, /admin/requests/{id}).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import os
 import re
+import select
 import sys
 import time
 from collections import deque
@@ -144,6 +149,10 @@ class EventLog:
             self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             self._own_fd = True
         self.path = None if out in ("stdout", "stderr", "none") else out
+        # Lines emitted on the event loop are written once per loop step, together (one system call for the
+        # access and vendor lines of every request that step finished); atexit writes what a last step left.
+        self.batch: list[bytes] | None = None
+        atexit.register(self.flush)
 
     def emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
         """Write one line. `fields` must already be safe to log (no credential, header or body)."""
@@ -154,10 +163,42 @@ class EventLog:
         if self.keep:
             self.recent.append(line)
         if self.fd is not None:
+            data = line if self.json else console_line(fields)
+            batch = self.batch
+            if batch is not None:
+                batch.append(data)
+                return
             try:
-                os.write(self.fd, line if self.json else console_line(fields))
-            except OSError:
-                pass  # a full disk or a closed pipe must not fail requests
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # another thread, or no loop running: written now
+                self._write(data)
+                return
+            self.batch = [data]
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the lines batched during this loop step: whole lines, at most PIPE_BUF bytes per write, so lines
+        of several workers sharing a pipe never interleave."""
+        batch, self.batch = self.batch, None
+        if not batch:
+            return
+        chunk: list[bytes] = []
+        size = 0
+        for data in batch:
+            if chunk and size + len(data) > select.PIPE_BUF:
+                self._write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        self._write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
+
+    def _write(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass  # a full disk or a closed pipe must not fail requests
 
     def event(self, level: int, event: str, fields: dict[str, Any]) -> None:
         """Write one line of arbitrary fields, masked."""
@@ -170,6 +211,8 @@ class EventLog:
         return [orjson.loads(line) for line in list(self.recent) if needle in line]
 
     def close(self) -> None:
+        self.flush()
+        atexit.unregister(self.flush)
         if self._own_fd and self.fd is not None:
             os.close(self.fd)
             self.fd = None

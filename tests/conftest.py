@@ -31,8 +31,8 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan,
-                                loop="asyncio", http="httptools", timeout_graceful_shutdown=2, proxy_headers=False)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="asyncio",
+                                http="gateway.server:HttpProtocol", timeout_graceful_shutdown=2, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None

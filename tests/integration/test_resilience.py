@@ -248,8 +248,11 @@ def test_redis_outage_fails_keyed_requests_closed(sandboxes, private_redis):
         server.stop()
 
 
-def test_a_caller_who_hangs_up_cancels_the_vendor_work_still_running_for_it(start, sandboxes):
-    """The first attempt is slow and would be retried; the caller leaves during it: no retry is ever sent."""
+@pytest.mark.parametrize("patience_s", [0.0, 0.1])
+def test_a_caller_who_hangs_up_cancels_the_vendor_work_still_running_for_it(start, sandboxes, patience_s):
+    """The first attempt is slow and would be retried; the caller leaves during it: no retry is ever sent.
+
+    Also when the caller leaves at once, before the gateway starts watching the call (edge.WATCH_AFTER_S)."""
     import json
     import socket
 
@@ -259,15 +262,16 @@ def test_a_caller_who_hangs_up_cancels_the_vendor_work_still_running_for_it(star
     fault(sandboxes, "woocommerce", {"path": "/wp-json/wc/v3/orders/1", "status": 503, "latency_ms": 300, "times": 1})
     host, port = client.base_url.host, client.base_url.port
     started = time.monotonic()
+    request_id = f"hangs-up-{patience_s}"
     with socket.create_connection((host, port)) as sock:
-        sock.sendall(f"GET /v2/orders/ord_1 HTTP/1.1\r\nhost: {host}\r\nx-request-id: hangs-up-1\r\n"
+        sock.sendall(f"GET /v2/orders/ord_1 HTTP/1.1\r\nhost: {host}\r\nx-request-id: {request_id}\r\n"
                      f"{'authorization: ' + client.headers['authorization']}\r\n\r\n".encode())
-        time.sleep(0.1)  # the caller's patience: it hangs up while the vendor is still on the first attempt
+        time.sleep(patience_s)  # the caller's patience: it hangs up while the vendor is still on the first attempt
 
     def access_line():
         for raw in list(app.runtime.events.recent):
             line = json.loads(raw)
-            if line.get("event") == "access" and line.get("request_id") == "hangs-up-1":
+            if line.get("event") == "access" and line.get("request_id") == request_id:
                 return line
         return None
 

@@ -1,0 +1,94 @@
+"""The server under the edge (gateway/server.py): an answer's writes leave together, nothing is lost or reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from gateway.server import CoalescingTransport
+from tests.conftest import ServerThread
+
+
+class Recorder(asyncio.Transport):
+    """The real transport's side of the contract, recording what reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_the_writes_of_one_loop_step_reach_the_socket_as_one_write_at_its_end():
+    real = Recorder()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    transport.write(b"{}")
+    assert real.writes == []
+    assert transport.get_write_buffer_size() == 40
+    await asyncio.sleep(0)  # the end of this step
+    assert real.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"]
+    transport.write(b"next")
+    await asyncio.sleep(0)
+    assert real.writes[1:] == [b"next"]
+
+
+async def test_close_sends_what_was_written_before_it():
+    real = Recorder()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"last words")
+    transport.close()
+    assert real.writes == [b"last words"] and real.closed
+    await asyncio.sleep(0)  # the flush scheduled by the write finds nothing more to send
+    assert real.writes == [b"last words"]
+
+
+async def streamed(scope, receive, send):
+    """Three chunks with a pause between them; or one whole answer."""
+    assert scope["type"] == "http"
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for n in range(3):
+            await send({"type": "http.response.body", "body": f"chunk {n}\n".encode(), "more_body": True})
+            await asyncio.sleep(0.01)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+    await send({"type": "http.response.body", "body": b"whole"})
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):  # until the server closes the connection
+            received += chunk
+        return received
+
+
+def test_answers_over_a_real_socket_arrive_whole_in_order_and_before_the_close():
+    server = ServerThread(streamed, lifespan="off").start()
+    try:
+        # HTTP/1.0 without keep-alive: the server closes right after the answer; it must all arrive first.
+        answer = _exchange(server.port, b"GET /whole HTTP/1.0\r\nhost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nwhole")
+        answer = _exchange(server.port, b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        body = answer.split(b"\r\n\r\n", 1)[1]
+        assert body == b"8\r\nchunk 0\n\r\n8\r\nchunk 1\n\r\n8\r\nchunk 2\n\r\n0\r\n\r\n"
+        # Two requests pipelined on one connection: two answers, in order.
+        answer = _exchange(server.port, b"GET /whole HTTP/1.1\r\nhost: x\r\n\r\n"
+                                        b"GET /whole HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert answer.count(b"HTTP/1.1 200 OK") == 2 and answer.endswith(b"whole")
+    finally:
+        server.stop()
