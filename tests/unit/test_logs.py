@@ -62,7 +62,7 @@ def test_lines_of_two_processes_sharing_a_pipe_never_interleave(tmp_path):
                 log = EventLog(LoggingSettings(output="none"))
                 log.fd = write_end
 
-                async def steps(worker=worker):
+                async def steps(worker=worker, log=log):
                     for step in range(3):
                         for n in range(100):
                             log.emit(20, "access", {"w": worker, "n": step * 100 + n, "pad": "y" * 200})

@@ -86,6 +86,9 @@ def test_answers_over_a_real_socket_arrive_whole_in_order_and_before_the_close()
         answer = _exchange(server.port, b"GET /stream HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         body = answer.split(b"\r\n\r\n", 1)[1]
         assert body == b"8\r\nchunk 0\n\r\n8\r\nchunk 1\n\r\n8\r\nchunk 2\n\r\n0\r\n\r\n"
+        # An answer to HEAD has a head and no body write: sent when the answer is complete.
+        answer = _exchange(server.port, b"HEAD /whole HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\n")
         # Two requests pipelined on one connection: two answers, in order.
         answer = _exchange(server.port, b"GET /whole HTTP/1.1\r\nhost: x\r\n\r\n"
                                         b"GET /whole HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
