@@ -133,8 +133,42 @@ def limiters(redis_url: str | None) -> list[tuple[str, float]]:
         redis = RedisLimiter(redis_url, timeout_s=1)
         key = "bench-" + uuid.uuid4().hex
         out.append(("rate limit, Redis (same, one Lua round trip)", us(lambda: redis.hit(key, BUCKETS), 2_000)))
+        out.append(("rate limit, Redis: CPU per decision, 32 in flight (gateway/resp.py)",
+                    cpu_in_flight(lambda: redis.hit(key, BUCKETS))))
         LOOP.run_until_complete(redis.close())
+        out.append(("the same script through redis-py's asyncio client (what resp.py replaced)",
+                    cpu_in_flight(redis_py_hit(redis_url, key))))
     return out
+
+
+def cpu_in_flight(call: Callable[[], Any], n: int = 20_000, concurrency: int = 32) -> float:
+    """CPU time (not waiting) per call with `concurrency` calls in flight, as under load; best of 3."""
+    async def worker() -> None:
+        for _ in range(n // concurrency):
+            await call()
+
+    async def run() -> float:
+        started = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return (time.process_time() - started) / n * 1e6
+
+    return min(LOOP.run_until_complete(run()) for _ in range(3))
+
+
+def redis_py_hit(redis_url: str, key: str) -> Callable[[], Any]:
+    """The limiter's script called as the limiter did before gateway/resp.py: redis-py's Script object."""
+    import redis.asyncio
+
+    from gateway.ratelimit import _LUA
+
+    limiter = RedisLimiter(redis_url, timeout_s=1)
+    script = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1).register_script(_LUA)
+    keys = limiter._keys(key, BUCKETS)
+
+    def hit() -> Any:
+        return script(keys=keys, args=limiter.args(BUCKETS, time.time(), True))
+
+    return hit
 
 
 def large_contract(operations: int) -> dict[str, Any]:

@@ -304,8 +304,9 @@ class RedisLimiter:
         # {key} is the hash tag: every bucket of one client lands in one Redis Cluster slot.
         return [f"{self.prefix}{{{key}}}:{b.name}" for b in buckets]
 
-    async def _run(self, key: str, buckets: tuple[Bucket, ...], charge: bool) -> Decision:
-        now = time.time()
+    @staticmethod
+    def args(buckets: tuple[Bucket, ...], now: float, charge: bool) -> list[Any]:
+        """The script's ARGV (see _LUA)."""
         args: list[Any] = [repr(now), 1 if charge else 0]
         for b in buckets:
             if b.kind == "rate":
@@ -314,7 +315,11 @@ class RedisLimiter:
                 args += [1, repr(b.interval_s), repr(tolerance), ttl_ms]
             else:
                 args += [2, b.limit, repr(window_end(b.window, now)), 0]
+        return args
+
+    async def _run(self, key: str, buckets: tuple[Bucket, ...], charge: bool) -> Decision:
         keys = self._keys(key, buckets)
+        args = self.args(buckets, time.time(), charge)
         try:
             try:
                 raw = await self.redis.call("EVALSHA", self.sha, len(keys), *keys, *args)
