@@ -71,7 +71,7 @@ def tokens(peers: Path, python: Path, keys: Path) -> dict[str, str]:
 
 
 def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter: str,
-                   transport: str = "aiohttp", limits: dict[str, Any] | None = None) -> Path:
+                   transport: str = "h1", limits: dict[str, Any] | None = None) -> Path:
     """The peers' contract routed to the http adapter, with limits; the peers' issuer trusted through a JWKS."""
     from joserfc.jwk import RSAKey
 
@@ -126,8 +126,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per measurement (after 2 s warm-up)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median round is reported")
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--transports", default="aiohttp",
-                        help="vendor transports to run the gateway with, comma-separated (aiohttp, h1, httpx)")
+    parser.add_argument("--transports", default="h1",
+                        help="vendor transports to run the gateway with, comma-separated (h1, the default one; "
+                             "aiohttp; httpx)")
     parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
                         help="also run the gateway as it was at this git revision (memory limiter), in the same "
                              "run: before/after figures for an optimisation (repeatable)")
@@ -184,7 +185,7 @@ def main() -> None:
             yield upstream
 
         systems = [System("nginx direct", direct, "direct"),
-                   *[System(f"gateway ({label} limiter{'' if t == 'aiohttp' else ', ' + t})",
+                   *[System(f"gateway ({label} limiter{'' if t == 'h1' else ', ' + t})",
                             lambda limiter=limiter, t=t: gateway(limiter, t))
                      for t in args.transports.split(",") for limiter, label in (("memory", "memory"),
                                                                                 ("redis", "Redis"))],

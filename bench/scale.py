@@ -1,6 +1,6 @@
 """Scale-out: the full chain with every piece of shared state in Redis, on 1..N worker processes.
 
-Run: .venv/bin/python bench/scale.py [--workers 1,2] [--seconds 10] [--transport aiohttp]
+Run: .venv/bin/python bench/scale.py [--workers 1,2] [--seconds 10] [--transport h1]
 For each worker count: throughput of GET and POST (the same chain as bench/run.py, Redis limiter and idempotency
 store), first with the workers confined to CPU 0 (what more processes buy without more cores), then spread over
 every CPU (sharing them with nginx and wrk, as the machine has nothing else to give). Then a correctness check:
@@ -25,7 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--transport", default="aiohttp")
+    parser.add_argument("--transport", default="h1")
     args = parser.parse_args()
     peers = peers_dir()
     python = peers_python(peers)
