@@ -30,6 +30,7 @@ import os
 import re
 import select
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -152,6 +153,7 @@ class EventLog:
         # Lines emitted on the event loop are written once per loop step, together (one system call for the
         # access and vendor lines of every request that step finished); atexit writes what a last step left.
         self.batch: list[bytes] | None = None
+        self.lock = threading.Lock()
         atexit.register(self.flush)
 
     def emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
@@ -164,22 +166,27 @@ class EventLog:
             self.recent.append(line)
         if self.fd is not None:
             data = line if self.json else console_line(fields)
-            batch = self.batch
-            if batch is not None:
-                batch.append(data)
-                return
+            with self.lock:  # other threads log too; tests and benchmarks run several loops in one process
+                if self.batch is not None:  # a batch is pending: join it (lines keep their order)
+                    self.batch.append(data)
+                    return
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:  # another thread, or no loop running: written now
                 self._write(data)
                 return
-            self.batch = [data]
+            with self.lock:
+                if self.batch is not None:
+                    self.batch.append(data)
+                    return
+                self.batch = [data]
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the lines batched during this loop step: whole lines, at most PIPE_BUF bytes per write, so lines
         of several workers sharing a pipe never interleave."""
-        batch, self.batch = self.batch, None
+        with self.lock:
+            batch, self.batch = self.batch, None
         if not batch:
             return
         chunk: list[bytes] = []
@@ -193,10 +200,10 @@ class EventLog:
         self._write(chunk[0] if len(chunk) == 1 else b"".join(chunk))
 
     def _write(self, data: bytes) -> None:
-        if self.fd is None:
-            return
+        view = memoryview(data)
         try:
-            os.write(self.fd, data)
+            while view and self.fd is not None:
+                view = view[os.write(self.fd, view):]  # a partial write (a socket, a full pipe): the rest follows
         except OSError:
             pass  # a full disk or a closed pipe must not fail requests
 

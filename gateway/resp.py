@@ -9,7 +9,8 @@ in order, so replies are matched to callers first in, first out (a caller that g
 queue; its reply is read and dropped). The commands of one loop step leave in one write. Replies are parsed by
 hiredis, the parser redis-py itself uses. A call that times out closes the connection, so that no more calls queue
 behind a hung Redis; every call waiting on a lost connection fails at once; the next call connects again.
-Supports redis:// and rediss:// URLs with user, password and database, and unix://.
+Supports redis:// and rediss:// URLs with user, password, database and redis-py's TLS options, and unix://;
+refuses options it would otherwise ignore (`parse_url`, checked when the settings are loaded).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -101,27 +103,83 @@ class _Protocol(asyncio.Protocol):
             self.transport.close()
 
 
+# redis-py options that tune its own connection pool: accepted in a shared redis_url and not needed here (the
+# limiter's timeout is limits.redis_timeout_s). Any other option is refused rather than silently ignored.
+_IGNORED_OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout", "socket_keepalive", "health_check_interval",
+                              "retry_on_timeout", "max_connections", "client_name"})
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str = "localhost"
+    port: int = 6379
+    unix_path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
+    check_hostname: bool = True
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ca_certs)
+        context.check_hostname = self.check_hostname and self.cert_reqs != ssl.CERT_NONE
+        context.verify_mode = self.cert_reqs
+        if self.certfile:
+            context.load_cert_chain(self.certfile, self.keyfile)
+        return context
+
+
+def parse_url(url: str) -> RedisAddress:
+    """redis://[[user]:password@]host[:port][/db][?options], rediss:// (TLS), unix:///path[?db=N]; the options
+    redis-py understands for these (db, username, password, ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile,
+    ssl_check_hostname). ValueError names what is wrong (never the password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, not {parts.scheme or '?'}://")
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    unknown = sorted(set(options) - _IGNORED_OPTIONS - {"db", "username", "password", "ssl_cert_reqs", "ssl_ca_certs",
+                                                         "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"})
+    if unknown:
+        raise ValueError(f"redis_url option(s) {', '.join(unknown)} are not supported by the rate limiter's Redis "
+                         "connection (gateway/resp.py)")
+    try:
+        db = int(options.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "") or 0)
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError("redis_url: the port and the database must be numbers") from None
+    cert_reqs = options.get("ssl_cert_reqs", "required").lower()
+    if cert_reqs not in _CERT_REQS:
+        raise ValueError("redis_url: ssl_cert_reqs must be none, optional or required")
+    username = options.get("username") or (unquote(parts.username) if parts.username else None)
+    password = options.get("password") or (unquote(parts.password) if parts.password else None)
+    return RedisAddress(host=parts.hostname or "localhost", port=port,
+                        unix_path=parts.path if parts.scheme == "unix" else None, db=db, username=username,
+                        password=password, tls=parts.scheme == "rediss", cert_reqs=_CERT_REQS[cert_reqs],
+                        check_hostname=options.get("ssl_check_hostname", "true").lower() not in ("false", "0", "no"),
+                        ca_certs=options.get("ssl_ca_certs"), certfile=options.get("ssl_certfile"),
+                        keyfile=options.get("ssl_keyfile"))
+
+
 class RespConnection:
     """`await conn.call("EVALSHA", sha, ...)`: one command, its reply (str/int/list/None), within `timeout_s`."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, not {parts.scheme}://")
-        query = parse_qs(parts.query)
-        self.unix_path = parts.path if parts.scheme == "unix" else None
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or 6379
-        self.tls = parts.scheme == "rediss"
-        db = (query.get("db") or [""])[0] or (parts.path.strip("/") if parts.scheme != "unix" else "")
-        self.db = int(db or 0)
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
+        self.address = parse_url(url)
         self.timeout_s = timeout_s
         self.protocol: _Protocol | None = None
         self.connecting: asyncio.Task[_Protocol] | None = None
+        self.closed = False
 
     async def call(self, *args: Any) -> Any:
+        if self.closed:
+            raise RedisUnavailable("the connection was closed")
         protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -148,24 +206,30 @@ class RespConnection:
         if self.connecting is task:
             self.connecting = None
         if not task.cancelled() and task.exception() is None:
-            self.protocol = task.result()
+            if self.closed:  # closed while connecting: this connection is not wanted any more
+                task.result().close(RedisUnavailable("the connection was closed"))
+            else:
+                self.protocol = task.result()
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         async with asyncio.timeout(self.timeout_s):
             return await self._open(loop)
 
     async def _open(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
-        if self.unix_path is not None:
-            _, protocol = await loop.create_unix_connection(lambda: _Protocol(loop), self.unix_path)
+        address = self.address
+        if address.unix_path is not None:
+            _, protocol = await loop.create_unix_connection(lambda: _Protocol(loop), address.unix_path)
         else:
-            context = ssl.create_default_context() if self.tls else None
-            _, protocol = await loop.create_connection(lambda: _Protocol(loop), self.host, self.port, ssl=context,
-                                                       server_hostname=self.host if self.tls else None)
-        setup = []
-        if self.password is not None:
-            setup.append(("AUTH", self.username, self.password) if self.username else ("AUTH", self.password))
-        if self.db:
-            setup.append(("SELECT", self.db))
+            context = address.ssl_context()
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(loop), address.host, address.port, ssl=context,
+                server_hostname=address.host if context is not None else None)
+        setup: list[tuple[Any, ...]] = []
+        if address.password is not None:
+            setup.append(("AUTH", address.username, address.password) if address.username
+                         else ("AUTH", address.password))
+        if address.db:
+            setup.append(("SELECT", address.db))
         try:
             for reply in await asyncio.gather(*(protocol.send(encode(cmd)) for cmd in setup)):
                 if reply not in (b"OK", "OK"):
@@ -176,6 +240,7 @@ class RespConnection:
         return protocol
 
     async def close(self) -> None:
+        self.closed = True  # a connection still being opened is closed when it completes (_connect_done)
         if self.protocol is not None:
             self.protocol.close(RedisUnavailable("closed"))
             self.protocol = None

@@ -296,6 +296,10 @@ class Settings(Strict):
             raise ValueError("idempotency.backend is redis: set redis_url")
         if self.limits.backend == "redis" and not self.redis_url:
             raise ValueError("limits.backend is redis: set redis_url")
+        if self.limits.backend == "redis" and self.redis_url:
+            from gateway.resp import parse_url
+
+            parse_url(self.redis_url)  # the limiter's own connection reads it too: refuse what it would ignore
         return self
 
     def contract_paths(self) -> list[Path]:

@@ -31,15 +31,18 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="asyncio",
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="uvloop",
                                 http="gateway.server:HttpProtocol", timeout_graceful_shutdown=2, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        try:
-            asyncio.run(self.server.serve(sockets=[self.sock]))
+        import uvloop
+
+        try:  # uvloop, as `gateway serve` runs it
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                runner.run(self.server.serve(sockets=[self.sock]))
         except BaseException as exc:  # surfaced by start()
             self.error = exc
 

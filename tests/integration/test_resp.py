@@ -5,6 +5,7 @@ next call connects again, and the limiter survives Redis forgetting its script."
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 import uuid
 
@@ -12,7 +13,8 @@ import pytest
 import redis
 
 from gateway.ratelimit import RedisLimiter, parse_rate
-from gateway.resp import RedisReplyError, RedisUnavailable, RespConnection
+from gateway.resp import RedisReplyError, RedisUnavailable, RespConnection, parse_url
+from gateway.settings import SettingsError, load_settings
 from tests.services import RedisProcess
 
 
@@ -31,7 +33,7 @@ async def test_a_caller_who_gives_up_does_not_shift_the_replies_of_the_others(re
     try:
         await conn.call("PING")  # connected
         calls = [asyncio.create_task(conn.call("ECHO", f"r{n}")) for n in range(3)]
-        await asyncio.sleep(0)  # the three commands are written
+        await asyncio.sleep(0)  # the three commands are queued (sent at the end of this step)
         calls[1].cancel()
         assert await calls[0] == b"r0" and await calls[2] == b"r2"
         assert await conn.call("ECHO", "after") == b"after"
@@ -109,6 +111,32 @@ async def test_the_limiter_decides_on_after_redis_forgets_its_script(redis_url):
         await limiter.close()
 
 
-def test_only_redis_urls_are_accepted():
+async def test_a_connection_closed_while_it_is_being_opened_is_not_left_open(redis_url):
+    conn = RespConnection(redis_url, timeout_s=2)
+    call = asyncio.create_task(conn.call("PING"))
+    await asyncio.sleep(0)  # the call is connecting
+    await conn.close()
+    with pytest.raises(RedisUnavailable):
+        await call
+    assert conn.protocol is None
+    with pytest.raises(RedisUnavailable, match="closed"):
+        await conn.call("PING")
+
+
+def test_urls_are_read_as_redis_py_reads_them_and_options_it_would_ignore_are_refused():
+    address = parse_url("rediss://app:p%40ss@redis.internal:6380/2?ssl_cert_reqs=none&socket_timeout=5")
+    assert (address.host, address.port, address.db, address.username, address.password, address.tls) == \
+        ("redis.internal", 6380, 2, "app", "p@ss", True)
+    assert address.ssl_context().verify_mode == ssl.CERT_NONE
+    assert "p@ss" not in repr(address)
+    assert parse_url("unix:///run/redis.sock?db=4").unix_path == "/run/redis.sock"
     with pytest.raises(ValueError, match="redis://"):
-        RespConnection("http://127.0.0.1:6379", timeout_s=1)
+        parse_url("http://127.0.0.1:6379")
+    with pytest.raises(ValueError, match="ssl_verify") as refused:
+        parse_url("redis://:secret-pw@h/0?ssl_verify=1")
+    assert "secret-pw" not in str(refused.value)
+
+
+def test_the_settings_refuse_a_redis_url_the_limiter_cannot_honour():
+    with pytest.raises(SettingsError, match="not supported"):
+        load_settings(None, {"limits": {"backend": "redis"}, "redis_url": "redis://h/0?ssl_verify=1"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import signal
 import threading
 
 import orjson
@@ -75,9 +76,13 @@ def test_lines_of_two_processes_sharing_a_pipe_never_interleave(tmp_path):
         pids.append(pid)
     os.close(write_end)
     data = b""
-    while chunk := os.read(read_end, 65536):
-        data += chunk
-    os.close(read_end)
+    signal.alarm(20)  # a child that never finishes fails the test instead of hanging the suite
+    try:
+        while chunk := os.read(read_end, 65536):
+            data += chunk
+    finally:
+        signal.alarm(0)
+        os.close(read_end)
     for pid in pids:
         os.waitpid(pid, 0)
     lines = [orjson.loads(line) for line in data.splitlines()]  # raises if two lines were cut into each other

@@ -20,6 +20,9 @@ class Recorder(asyncio.Transport):
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    def writelines(self, data) -> None:  # uvloop sends the pieces with one system call: one write here
+        self.writes.append(b"".join(data))
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -42,6 +45,17 @@ async def test_the_writes_of_one_loop_step_reach_the_socket_as_one_write_at_its_
     transport.write(b"next")
     await asyncio.sleep(0)
     assert real.writes[1:] == [b"next"]
+
+
+async def test_past_64_kib_the_writes_are_sent_at_once_so_flow_control_sees_them():
+    real = Recorder()
+    transport = CoalescingTransport(real, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    transport.write(b"x" * 70_000)  # a large streamed chunk: the real transport's buffer must see it now
+    assert real.writes == [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"x" * 70_000]
+    assert transport.get_write_buffer_size() == 0
+    await asyncio.sleep(0)
+    assert len(real.writes) == 1
 
 
 async def test_close_sends_what_was_written_before_it():
