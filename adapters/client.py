@@ -98,7 +98,8 @@ class VendorClient:
             from .h1 import H1Pool
 
             self._session = H1Pool(self.base_url, max_connections=self.settings.pool.max_connections,
-                                   keepalive_s=self.settings.pool.keepalive_expiry_s, connect_timeout_s=t.connect_s)
+                                   keepalive_s=self.settings.pool.keepalive_expiry_s, connect_timeout_s=t.connect_s,
+                                   max_response_bytes=self.settings.pool.max_response_bytes)
         elif self.transport == "aiohttp":
             import aiohttp
 
@@ -320,7 +321,7 @@ class VendorClient:
         import aiohttp
         import httpx
 
-        from .h1 import ConnectFailed, Disconnected
+        from .h1 import AnswerTooLarge, ConnectFailed, Disconnected
 
         vendor = {"vendor": self.vendor}
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError, httpx.TimeoutException)):
@@ -331,4 +332,7 @@ class VendorClient:
                             aiohttp.ClientOSError, httpx.RemoteProtocolError, httpx.ReadError, Disconnected)):
             return UpstreamProblem(f"{self.vendor} closed the connection without a complete answer",
                                    extensions=vendor)
+        if isinstance(exc, AnswerTooLarge):
+            return UpstreamProblem(f"{self.vendor}'s answer is larger than the gateway accepts "
+                                   f"(vendors.{self.vendor}.pool.max_response_bytes)", extensions=vendor)
         return UpstreamProblem(f"calling {self.vendor} failed: {type(exc).__name__}", extensions=vendor)

@@ -7,11 +7,12 @@ httptools (the parser uvicorn uses), hand back status, headers (lower-cased name
 
 It is the default transport (`transport: h1`); `transport: aiohttp` switches back for what it does not do.
 What it does: HTTP/1.1 over TCP or TLS, keep-alive with an idle expiry, at most `max_connections` per pool
-(callers wait for a free one), Content-Length and chunked answers, gzip/deflate answers decoded. What it does not:
+(callers wait for a free one), Content-Length and chunked answers, gzip/deflate answers decoded, answers larger than
+`max_response_bytes` (as sent or decompressed) refused while reading (`AnswerTooLarge`). What it does not:
 redirects (vendor calls never follow them), proxies, cookies, HTTP/2, HEAD requests, bodies delimited only by the
 vendor closing the connection (HTTP/1.0 style). Header names and values with CR or LF are refused (no smuggling).
 Errors: `ConnectFailed` (nothing was sent, safe to retry), `Disconnected` (the vendor closed the connection before
-a complete answer), `asyncio.TimeoutError`.
+a complete answer), `AnswerTooLarge`, `asyncio.TimeoutError`.
 A request on a reused connection that the vendor had closed meanwhile (no byte of answer) is sent again once on a
 new connection when the method is idempotent.
 """
@@ -41,6 +42,10 @@ class Disconnected(ConnectionError):
     def __init__(self, message: str, *, received: bool) -> None:
         super().__init__(message)
         self.received = received  # whether any byte of the answer arrived
+
+
+class AnswerTooLarge(Exception):
+    """The answer (or what it decompresses to) is larger than the pool's `max_response_bytes`."""
 
 
 class Headers(dict[str, str]):
@@ -73,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.counted_out = False
+        self.size = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,8 +103,23 @@ class _Connection(asyncio.Protocol):
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
+    def on_headers_complete(self) -> None:
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.pool.max_response_bytes:
+            self._too_large(f"{length} bytes")
+
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > self.pool.max_response_bytes:
+            self._too_large("more bytes")
+            return
         self.chunks.append(body)
+
+    def _too_large(self, what: str) -> None:
+        """Refused while reading: no more of it is buffered, and the connection (mid-answer) is closed."""
+        self._fail(AnswerTooLarge(f"the answer has {what} than the limit of {self.pool.max_response_bytes}"))
+        self.chunks = []
+        self.close()
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -106,11 +127,20 @@ class _Connection(asyncio.Protocol):
             # An interim answer (100 Continue, 103 Early Hints): the real one follows on this connection.
             self.headers = Headers()
             self.chunks = []
+            self.size = 0
+            return
+        if self.closed:  # refused while reading (too large): the caller has its error already
             return
         body = b"".join(self.chunks)
         encoding = self.headers.get("content-encoding")
         if encoding in ("gzip", "deflate") and body:
-            body = zlib.decompress(body, 47 if encoding == "gzip" else zlib.MAX_WBITS)
+            # Bounded: a small compressed answer may expand without limit (a decompression bomb).
+            limit = self.pool.max_response_bytes
+            inflater = zlib.decompressobj(47 if encoding == "gzip" else zlib.MAX_WBITS)
+            body = inflater.decompress(body, limit + 1)
+            if len(body) > limit or inflater.unconsumed_tail:
+                self._too_large("decompresses to more bytes")
+                return
         response = H1Response(status, self.headers, body)
         keep = self.parser.should_keep_alive()
         waiter, self.waiter = self.waiter, None
@@ -133,6 +163,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.headers = Headers()
         self.chunks = []
+        self.size = 0
         self.received = False
         self.parser = httptools.HttpResponseParser(self)
         self.waiter = asyncio.get_running_loop().create_future()
@@ -144,7 +175,8 @@ class H1Pool:
     """Connections to one origin (`base_url`), reused while idle for less than `keepalive_s`."""
 
     def __init__(self, base_url: str, *, max_connections: int = 100, keepalive_s: float = 30.0,
-                 connect_timeout_s: float = 2.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 connect_timeout_s: float = 2.0, ssl_context: ssl.SSLContext | None = None,
+                 max_response_bytes: int = 16 * 1024 * 1024) -> None:
         url = urlsplit(base_url)
         self.tls = url.scheme == "https"
         self.host = url.hostname or "localhost"
@@ -153,6 +185,7 @@ class H1Pool:
         self.host_header = (self.host if default_port else f"{self.host}:{self.port}").encode("idna")
         self.prefix = url.path.rstrip("/")
         self.max_connections = max_connections
+        self.max_response_bytes = max_response_bytes
         self.keepalive_s = keepalive_s
         self.connect_timeout_s = connect_timeout_s
         self.ssl_context = (ssl_context or ssl.create_default_context()) if self.tls else None

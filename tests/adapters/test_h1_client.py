@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from adapters.h1 import ConnectFailed, Disconnected, H1Pool
+from adapters.h1 import AnswerTooLarge, ConnectFailed, Disconnected, H1Pool
 
 
 class Upstream:
@@ -43,6 +43,17 @@ class Upstream:
                                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
                 elif self.mode == "gzip":
                     payload = gzip.compress(b'{"ok":true}')
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+                                 % len(payload) + payload)
+                elif self.mode == "big":  # 2 MB, announced
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % 2_000_000 + b"x" * 2_000_000)
+                elif self.mode == "big-chunked":  # 2 MB, not announced
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    for _ in range(20):
+                        writer.write(b"%x\r\n" % 100_000 + b"y" * 100_000 + b"\r\n")
+                    writer.write(b"0\r\n\r\n")
+                elif self.mode == "bomb":  # 64 KB on the wire, 64 MB once decompressed
+                    payload = gzip.compress(b"\0" * 64_000_000)
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
                                  % len(payload) + payload)
                 elif self.mode == "interim":  # 100 Continue, then the real answer
@@ -160,3 +171,18 @@ async def test_header_values_that_would_split_the_request_are_refused(upstream):
         await pool.request("GET", "/", {"x-note": "a\r\nGET /admin HTTP/1.1"})
     assert server.requests == []
     await pool.close()
+
+
+@pytest.mark.parametrize("mode", ["big", "big-chunked", "bomb"])
+async def test_an_answer_over_the_size_limit_is_refused_while_reading(upstream, mode):
+    """Announced, streamed or a gzip bomb: refused without buffering it all; the next request works."""
+    server, url = upstream
+    pool = H1Pool(url, max_response_bytes=1_000_000)
+    try:
+        server.mode = mode
+        with pytest.raises(AnswerTooLarge, match="limit of 1000000"):
+            await pool.request("GET", "/big", {})
+        server.mode = "ok"
+        assert (await pool.request("GET", "/small", {})).body == b"{}"
+    finally:
+        await pool.close()

@@ -16,8 +16,8 @@ import pytest
 from gateway import metrics
 from gateway.app import create_app
 from tests.conftest import ServerThread, bearer, demo_settings
+from tests.jobsupport import ORDER, sandbox_stats, wait_for
 from tests.jobsupport import fault as set_faults
-from tests.jobsupport import sandbox_stats, wait_for
 
 PAYMENT = {"order_id": "ord_7", "amount": 2500, "currency": "EUR", "capture_method": "automatic",
            "payment_method": "pm_card_visa"}
@@ -302,3 +302,18 @@ def test_a_trial_call_abandoned_by_its_caller_does_not_leave_the_breaker_stuck_h
     wait_for("the abandoned trial to give its slot back", lambda: breaker.trials == 0)
     assert client.get("/v2/orders/ord_1").status_code == 404  # the next caller is the new trial, and it closes
     assert breaker.state == "closed"
+
+
+def test_a_vendor_answer_over_the_size_limit_is_a_502_naming_the_setting(start, sandboxes):
+    """The h1 transport refuses an answer larger than vendors.<name>.pool.max_response_bytes while reading it."""
+    _, client = start()
+    for _ in range(3):  # three orders: WooCommerce's list of them is several KiB
+        assert client.post("/v2/orders", json=ORDER).status_code == 201
+    assert client.get("/v2/orders", params={"limit": 10}).status_code == 200
+    _, limited = start(**{"vendors.woocommerce.pool.max_response_bytes": 1024,
+                          "vendors.woocommerce.retries": {"max_attempts": 1}})
+    answer = limited.get("/v2/orders", params={"limit": 10})
+    assert answer.status_code == 502, answer.text
+    problem = answer.json()
+    assert problem["type"].endswith("/upstream-error")
+    assert "max_response_bytes" in problem["detail"]
