@@ -29,6 +29,7 @@ from gateway.settings import VendorSettings
 
 from .backpressure import VendorThrottle
 from .errors import retry_after_seconds
+from .h1 import AnswerTooLarge, ConnectFailed, Disconnected
 from .resilience import Backoff, RetryBudget, VendorBreaker
 
 if TYPE_CHECKING:
@@ -296,8 +297,17 @@ class VendorClient:
                                                       sock_read=min(t.read_s, timeout_s))
         async with self._session.request(method, url, params=params, data=content, headers=headers,
                                          allow_redirects=False, **kwargs) as r:
-            body = await r.read()
-            return VendorResponse(self.vendor, r.status, r.headers, body)
+            limit = self.settings.pool.max_response_bytes  # counted after decompression, as h1 does
+            if r.content_length is not None and r.content_length > limit:
+                raise AnswerTooLarge(f"the answer has {r.content_length} bytes, over the limit of {limit}")
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in r.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise AnswerTooLarge(f"the answer has more bytes than the limit of {limit}")
+                chunks.append(chunk)
+            return VendorResponse(self.vendor, r.status, r.headers, b"".join(chunks))
 
     async def _h1(self, method: str, path: str, params: Any, content: bytes | None, headers: dict[str, str],
                   timeout_s: float | None) -> VendorResponse:
@@ -320,8 +330,6 @@ class VendorClient:
         """Transport failures -> our errors. Most specific first; nothing else leaves this client."""
         import aiohttp
         import httpx
-
-        from .h1 import AnswerTooLarge, ConnectFailed, Disconnected
 
         vendor = {"vendor": self.vendor}
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError, httpx.TimeoutException)):

@@ -36,7 +36,7 @@ class TimeoutSettings(Strict):
 class PoolSettings(Strict):
     max_connections: int = Field(100, ge=1)
     keepalive_expiry_s: float = Field(30.0, gt=0)
-    # A vendor answer larger than this, as sent or decompressed, is refused while reading: 502 (h1 transport).
+    # A vendor answer larger than this, as sent or decompressed, is refused while reading: 502 (h1, aiohttp).
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 

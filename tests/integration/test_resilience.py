@@ -304,13 +304,14 @@ def test_a_trial_call_abandoned_by_its_caller_does_not_leave_the_breaker_stuck_h
     assert breaker.state == "closed"
 
 
-def test_a_vendor_answer_over_the_size_limit_is_a_502_naming_the_setting(start, sandboxes):
-    """The h1 transport refuses an answer larger than vendors.<name>.pool.max_response_bytes while reading it."""
+@pytest.mark.parametrize("transport", ["h1", "aiohttp"])
+def test_a_vendor_answer_over_the_size_limit_is_a_502_naming_the_setting(start, sandboxes, transport):
+    """An answer larger than vendors.<name>.pool.max_response_bytes is refused while it is read."""
     _, client = start()
     for _ in range(3):  # three orders: WooCommerce's list of them is several KiB
         assert client.post("/v2/orders", json=ORDER).status_code == 201
     assert client.get("/v2/orders", params={"limit": 10}).status_code == 200
-    _, limited = start(**{"vendors.woocommerce.pool.max_response_bytes": 1024,
+    _, limited = start(transport=transport, **{"vendors.woocommerce.pool.max_response_bytes": 1024,
                           "vendors.woocommerce.retries": {"max_attempts": 1}})
     answer = limited.get("/v2/orders", params={"limit": 10})
     assert answer.status_code == 502, answer.text
