@@ -103,12 +103,12 @@ class _Connection(asyncio.Protocol):
         text = value.decode("latin-1")
         self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
 
-    def on_headers_complete(self) -> None:
-        length = self.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.pool.max_response_bytes:
-            self._too_large(f"{length} bytes")
-
     def on_body(self, body: bytes) -> None:
+        if not self.size:  # the first bytes: an announced length over the limit is refused before reading on
+            length = dict.get(self.headers, "content-length")
+            if length is not None and length.isdigit() and int(length) > self.pool.max_response_bytes:
+                self._too_large(f"{length} bytes")
+                return
         self.size += len(body)
         if self.size > self.pool.max_response_bytes:
             self._too_large("more bytes")
