@@ -130,8 +130,12 @@ class VendorClient:
 
     async def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                       form: Any = None, content: bytes | None = None, headers: dict[str, str] | None = None,
-                      call: AdapterCall | None = None, request_id: str | None = None) -> VendorResponse:
+                      call: AdapterCall | None = None, request_id: str | None = None,
+                      read_only: bool = False) -> VendorResponse:
         """Send one logical request to `base_url + path`, through the breaker, with retries where safe.
+
+        `read_only`: the vendor documents this request as changing nothing although its method is not idempotent
+        (a search sent as POST): it is retried like a GET.
 
         Returns the vendor's answer whatever its status (the adapter maps failures); raises our errors for
         transport failures, an open breaker, or a spent deadline.
@@ -155,7 +159,7 @@ class VendorClient:
             content = urlencode(form, doseq=True).encode()
             hdrs["content-type"] = "application/x-www-form-urlencoded"
         # Safe to send twice: the method says so, or the vendor deduplicates by our idempotency key.
-        repeatable = method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in hdrs)
+        repeatable = read_only or method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in hdrs)
         deadline = call.deadline if call is not None else None
         async with self.throttle.slot():  # our side of the vendor's limits: refused here, the vendor never knows
             trial = self.breaker.admit()

@@ -58,8 +58,9 @@ class HubSpotAdapter(Adapter):
     async def _send(self, call: AdapterCall, method: str, path: str, *, json: Any = None,
                     params: Any = None) -> VendorResponse:
         headers = {"authorization": "Bearer " + self.settings.secret("access_token"), "accept": "application/json"}
+        # The search endpoint is a POST that changes nothing: safe to retry like a GET.
         return await self.client.request(method, path, json=json, params=params, headers=headers, call=call,
-                                         request_id=call.request_id)
+                                         request_id=call.request_id, read_only=path == SEARCH)
 
     async def _hubspot(self, call: AdapterCall, method: str, path: str, *, json: Any = None,
                        params: Any = None) -> tuple[dict[str, Any], str | None]:

@@ -62,10 +62,11 @@ async def control(hubspot_url: str) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def adapter_for(url: str, token: str = ACCESS_TOKEN, read_s: float = 5.0) -> AsyncIterator[HubSpotAdapter]:
+async def adapter_for(url: str, token: str = ACCESS_TOKEN, read_s: float = 5.0,
+                      attempts: int = 1) -> AsyncIterator[HubSpotAdapter]:
     settings = VendorSettings(adapter="hubspot", base_url=url, credentials={"access_token": token},
                               timeouts={"connect_s": 1, "read_s": read_s, "total_s": read_s + 2},
-                              retries={"max_attempts": 1})
+                              retries={"max_attempts": attempts, "backoff_base_s": 0.01, "backoff_cap_s": 0.01})
     adapter = HubSpotAdapter("hubspot", settings, VendorClient("hubspot", settings))
     await adapter.startup()
     try:
@@ -309,6 +310,24 @@ async def test_an_injected_429_with_retry_after_is_vendor_unavailable_carrying_i
     with pytest.raises(VendorUnavailable) as throttled:
         await hubspot.get_customer(call("getCustomer", {"customer_id": "cus_1"}))
     assert throttled.value.retry_after_s == 7 and throttled.value.headers["retry-after"] == "7"
+
+
+async def test_a_failed_search_is_retried_like_a_read_but_a_failed_create_is_not(hubspot_url, control):
+    """HubSpot's search is a POST that changes nothing: a 503 on it is retried. Its create is not: never sent twice."""
+    await create_contact(control, email="found@example.com", company="Retry Co")
+    (await control.put("/_sandbox/faults", json=[{"method": "POST", "path": SEARCH, "status": 503, "times": 1}]))\
+        .raise_for_status()
+    async with adapter_for(hubspot_url, attempts=3) as adapter:
+        page = await adapter.search_customers(call("searchCustomers", {"q": "retry", "limit": 5}))
+        assert [c["email"] for c in page.body["data"]] == ["found@example.com"]
+        assert len(await journal(control, "POST", SEARCH)) == 2
+        faults = [{"method": "POST", "path": SEARCH, "times": 1},  # a rule without effect: lets the search through
+                  {"method": "POST", "path": CONTACTS, "status": 503, "times": 1}]
+        (await control.put("/_sandbox/faults", json=faults)).raise_for_status()
+        creates = len(await journal(control, "POST", CONTACTS))  # the contact made above
+        with pytest.raises(UpstreamProblem):
+            await adapter.upsert_customer(call("upsertCustomer", body={"email": "new@example.com"}))
+        assert len(await journal(control, "POST", CONTACTS)) == creates + 1
 
 
 async def test_a_hubspot_5xx_is_an_upstream_problem(hubspot, control):
