@@ -73,6 +73,14 @@ class VendorResponse:
         return None
 
 
+def attempt_outcome(entry: dict[str, Any]) -> str:
+    """A bounded word for how one recorded attempt ended: ok, 4xx, 5xx, timeout, unavailable or error."""
+    status = entry.get("status")
+    if status is None:
+        return {"VendorTimeout": "timeout", "VendorUnavailable": "unavailable"}.get(entry.get("error", ""), "error")
+    return "ok" if status < 400 else ("4xx" if status < 500 else "5xx")
+
+
 class VendorClient:
     """Pooled HTTP client for one vendor. `request()` returns any HTTP answer; only transport failures raise."""
 
@@ -254,15 +262,12 @@ class VendorClient:
         entry: dict[str, Any] = {"vendor": self.vendor, "attempt": attempt, "method": method,
                                  "path": path.split("?", 1)[0], "ms": round(seconds * 1000, 2)}
         if response is not None:
-            status = response.status
-            entry["status"] = status
-            outcome = "ok" if status < 400 else ("4xx" if status < 500 else "5xx")
+            entry["status"] = response.status
             if vendor_id := response.vendor_request_id():
                 entry["vendor_request_id"] = vendor_id
         else:
-            name = type(error).__name__
-            entry["error"] = name
-            outcome = {"VendorTimeout": "timeout", "VendorUnavailable": "unavailable"}.get(name, "error")
+            entry["error"] = type(error).__name__
+        outcome = attempt_outcome(entry)
         operation = call.operation_id if call is not None else "-"
         child = self._attempt_metrics.get((operation, outcome))
         if child is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from adapters.client import attempt_outcome
 from gateway import metrics
 from gateway.ratelimit import Decision
 from gateway.tracing import trace_id_of
@@ -101,16 +102,3 @@ class Observer:
                 "request_id": request_id, "trace_id": trace_id_of(traceparent), "method": method, "route": None,
                 "status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                 "stage": "routing"})
-
-
-def attempt_outcome(entry: dict[str, Any]) -> str:
-    """A bounded word for how one vendor attempt ended."""
-    status = entry.get("status")
-    if status is None:
-        error = entry.get("error", "")
-        if error == "VendorTimeout":
-            return "timeout"
-        if error == "VendorUnavailable":
-            return "unavailable"
-        return "error"
-    return "ok" if status < 400 else ("4xx" if status < 500 else "5xx")
