@@ -29,7 +29,7 @@ from gateway.settings import VendorSettings
 
 from .backpressure import VendorThrottle
 from .errors import retry_after_seconds
-from .h1 import AnswerTooLarge, ConnectFailed, Disconnected
+from .h1 import IDEMPOTENT_METHODS, AnswerTooLarge, ConnectFailed, Disconnected
 from .resilience import Backoff, RetryBudget, VendorBreaker
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from .base import AdapterCall
 
 log = logging.getLogger("gateway.vendors")
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 VENDOR_REQUEST_ID_HEADERS = ("request-id", "x-request-id", "x-hubspot-correlation-id", "x-correlation-id")
 
 
@@ -283,13 +282,12 @@ class VendorClient:
 
     async def _send(self, method: str, path: str, params: Any, content: bytes | None, headers: dict[str, str],
                     timeout_s: float | None) -> VendorResponse:
-        url = path if self.transport == "h1" else self.base_url + path
         try:
-            if self.transport == "h1":
+            if self.transport == "h1":  # the pool knows its origin: it takes the path
                 return await self._h1(method, path, params, content, headers, timeout_s)
             if self.transport == "aiohttp":
-                return await self._aiohttp(method, url, params, content, headers, timeout_s)
-            return await self._httpx(method, url, params, content, headers, timeout_s)
+                return await self._aiohttp(method, self.base_url + path, params, content, headers, timeout_s)
+            return await self._httpx(method, self.base_url + path, params, content, headers, timeout_s)
         except GatewayError:
             raise
         except Exception as exc:

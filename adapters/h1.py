@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # safe to send twice (RFC 9110)
 
 
 class ConnectFailed(ConnectionError):
@@ -72,12 +72,16 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[H1Response] | None = None
-        self.headers = Headers()
-        self.chunks: list[bytes] = []
         self.received = False
         self.closed = False
         self.idle_since = 0.0
         self.counted_out = False
+        self._new_answer()
+
+    def _new_answer(self) -> None:
+        """Forget the answer being read: a new request, or an interim answer before the real one."""
+        self.headers = Headers()
+        self.chunks: list[bytes] = []
         self.size = 0
 
     # asyncio.Protocol
@@ -125,9 +129,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             # An interim answer (100 Continue, 103 Early Hints): the real one follows on this connection.
-            self.headers = Headers()
-            self.chunks = []
-            self.size = 0
+            self._new_answer()
             return
         if self.closed:  # refused while reading (too large): the caller has its error already
             return
@@ -161,9 +163,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, data: bytes) -> H1Response:
         assert self.transport is not None
-        self.headers = Headers()
-        self.chunks = []
-        self.size = 0
+        self._new_answer()
         self.received = False
         self.parser = httptools.HttpResponseParser(self)
         self.waiter = asyncio.get_running_loop().create_future()
@@ -289,7 +289,7 @@ class H1Pool:
                 conn.close()
                 self._forget(conn)
                 # A kept-alive connection the vendor had closed meanwhile: the request did not get an answer.
-                if attempt == 1 and reused and not exc.received and method in IDEMPOTENT:
+                if attempt == 1 and reused and not exc.received and method in IDEMPOTENT_METHODS:
                     continue
                 raise
             except BaseException:
