@@ -6,7 +6,8 @@ command packing, response callbacks), a third of the gateway's whole per-request
 
 One connection per event loop, pipelined: every call writes its command and waits for its reply, and Redis answers
 in order, so replies are matched to callers first in, first out (a caller that gave up leaves its place in the
-queue; its reply is read and dropped). The commands of one loop step leave in one write. Replies are parsed by
+queue; its reply is read and dropped). The commands of one loop step leave in one write (the server's
+CoalescingTransport). Replies are parsed by
 hiredis, the parser redis-py itself uses. A call that times out closes the connection, so that no more calls queue
 behind a hung Redis; every call waiting on a lost connection fails at once; the next call connects again.
 Supports redis:// and rediss:// URLs with user, password, database and redis-py's TLS options, and unix://;
@@ -23,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+from gateway.server import CoalescingTransport
 
 
 class RedisUnavailable(Exception):
@@ -46,29 +49,20 @@ class _Protocol(asyncio.Protocol):
         self.loop = loop
         self.reader = hiredis.Reader()
         self.waiting: deque[asyncio.Future[Any]] = deque()
-        self.transport: asyncio.Transport | None = None
-        self.pending: list[bytes] | None = None
+        self.transport: CoalescingTransport | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # The commands of one loop step leave in one write, as the server's answers do (gateway/server.py).
+        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost or self.transport is None:
             raise RedisUnavailable("connection lost")
         future = self.loop.create_future()
         self.waiting.append(future)
-        if self.pending is None:
-            self.pending = [command]
-            self.loop.call_soon(self._flush)
-        else:
-            self.pending.append(command)
+        self.transport.write(command)
         return future
-
-    def _flush(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending and not self.lost and self.transport is not None:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -100,7 +94,7 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # commands not sent yet are dropped: their callers have just been failed
 
 
 # redis-py options that tune its own connection pool: accepted in a shared redis_url and not needed here (the
