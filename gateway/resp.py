@@ -7,9 +7,9 @@ command packing, response callbacks), a third of the gateway's whole per-request
 One connection per event loop, pipelined: every call writes its command and waits for its reply, and Redis answers
 in order, so replies are matched to callers first in, first out (a caller that gave up leaves its place in the
 queue; its reply is read and dropped). The commands of one loop step leave in one write (the server's
-CoalescingTransport). Replies are parsed by
-hiredis, the parser redis-py itself uses. A call that times out closes the connection, so that no more calls queue
-behind a hung Redis; every call waiting on a lost connection fails at once; the next call connects again.
+CoalescingTransport). Replies are parsed by hiredis, the parser redis-py itself uses. A call that times out closes
+the connection, so that no more calls queue behind a hung Redis; every call waiting on a lost connection fails at
+once; the next call connects again.
 Supports redis:// and rediss:// URLs with user, password, database and redis-py's TLS options, and unix://;
 refuses options it would otherwise ignore (`parse_url`, checked when the settings are loaded).
 """
