@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends
 
-from gateway.policies.ratelimit import RateLimitPolicy
+from gateway.policies.ratelimit import RateLimitPolicy, client_key, plan_of
 from gateway.problems import DependencyUnavailable
 from gateway.ratelimit import Bucket, LimiterUnavailable
 
@@ -25,7 +25,7 @@ def build_usage_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
 
     @router.get("/{client_id}")
     async def usage(client_id: str) -> dict[str, Any]:
-        plan = settings.clients.get(client_id, settings.default_plan)
+        plan = plan_of(settings, client_id)
         users: dict[Bucket, list[str]] = {}
         for op in runtime.operations:
             for policy in op.policies:
@@ -34,7 +34,7 @@ def build_usage_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
                         users.setdefault(bucket, []).append(op.key)
         buckets = tuple(users)
         try:
-            states = await runtime.limiter.peek(f"c:{client_id}", buckets) if buckets else ()
+            states = await runtime.limiter.peek(client_key(client_id), buckets) if buckets else ()
         except LimiterUnavailable as exc:
             raise DependencyUnavailable(f"the rate-limit store cannot be read: {exc}") from None
         return {"client_id": client_id, "plan": plan, "backend": settings.backend, "buckets": [

@@ -25,7 +25,7 @@ from gateway.ratelimit import Bucket, Decision, LimiterUnavailable, parse_quota,
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
     from gateway.runtime import Runtime
-    from gateway.settings import BucketSpec
+    from gateway.settings import BucketSpec, LimitSettings
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -39,6 +39,16 @@ def declared_limits(op: Operation) -> dict[str, Any]:
     api = op.api_extension.get("limits") or {}
     own = (op.node.get("x-gateway") or {}).get("limits") or {}
     return {**api, **own}
+
+
+def client_key(client_id: str) -> str:
+    """The limiter key of an authenticated client (public operations are keyed by the caller's IP instead)."""
+    return f"c:{client_id}"
+
+
+def plan_of(settings: LimitSettings, client_id: str) -> str | None:
+    """The client's plan (limits.clients), else the default plan."""
+    return settings.clients.get(client_id, settings.default_plan)
 
 
 class ClientAddress:
@@ -89,13 +99,11 @@ class RateLimitPolicy(BasePolicy):
         self.down_until = 0.0  # after a store error, skip it briefly rather than stall every request on it
 
     def _plan(self, ctx: RequestContext) -> str | None:
-        if ctx.client_id is None:
-            return None
-        return self.settings.clients.get(ctx.client_id, self.settings.default_plan)
+        return None if ctx.client_id is None else plan_of(self.settings, ctx.client_id)
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         plan = self._plan(ctx)
-        key = f"c:{ctx.client_id}" if ctx.client_id else f"ip:{self.address.of(ctx)}"
+        key = client_key(ctx.client_id) if ctx.client_id else f"ip:{self.address.of(ctx)}"
         buckets = self.plans[plan]
         ctx.notes["ratelimit_plan"] = plan
         if time.monotonic() < self.down_until:
