@@ -47,12 +47,7 @@ def request_id_of(scope: dict[str, Any]) -> str:
     decided = scope.get("gateway.request_id")
     if decided is not None:
         return decided
-    for k, v in scope["headers"]:
-        if k == b"x-request-id":
-            if _REQUEST_ID.fullmatch(v):
-                return v.decode("ascii")
-            break
-    return secrets.token_hex(16)
+    return correlation(scope["headers"])[0]
 
 
 def correlation(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str | None, bool]:
