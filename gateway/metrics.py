@@ -94,15 +94,20 @@ webhook_deliveries_total = Counter(
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+def _registry() -> CollectorRegistry:
+    """This process's registry, or a collector of every worker's samples in multiprocess mode."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def exposition() -> tuple[bytes, str]:
     """The text format of every metric: this process's, or every worker's merged in multiprocess mode."""
-    if MULTIPROCESS:
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
 def status_class(status: int) -> str:
@@ -114,10 +119,4 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 def samples() -> list:
     """Every sample (name, labels, value) now: this process's, or every worker's in multiprocess mode."""
-    registry = REGISTRY
-    if MULTIPROCESS:
-        from prometheus_client import multiprocess
-
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    return [s for metric in registry.collect() for s in metric.samples]
+    return [s for metric in _registry().collect() for s in metric.samples]
