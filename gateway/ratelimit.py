@@ -83,30 +83,21 @@ def window_end(window: str, now: float) -> float:
     start, end = _WINDOWS.get(window, (0.0, 0.0))
     if start <= now < end:
         return end
-    end = _window_end(window, now)
-    _WINDOWS[window] = (_window_start(window, now), end)
+    _WINDOWS[window] = start, end = _window(window, now)
     return end
 
 
-def _window_start(window: str, now: float) -> float:
+def _window(window: str, now: float) -> tuple[float, float]:
+    """(start, end) in epoch seconds of the UTC calendar hour, day or month containing `now`."""
     t = datetime.fromtimestamp(now, UTC).replace(minute=0, second=0, microsecond=0)
-    if window != "hour":
-        t = t.replace(hour=0)
-    if window == "month":
-        t = t.replace(day=1)
-    return t.timestamp()
-
-
-def _window_end(window: str, now: float) -> float:
-    t = datetime.fromtimestamp(now, UTC)
     if window == "hour":
-        start = t.replace(minute=0, second=0, microsecond=0)
-        return start.timestamp() + 3600
+        return t.timestamp(), t.timestamp() + 3600
+    t = t.replace(hour=0)
     if window == "day":
-        start = t.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.timestamp() + 86_400
+        return t.timestamp(), t.timestamp() + 86_400
+    t = t.replace(day=1)
     year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
-    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+    return t.timestamp(), datetime(year, month, 1, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)
