@@ -170,17 +170,15 @@ class EventLog:
                 if self.batch is not None:  # a batch is pending: join it (lines keep their order)
                     self.batch.append(data)
                     return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # another thread, or no loop running: written now
+                try:
+                    loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+                    self.batch = [data]
+                except RuntimeError:  # another thread, or no loop running: written now
+                    loop = None
+            if loop is None:
                 self._write(data)
-                return
-            with self.lock:
-                if self.batch is not None:
-                    self.batch.append(data)
-                    return
-                self.batch = [data]
-            loop.call_soon(self.flush)
+            else:
+                loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the lines batched during this loop step: whole lines, at most PIPE_BUF bytes per write, so lines
