@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -24,11 +23,9 @@ class ServerThread:
     def __init__(self, app: Any, lifespan: str = "on") -> None:
         import uvicorn
 
-        # IPPROTO_TCP explicitly: asyncio only disables Nagle (TCP_NODELAY) on sockets whose proto says TCP, and
-        # without it every answer written in two parts waits ~40 ms for a delayed ACK.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        from adapters.sandbox import bind
+
+        self.sock = bind("127.0.0.1", 0)  # an ephemeral port, Nagle off as the sandboxes have it
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="uvloop",
