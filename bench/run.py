@@ -208,23 +208,21 @@ def main() -> None:
                     if system.kind != "direct":
                         check(base, token, body)
                     headers = {"Authorization": f"Bearer {token}"}
+                    requests: dict[str, dict[str, Any]] = {
+                        "GET": {"url": base + get_path, "headers": headers},
+                        "POST": {"url": base + post_path, "method": "POST", "body": body,
+                                 "headers": {**headers, "Content-Type": "application/json"}}}
                     spy = profiler(args, system, pids.get("gateway"), n)
                     pid = pids.get("gateway") or pids.get("peer")
-                    rounds.setdefault((system.name, "GET"), []).append(
-                        wrk(system.name, base + get_path, seconds=args.seconds, connections=args.connections,
-                            headers=headers, pid=pid))
-                    rounds.setdefault((system.name, "POST"), []).append(
-                        wrk(system.name, base + post_path, seconds=args.seconds, connections=args.connections,
-                            method="POST", body=body, headers={**headers, "Content-Type": "application/json"},
-                            pid=pid))
+                    for method, request in requests.items():
+                        rounds.setdefault((system.name, method), []).append(
+                            wrk(system.name, seconds=args.seconds, connections=args.connections, pid=pid, **request))
                     if spy is not None:
                         spy.wait()
                     if n == 0 and args.single:
-                        for method, path, extra in (("GET", get_path, {}), ("POST", post_path, {
-                                "body": body, "headers": {**headers, "Content-Type": "application/json"}})):
-                            single[(system.name, method)] = wrk(
-                                system.name, base + path, seconds=args.single, connections=1, method=method,
-                                **({"headers": headers} | extra))  # type: ignore[arg-type]
+                        for method, request in requests.items():
+                            single[(system.name, method)] = wrk(system.name, seconds=args.single, connections=1,
+                                                                **request)
                     if system.kind == "gateway":
                         rss[system.name] = max(rss.get(system.name, 0), rss_mb(pids["gateway"]))
                 pids.clear()
