@@ -15,7 +15,7 @@ $(INSTALLED): requirements-dev.lock pyproject.toml
 	  || $(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-## Serve the demo: sandbox vendors on 8101-8103 and the gateway on http://127.0.0.1:8080
+## Serve the demo: sandbox vendors (python -m sandboxes) on 8101-8103 and the gateway on http://127.0.0.1:8080
 run: $(INSTALLED)
 	$(BIN)/gateway demo
 
@@ -24,7 +24,7 @@ test: $(INSTALLED)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check gateway adapters tests bench
+	$(BIN)/ruff check gateway adapters sandboxes tests bench
 	$(BIN)/hadolint Dockerfile
 
 ## Only the contract fuzzing, deeper: `make fuzz-deep FUZZ_EXAMPLES=500`

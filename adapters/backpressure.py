@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from gateway import metrics
+from gateway.observability import metrics
 from gateway.problems import VendorUnavailable
-from gateway.ratelimit import LimiterUnavailable, parse_rate
+from gateway.stores.limiter import LimiterUnavailable, parse_rate
 
 if TYPE_CHECKING:
-    from gateway.ratelimit import Limiter
     from gateway.settings import VendorLimitSettings
+    from gateway.stores.limiter import Limiter
 
     from .client import VendorResponse
 

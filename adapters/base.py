@@ -40,7 +40,7 @@ class AdapterCall:
     media_type: str | None = None
     deadline: float | None = None  # time.monotonic() by which every vendor attempt must be done
     attempts: list[dict[str, Any]] = field(default_factory=list)  # one entry per vendor attempt (client.py)
-    traceparent: str | None = None  # W3C trace context sent to the vendor (gateway/tracing.py)
+    traceparent: str | None = None  # W3C trace context sent to the vendor (gateway/observability/tracing.py)
     tracestate: str | None = None
     span: Any = None  # the request's span when tracing is on: vendor attempts become its children
 

@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway import metrics
+from gateway.observability import metrics
 from gateway.problems import GatewayError, UpstreamContractViolation, UpstreamProblem, VendorTimeout, VendorUnavailable
 from gateway.settings import VendorSettings
 
 from .backpressure import VendorThrottle
 from .errors import retry_after_seconds
-from .h1 import IDEMPOTENT_METHODS, AnswerTooLarge, ConnectFailed, Disconnected
 from .resilience import Backoff, RetryBudget, VendorBreaker
+from .transport.h1 import IDEMPOTENT_METHODS, AnswerTooLarge, ConnectFailed, Disconnected
 
 if TYPE_CHECKING:
-    from gateway.ratelimit import Limiter
+    from gateway.stores.limiter import Limiter
 
     from .base import AdapterCall
 
@@ -95,7 +95,7 @@ class VendorClient:
         self.budget = RetryBudget(r.budget_ratio, r.budget_min_per_s)
         self.backoff = Backoff(r.backoff_base_s, r.backoff_cap_s)
         self.throttle = VendorThrottle(vendor, settings.limits, limiter)
-        # Set by the runtime: where attempt lines go (gateway/logs.py), and the tracer when tracing is on.
+        # Set by the runtime: where attempt lines go (gateway/observability/logs.py), and the tracer when tracing is on.
         self.events: Any = None
         self.tracing: Any = None
         self._attempt_metrics: dict[tuple[str, str], Any] = {}
@@ -103,7 +103,7 @@ class VendorClient:
     async def start(self) -> None:
         t = self.settings.timeouts
         if self.transport == "h1":
-            from .h1 import H1Pool
+            from .transport.h1 import H1Pool
 
             self._session = H1Pool(self.base_url, max_connections=self.settings.pool.max_connections,
                                    keepalive_s=self.settings.pool.keepalive_expiry_s, connect_timeout_s=t.connect_s,

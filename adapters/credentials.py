@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Any
 
-from gateway import metrics
+from gateway.observability import metrics
 from gateway.problems import VendorCredentialsRejected
 from gateway.settings import VendorSettings
 

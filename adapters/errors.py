@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC
 
-from gateway import metrics
+from gateway.observability import metrics
 from gateway.problems import (
     GatewayError,
     ResourceConflict,

@@ -14,7 +14,7 @@ BUILTIN = {
     "stripe": "adapters.stripe.adapter:StripeAdapter",
     "hubspot": "adapters.hubspot.adapter:HubSpotAdapter",
     "woocommerce": "adapters.woocommerce.adapter:WooCommerceAdapter",
-    "gateway": "adapters.gateway_ops:GatewayOperationsAdapter",
+    "gateway": "gateway.jobs.status:GatewayOperationsAdapter",
 }
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pybreaker
 
-from gateway import metrics
+from gateway.observability import metrics
 from gateway.problems import VendorUnavailable
 
 log = logging.getLogger("gateway.resilience")

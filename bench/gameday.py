@@ -27,8 +27,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.sandbox import SandboxThread  # noqa: E402
 from bench.lib import GATEWAY_CPU, ROOT, VENV_BIN, pinned, process  # noqa: E402
+from sandboxes.base import SandboxThread  # noqa: E402
 
 PORT = 9300
 PHASES = [

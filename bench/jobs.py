@@ -71,8 +71,8 @@ def fresh_pg_database(dsn: str) -> str:
 def latency_202_vs_sync(calls: int, pg_dsn: str) -> None:
     import httpx
 
-    from adapters.sandbox import SandboxThread
     from gateway.app import create_app
+    from sandboxes.base import SandboxThread
     from tests.conftest import ServerThread, bearer, demo_settings
     from tests.jobsupport import ORDER
 

@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 
-from gateway.ratelimit import MemoryLimiter, RedisLimiter, parse_quota, parse_rate
+from gateway.stores.limiter import MemoryLimiter, RedisLimiter, parse_quota, parse_rate
 
 BUCKETS = (parse_rate("requests", "1000000/second", 1000000), parse_quota("daily", "1000000000/day"))
 

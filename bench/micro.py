@@ -28,9 +28,9 @@ from gateway.auth.service import AuthService
 from gateway.dispatch import render
 from gateway.pipeline import RequestContext
 from gateway.problems import ProblemRenderer, RequestInvalid, Unauthorized, Violation
-from gateway.ratelimit import MemoryLimiter, RedisLimiter, parse_quota, parse_rate
 from gateway.runtime import Runtime, check
 from gateway.settings import load_settings
+from gateway.stores.limiter import MemoryLimiter, RedisLimiter, parse_quota, parse_rate
 
 BODY = (BENCH / "order.json").read_bytes()
 BUCKETS = (parse_rate("requests", "1000000/second"), parse_quota("daily", "1000000000/day"))
@@ -133,10 +133,10 @@ def limiters(redis_url: str | None) -> list[tuple[str, float]]:
         redis = RedisLimiter(redis_url, timeout_s=1)
         key = "bench-" + uuid.uuid4().hex
         out.append(("rate limit, Redis (same, one Lua round trip)", us(lambda: redis.hit(key, BUCKETS), 2_000)))
-        out.append(("rate limit, Redis: CPU per decision, 32 in flight (gateway/resp.py)",
+        out.append(("rate limit, Redis: CPU per decision, 32 in flight (gateway/stores/redis_pipe.py)",
                     cpu_in_flight(lambda: redis.hit(key, BUCKETS))))
         LOOP.run_until_complete(redis.close())
-        out.append(("the same script through redis-py's asyncio client (what resp.py replaced)",
+        out.append(("the same script through redis-py's asyncio client (what redis_pipe.py replaced)",
                     cpu_in_flight(redis_py_hit(redis_url, key))))
     return out
 
@@ -156,10 +156,10 @@ def cpu_in_flight(call: Callable[[], Any], n: int = 20_000, concurrency: int = 3
 
 
 def redis_py_hit(redis_url: str, key: str) -> Callable[[], Any]:
-    """The limiter's script called as the limiter did before gateway/resp.py: redis-py's Script object."""
+    """The limiter's script called as the limiter did before gateway/stores/redis_pipe.py: redis-py's Script object."""
     import redis.asyncio
 
-    from gateway.ratelimit import _LUA
+    from gateway.stores.limiter import _LUA
 
     limiter = RedisLimiter(redis_url, timeout_s=1)
     script = redis.asyncio.Redis.from_url(redis_url, socket_timeout=1).register_script(_LUA)

@@ -23,15 +23,15 @@ from lib import best_us
 
 from adapters.base import AdapterCall
 from adapters.client import VendorClient, VendorResponse
-from gateway.edge import correlation
-from gateway.http import Response
-from gateway.logs import EventLog
-from gateway.observe import Observer
+from gateway.http.edge import correlation
+from gateway.http.response import Response
+from gateway.observability.access import Observer
+from gateway.observability.logs import EventLog
+from gateway.observability.tracing import Tracing
 from gateway.pipeline import RequestContext
-from gateway.ratelimit import Decision
 from gateway.runtime import Runtime, check
 from gateway.settings import LoggingSettings, TracingSettings, load_settings
-from gateway.tracing import Tracing
+from gateway.stores.limiter import Decision
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADERS = [(b"host", b"gateway.example"), (b"user-agent", b"partner-sdk/1.2"), (b"accept", b"application/json"),

@@ -6,7 +6,7 @@ import gc
 import os
 from pathlib import Path
 
-from gateway.edge import Edge
+from gateway.http.edge import Edge
 from gateway.runtime import Runtime
 from gateway.settings import Settings, load_settings
 from gateway.shell import build_shell

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import orjson
 
 from adapters.base import AdapterCall, AdapterResult
-from gateway import metrics
-from gateway.http import Response
-from gateway.logs import SENSITIVE
+from gateway.http.response import Response
+from gateway.observability import metrics
+from gateway.observability.logs import SENSITIVE
 from gateway.pipeline import RequestContext
 from gateway.problems import UpstreamContractViolation, Violation
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from gateway.http import Receive, Response
+from gateway.http.response import Receive, Response
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
@@ -57,7 +57,7 @@ class RequestContext:
         self.vendor_request_id: str | None = None
         self.attempts = 0
         self.idempotency: Any = None  # set by the idempotency policy when this request owns its key
-        self.traceparent = ""  # W3C trace context forwarded to every vendor call (gateway/tracing.py)
+        self.traceparent = ""  # W3C trace context forwarded to every vendor call (gateway/observability/tracing.py)
         self.tracestate: str | None = None
         self.trace_from_caller = False
         self.span: Any = None  # the request's span, only when tracing is configured

@@ -11,22 +11,22 @@ from typing import Any
 
 from adapters.base import Adapter
 from adapters.client import VendorClient
-from adapters.gateway_ops import GatewayOperationsAdapter
 from adapters.registry import adapter_class
 from gateway.auth.keys import SigningKeyProblem, load_signing_keys
 from gateway.auth.service import AuthService
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
-from gateway.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from gateway.http.router import Router
 from gateway.jobs.service import Jobs
-from gateway.logs import SENSITIVE, EventLog, install, sensitive_fields
+from gateway.jobs.status import GatewayOperationsAdapter
+from gateway.observability.logs import SENSITIVE, EventLog, install, sensitive_fields
+from gateway.observability.tracing import Tracing
 from gateway.pipeline import build_policies, completers
 from gateway.problems import ProblemRenderer
-from gateway.ratelimit import Limiter, MemoryLimiter, RedisLimiter
-from gateway.router import Router
 from gateway.settings import Settings, VendorSettings
-from gateway.tracing import Tracing
+from gateway.stores.idempotency import IdempotencyStore, MemoryStore, RedisStore
+from gateway.stores.limiter import Limiter, MemoryLimiter, RedisLimiter
 from gateway.versions import VersionIndex
 from gateway.webhooks.service import Webhooks
 

@@ -77,7 +77,7 @@ class BucketSpec(Strict):
 
     @model_validator(mode="after")
     def _one(self) -> BucketSpec:
-        from gateway.ratelimit import parse_quota, parse_rate
+        from gateway.stores.limiter import parse_quota, parse_rate
 
         if (self.rate is None) == (self.quota is None):
             raise ValueError("give exactly one of rate or quota")
@@ -142,7 +142,7 @@ class RequestSettings(Strict):
 
 
 class LimitSettings(Strict):
-    """Rate limits and quotas for callers (gateway/ratelimit.py; the buckets are declared in the contracts)."""
+    """Rate limits and quotas for callers (gateway/stores/limiter.py; the buckets are declared in the contracts)."""
 
     backend: Literal["memory", "redis"] = "memory"
     # When Redis cannot be reached: serve (log and count), or refuse with 503. Default: serve, since a limiter
@@ -226,7 +226,7 @@ class WebhookSettings(Strict):
 
 
 class LoggingSettings(Strict):
-    """Structured logs (gateway/logs.py): one line per event, JSON for machines or console for people."""
+    """Structured logs (gateway/observability/logs.py): one line per event, JSON for machines or console for people."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "console"] = "json"
@@ -299,7 +299,7 @@ class Settings(Strict):
         if self.limits.backend == "redis" and not self.redis_url:
             raise ValueError("limits.backend is redis: set redis_url")
         if self.limits.backend == "redis" and self.redis_url:
-            from gateway.resp import parse_url
+            from gateway.stores.redis_pipe import parse_url
 
             parse_url(self.redis_url)  # the limiter's own connection reads it too: refuse what it would ignore
         return self

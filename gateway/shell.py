@@ -1,6 +1,6 @@
 """The FastAPI shell: everything that is not a contract operation (docs, contracts, health, problem types).
 
-None of this is on the hot path; the edge (gateway/edge.py) only sends here what no contract declares.
+None of this is on the hot path; the edge (gateway/http/edge.py) only sends here what no contract declares.
 Its errors are problem+json like everything else.
 """
 
@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.admin import build_require_admin
+from gateway.admin.access import build_require_admin
+from gateway.admin.dlq import build_dlq_routes
+from gateway.admin.limits import build_usage_routes
+from gateway.admin.ops import build_ops_routes
 from gateway.auth.routes import build_auth_routes
 from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
 from gateway.docs.portal import build_portal
-from gateway.jobs.admin import build_dlq_routes
-from gateway.ops import build_ops_routes
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -34,14 +35,13 @@ from gateway.problems import (
     all_problem_classes,
 )
 from gateway.runtime import Runtime
-from gateway.usage import build_usage_routes
 from gateway.webhooks.routes import build_webhook_routes
 
 STATIC = Path(__file__).parent / "docs" / "static"
 
 
 def problem_response(runtime: Runtime, request: Request, err: GatewayError) -> Response:
-    from gateway.edge import request_id_of
+    from gateway.http.edge import request_id_of
 
     request_id = request_id_of(request.scope)
     headers = {**err.headers, "x-request-id": request_id}

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.contracts.compile import Operation
+from gateway.http.router import Router
 from gateway.problems import ClientProblem, NotFound
-from gateway.router import Router
 
 _VERSION_SEGMENT = re.compile(r"^/(v[0-9]{1,3})(/.*)$")
 

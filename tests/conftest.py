@@ -23,13 +23,14 @@ class ServerThread:
     def __init__(self, app: Any, lifespan: str = "on") -> None:
         import uvicorn
 
-        from adapters.sandbox import bind
+        from sandboxes.base import bind
 
         self.sock = bind("127.0.0.1", 0)  # an ephemeral port, Nagle off as the sandboxes have it
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="uvloop",
-                                http="gateway.server:HttpProtocol", timeout_graceful_shutdown=2, proxy_headers=False)
+                                http="gateway.http.server:HttpProtocol", timeout_graceful_shutdown=2,
+                                proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
@@ -61,7 +62,7 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def sandboxes() -> Iterator[Any]:
     """The three vendor sandboxes on ephemeral ports, shared by the whole run (tests reset what they use)."""
-    from adapters.sandbox import SandboxThread
+    from sandboxes.base import SandboxThread
 
     thread = SandboxThread().start()
     yield thread

@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
+from gateway.contracts.validators import SchemaValidator
+from gateway.http.media import is_json
+from gateway.http.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.mappings import load_mapping
-from gateway.media import is_json
-from gateway.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.settings import Settings
-from gateway.validators import SchemaValidator
 
 from .load import Contract, ContractProblem, pointer_join
 from .operations import RawOperation, base_path, iter_operations

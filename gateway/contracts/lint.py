@@ -50,7 +50,7 @@ def lint(contracts: list[Contract], settings: Settings) -> list[ContractProblem]
 
 
 def _sensitive_problems(file: str, node: Any, pointer: str) -> list[ContractProblem]:
-    """`x-sensitive` (the field is masked in every log line, see gateway/logs.py) must be true or false."""
+    """`x-sensitive` (the field is masked in every log line, see observability/logs.py) must be true or false."""
     out: list[ContractProblem] = []
     if isinstance(node, dict):
         for key, value in node.items():

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from adapters.base import AdapterCall
-from gateway import metrics
 from gateway.dispatch import execute, render
+from gateway.observability import metrics
 from gateway.problems import ClientProblem, GatewayError, VendorUnavailable
 
 from .model import Job, NewJob, Outcome, RetrySchedule, iso

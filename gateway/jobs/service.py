@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway import metrics
+from gateway.observability import metrics
 
 from .model import JobStore
 from .postgres import PostgresJobStore

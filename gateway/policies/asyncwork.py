@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway import metrics
 from gateway.contracts.load import pointer_parts
-from gateway.http import Response
+from gateway.http.response import Response
 from gateway.jobs.model import RetrySchedule, StoreDown
 from gateway.jobs.runner import operation_job
+from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import DependencyUnavailable
 

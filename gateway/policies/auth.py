@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth.tokens import InvalidToken, IssuerUnreachable, Principal
-from gateway.http import Response
+from gateway.http.response import Response
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import DependencyUnavailable, Forbidden, Unauthorized
 

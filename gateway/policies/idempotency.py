@@ -21,11 +21,11 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from gateway import metrics
-from gateway.http import Response
-from gateway.idempotency import Stored, StoreUnavailable
+from gateway.http.response import Response
+from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import DependencyUnavailable, IdempotencyConflict, IdempotencyKeyReused, RequestInvalid, Violation
+from gateway.stores.idempotency import Stored, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation

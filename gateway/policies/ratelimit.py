@@ -2,7 +2,7 @@
 
 Runs after auth (ctx.client_id is known) and before validation, so that a flood of bad requests is limited too.
 Callers are keyed by client id, or by IP on public operations (X-Forwarded-For believed only from
-`limits.trusted_proxies`). Every bucket the operation consumes is decided in one atomic step (gateway/ratelimit.py).
+`limits.trusted_proxies`). Every bucket the operation consumes is decided in one atomic step (stores/limiter.py).
 Every answer, admitted or refused, carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers);
 a refusal is 429 problem+json with `Retry-After`. If the limiter's store is down, `limits.fail_mode` decides: open
 (serve, log, count) or closed (503).
@@ -16,11 +16,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway import metrics
-from gateway.http import Response
+from gateway.http.response import Response
+from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import DependencyUnavailable, RateLimited
-from gateway.ratelimit import Bucket, Decision, LimiterUnavailable, parse_quota, parse_rate
+from gateway.stores.limiter import Bucket, Decision, LimiterUnavailable, parse_quota, parse_rate
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway import metrics
-from gateway.body import parse_form, parse_json, read_body
-from gateway.http import Response
-from gateway.media import acceptable, match_media, media_type
-from gateway.params import coerce
+from gateway.http.body import parse_form, parse_json, read_body
+from gateway.http.media import acceptable, match_media, media_type
+from gateway.http.params import coerce
+from gateway.http.response import Response
+from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import MalformedRequest, NotAcceptable, RequestInvalid, UnsupportedMediaType, Violation
 

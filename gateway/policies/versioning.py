@@ -19,8 +19,8 @@ from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
-from gateway import metrics
-from gateway.http import Response
+from gateway.http.response import Response
+from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
 from gateway.problems import Gone
 

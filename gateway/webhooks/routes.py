@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from gateway.edge import request_id_of
+from gateway.http.edge import request_id_of
 from gateway.jobs.model import StoreDown
 from gateway.problems import DependencyUnavailable, MalformedRequest, NotFound, PayloadTooLarge, Unauthorized
 

@@ -24,8 +24,8 @@ import orjson
 
 from adapters.base import AdapterCall
 from adapters.resilience import VendorBreaker
-from gateway import metrics
 from gateway.jobs.model import Job, NewJob, Outcome, RetrySchedule, iso
+from gateway.observability import metrics
 from gateway.problems import GatewayError, VendorUnavailable
 
 from .signatures import sign_standard

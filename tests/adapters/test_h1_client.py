@@ -1,4 +1,4 @@
-"""The lean HTTP/1.1 vendor client (adapters/h1.py) against a real socket server that misbehaves on purpose."""
+"""The lean HTTP/1.1 vendor client (transport/h1.py) against a real socket server that misbehaves on purpose."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import gzip
 
 import pytest
 
-from adapters.h1 import AnswerTooLarge, ConnectFailed, Disconnected, H1Pool
+from adapters.transport.h1 import AnswerTooLarge, ConnectFailed, Disconnected, H1Pool
 
 
 class Upstream:

@@ -16,7 +16,6 @@ import pytest
 from adapters.base import AdapterCall
 from adapters.client import VendorClient
 from adapters.hubspot.adapter import CONTACTS, SEARCH, HubSpotAdapter
-from adapters.hubspot.sandbox import ACCESS_TOKEN, create_sandbox
 from gateway.contracts.compile import compile_contracts
 from gateway.contracts.load import load_contracts
 from gateway.problems import (
@@ -30,6 +29,7 @@ from gateway.problems import (
     VendorUnavailable,
 )
 from gateway.settings import VendorSettings, load_settings
+from sandboxes.hubspot import ACCESS_TOKEN, create_sandbox
 from tests.conftest import ROOT, ServerThread
 
 BEARER = {"authorization": f"Bearer {ACCESS_TOKEN}"}

@@ -15,9 +15,7 @@ import pytest
 from adapters.base import AdapterCall
 from adapters.client import VendorClient
 from adapters.errors import sanitise
-from adapters.sandbox import _serve, bind
 from adapters.stripe.adapter import STRIPE_VERSION, StripeAdapter
-from adapters.stripe.sandbox import SECRET_KEY, create_sandbox
 from gateway.contracts.compile import compile_contracts
 from gateway.contracts.load import load_contracts
 from gateway.problems import (
@@ -31,6 +29,8 @@ from gateway.problems import (
     VendorUnavailable,
 )
 from gateway.settings import VendorSettings, load_settings
+from sandboxes.base import _serve, bind
+from sandboxes.stripe import SECRET_KEY, create_sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 MANUAL = {"order_id": "ord_42", "amount": 3998, "currency": "EUR", "capture_method": "manual",

@@ -8,7 +8,6 @@ import pytest
 from adapters.base import AdapterCall
 from adapters.client import VendorClient
 from adapters.woocommerce.adapter import WooCommerceAdapter
-from adapters.woocommerce.sandbox import CONSUMER_KEY, CONSUMER_SECRET, create_sandbox
 from gateway.contracts.compile import compile_contracts
 from gateway.contracts.load import load_contracts
 from gateway.problems import (
@@ -22,6 +21,7 @@ from gateway.problems import (
     VendorUnavailable,
 )
 from gateway.settings import VendorSettings, load_settings
+from sandboxes.woocommerce import CONSUMER_KEY, CONSUMER_SECRET, create_sandbox
 from tests.conftest import ROOT, ServerThread
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},

@@ -15,9 +15,9 @@ import time
 import httpx
 import pytest
 
-from gateway import metrics
 from gateway.app import create_app
 from gateway.auth.secrets import hash_api_key, hash_secret
+from gateway.observability import metrics
 from gateway.settings import load_settings
 from tests.conftest import DATA, ROOT, TEST_KEYS, ServerThread
 from tests.echo import echo_app

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.observability.tracing import Tracing
 from gateway.settings import TracingSettings
-from gateway.tracing import Tracing
 from tests.browser import ARTIFACTS, render
 from tests.conftest import ROOT, bearer
 
@@ -284,7 +284,7 @@ def test_operator_page_in_headless_chromium(start, sandboxes):
 
 NO_TRACING = """
 import sys, httpx
-from adapters.sandbox import SandboxThread
+from sandboxes.base import SandboxThread
 from gateway.app import create_app
 from tests.conftest import ServerThread, bearer, demo_settings
 sandboxes = SandboxThread().start()

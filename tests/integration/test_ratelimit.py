@@ -14,11 +14,11 @@ import httpx
 import pytest
 import yaml
 
-from gateway import metrics
 from gateway.app import create_app
 from gateway.auth.config import BuiltinIssuerSettings
 from gateway.auth.issuer import BuiltinIssuer
 from gateway.auth.keys import load_signing_keys
+from gateway.observability import metrics
 from gateway.settings import apply_overrides, load_settings
 from tests.conftest import DATA, ROOT, TEST_KEYS, ServerThread
 from tests.echo import echo_app

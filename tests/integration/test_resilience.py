@@ -13,8 +13,8 @@ import uuid
 import httpx
 import pytest
 
-from gateway import metrics
 from gateway.app import create_app
+from gateway.observability import metrics
 from tests.conftest import ServerThread, bearer, demo_settings
 from tests.jobsupport import ORDER, sandbox_stats, wait_for
 from tests.jobsupport import fault as set_faults

@@ -1,4 +1,4 @@
-"""The rate limiter's Redis connection (gateway/resp.py) against real Redis servers: pipelined replies reach their
+"""The rate limiter's Redis connection (stores/redis_pipe.py) against real Redis servers: pipelined replies reach their
 own callers, errors are Redis's own, passwords and databases work, a hung or restarted Redis fails fast and the
 next call connects again, and the limiter survives Redis forgetting its script."""
 
@@ -12,9 +12,9 @@ import uuid
 import pytest
 import redis
 
-from gateway.ratelimit import RedisLimiter, parse_rate
-from gateway.resp import RedisReplyError, RedisUnavailable, RespConnection, parse_url
 from gateway.settings import SettingsError, load_settings
+from gateway.stores.limiter import RedisLimiter, parse_rate
+from gateway.stores.redis_pipe import RedisReplyError, RedisUnavailable, RespConnection, parse_url
 from tests.services import RedisProcess
 
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from gateway import metrics
 from gateway.app import create_app
+from gateway.observability import metrics
 from gateway.settings import load_settings
 from tests.conftest import DATA, ServerThread
 from tests.echo import echo_app

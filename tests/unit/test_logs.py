@@ -1,4 +1,4 @@
-"""Log lines (gateway/logs.py): written whole and in order, batched per loop step, never lost at close."""
+"""Log lines (gateway/observability/logs.py): written whole and in order, batched per loop step, never lost at close."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import orjson
 
-from gateway.logs import EventLog
+from gateway.observability.logs import EventLog
 from gateway.settings import LoggingSettings
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.params import ParamSpec, coerce
+from gateway.http.params import ParamSpec, coerce
+from gateway.http.router import Router
 from gateway.problems import (
     GatewayError,
     MethodNotAllowed,
@@ -15,7 +16,6 @@ from gateway.problems import (
     Violation,
     all_problem_classes,
 )
-from gateway.router import Router
 from gateway.runtime import check
 from gateway.settings import load_settings
 from tests.conftest import DATA

@@ -1,11 +1,11 @@
-"""The server under the edge (gateway/server.py): an answer's writes leave together, nothing is lost or reordered."""
+"""The server under the edge (http/server.py): an answer's writes leave together, nothing is lost or reordered."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-from gateway.server import CoalescingTransport
+from gateway.http.server import CoalescingTransport
 from tests.conftest import ServerThread
 
 

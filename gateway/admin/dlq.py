@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from gateway import metrics
 from gateway.jobs.model import DeadLetterFilter, Job, iso
+from gateway.observability import metrics
 from gateway.problems import NotFound, RequestInvalid, ResourceConflict, Violation
 
 if TYPE_CHECKING:

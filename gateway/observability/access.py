@@ -1,6 +1,6 @@
 """The end of every contract request: its metrics, its access line, the end of its span.
 
-Called by the edge once the answer is known (gateway/edge.py). Per operation, status class and client the
+Called by the edge once the answer is known (gateway/http/edge.py). Per operation, status class and client the
 metric children are looked up once and kept, so a request costs two dictionary lookups, a counter increment, a
 histogram observation and, when access logging is on, one orjson line (see README "Observability" for the
 measured cost).
@@ -12,12 +12,12 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from adapters.client import attempt_outcome
-from gateway import metrics
-from gateway.ratelimit import Decision
-from gateway.tracing import trace_id_of
+from gateway.observability import metrics
+from gateway.observability.tracing import trace_id_of
+from gateway.stores.limiter import Decision
 
 if TYPE_CHECKING:
-    from gateway.http import Response
+    from gateway.http.response import Response
     from gateway.pipeline import RequestContext
     from gateway.runtime import Runtime
 

@@ -30,7 +30,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters.sandbox import json_response
+from sandboxes.base import json_response
 
 SECRET_KEY = "sk_test_sandbox0000000000000000"  # gateway.yaml's demo default; every other key is refused
 DEFAULT_VERSION = "2024-06-20"  # the simulated account's default API version

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-from gateway.server import CoalescingTransport
+from gateway.http.server import CoalescingTransport
 
 
 class RedisUnavailable(Exception):
@@ -53,7 +53,7 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # The commands of one loop step leave in one write, as the server's answers do (gateway/server.py).
+        # The commands of one loop step leave in one write, as the server's answers do (gateway/http/server.py).
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
@@ -142,7 +142,7 @@ def parse_url(url: str) -> RedisAddress:
                                                          "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"})
     if unknown:
         raise ValueError(f"redis_url option(s) {', '.join(unknown)} are not supported by the rate limiter's Redis "
-                         "connection (gateway/resp.py)")
+                         "connection (gateway/stores/redis_pipe.py)")
     try:
         db = int(options.get("db") or (parts.path.strip("/") if parts.scheme != "unix" else "") or 0)
         port = parts.port or 6379

@@ -1,6 +1,6 @@
 """What every vendor sandbox shares: fault injection, request journal, counters, and a server for all of them.
 
-Each sandbox (adapters/<vendor>/sandbox.py) is a Starlette app implementing the subset of its vendor's real API
+Each sandbox (sandboxes/<vendor>.py) is a Starlette app implementing the subset of its vendor's real API
 that the adapter calls, with the vendor's own auth check and error bodies. `Sandbox` wraps it with a control API
 under `/_sandbox/` (never part of the vendor's API):
 
@@ -306,9 +306,9 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 
 def build_sandboxes() -> dict[str, Sandbox]:
-    from adapters.hubspot.sandbox import create_sandbox as hubspot
-    from adapters.stripe.sandbox import create_sandbox as stripe
-    from adapters.woocommerce.sandbox import create_sandbox as woocommerce
+    from sandboxes.hubspot import create_sandbox as hubspot
+    from sandboxes.stripe import create_sandbox as stripe
+    from sandboxes.woocommerce import create_sandbox as woocommerce
 
     return {"stripe": stripe(), "hubspot": hubspot(), "woocommerce": woocommerce()}
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from gateway.contracts.validators import SchemaValidator
 from gateway.problems import MalformedRequest, Violation
-from gateway.validators import SchemaValidator
 
 LOCATIONS = ("path", "query", "header", "cookie")
 DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie": "form"}

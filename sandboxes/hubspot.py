@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.sandbox import Sandbox, json_response
+from sandboxes.base import Sandbox, json_response
 
 ACCESS_TOKEN = "pat-na1-sandbox-0000"
 CONTACTS = "/crm/v3/objects/contacts"

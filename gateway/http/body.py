@@ -12,7 +12,7 @@ import json
 from typing import Any
 from urllib.parse import parse_qsl
 
-from gateway.http import Receive
+from gateway.http.response import Receive
 from gateway.problems import MalformedRequest, PayloadTooLarge
 
 MAX_INT_DIGITS = 19  # int64 range; anything longer cannot reach a vendor unchanged

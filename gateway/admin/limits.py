@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends
 
 from gateway.policies.ratelimit import RateLimitPolicy, client_key, plan_of
 from gateway.problems import DependencyUnavailable
-from gateway.ratelimit import Bucket, LimiterUnavailable
+from gateway.stores.limiter import Bucket, LimiterUnavailable
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime

@@ -16,14 +16,14 @@ import secrets
 import time
 from typing import Any
 
-from gateway.body import ClientDisconnected
 from gateway.dispatch import dispatch
-from gateway.http import Receive, Response, Send, send_response
-from gateway.observe import Observer
+from gateway.http.body import ClientDisconnected
+from gateway.http.response import Receive, Response, Send, send_response
+from gateway.observability.access import Observer
+from gateway.observability.tracing import valid_traceparent
 from gateway.pipeline import RequestContext
 from gateway.problems import PROBLEM_JSON, GatewayError, InternalError, NotFound
 from gateway.runtime import Runtime
-from gateway.tracing import valid_traceparent
 
 log = logging.getLogger("gateway.edge")
 CLIENT_CLOSED = 499

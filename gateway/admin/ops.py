@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from gateway import metrics
+from gateway.observability import metrics
+from gateway.observability.story import tell
 from gateway.problems import NotFound
-from gateway.story import tell
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
-PAGE = Path(__file__).parent / "docs" / "static" / "ops.html"
+PAGE = Path(__file__).parents[1] / "docs" / "static" / "ops.html"
 REDIS_CHECK_EVERY_S = 1.0
 
 

@@ -5,7 +5,7 @@
     POST /v1/payment_intents/{intent}/capture
     POST /v1/refunds
 
-Stripe's wire protocol (keys, form parameters, errors, `Request-Id`, idempotency) is in sandbox_wire.py; this
+Stripe's wire protocol (keys, form parameters, errors, `Request-Id`, idempotency) is in stripe_wire.py; this
 module is the PaymentIntent and Refund behaviour behind it, with Stripe's object shapes, ids and refusals.
 
 Test payment methods are Stripe's own: pm_card_visa, pm_card_mastercard and pm_card_amex are approved;
@@ -26,9 +26,9 @@ from typing import Any
 
 from starlette.routing import Route
 
-from adapters.sandbox import Sandbox
+from sandboxes.base import Sandbox
 
-from .sandbox_wire import (
+from .stripe_wire import (
     SECRET_KEY,
     Saved,
     StripeError,

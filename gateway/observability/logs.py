@@ -2,7 +2,7 @@
 
 Three kinds of line, all carrying `request_id` when they belong to a request:
 
-    access          one per contract request (gateway/observe.py): route template, status, duration, client,
+    access          one per contract request (observability/access.py): route template, status, duration, client,
                     API/version/operation, vendor, attempts, breaker state, rate-limit decision, idempotency...
     vendor_attempt  one per vendor attempt (adapters/client.py): vendor, operation, method, path, status or
                     error, milliseconds, the vendor's own request id

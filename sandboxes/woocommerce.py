@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.sandbox import Sandbox, json_response
+from sandboxes.base import Sandbox, json_response
 
 CONSUMER_KEY = "ck_sandbox000000000000"
 CONSUMER_SECRET = "cs_sandbox000000000000"

@@ -1,0 +1,25 @@
+"""The `gateway` command. One module per group of subcommands, each with a `register(subparsers)`:
+
+    contracts.py   check, diff
+    serve.py       serve, demo, sandbox
+    jobs.py        worker, dlq
+    trace.py       trace
+    auth.py        hash-secret, api-key, token
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import auth, contracts, jobs, serve, trace
+
+GROUPS = (contracts, serve, jobs, trace, auth)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="contract-first API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
