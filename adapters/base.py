@@ -43,6 +43,10 @@ class AdapterCall:
     traceparent: str | None = None  # W3C trace context sent to the vendor (gateway/observability/tracing.py)
     tracestate: str | None = None
     span: Any = None  # the request's span when tracing is on: vendor attempts become its children
+    # An earlier attempt of this same call may have taken effect at the vendor, no earlier than this (epoch
+    # seconds): a retried, re-claimed or replayed job. A create at a vendor without idempotency keys looks for that
+    # effect (by the marker it stamps with `idempotency_key`) before making it again.
+    earlier_attempt_since: float | None = None
 
 
 @dataclass(slots=True)

@@ -95,7 +95,9 @@ class Runtime:
             RedisLimiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
             if settings.limits.backend == "redis" and settings.redis_url else MemoryLimiter())
         self.idempotency_store: IdempotencyStore = (
-            RedisStore(settings.redis_url) if settings.idempotency.backend == "redis" and settings.redis_url
+            RedisStore(settings.redis_url, timeout_s=settings.stores.timeout_s,
+                       probe_interval_s=settings.stores.probe_interval_s)
+            if settings.idempotency.backend == "redis" and settings.redis_url
             else MemoryStore())
         self.scopes = declared_scopes(contracts)
         self.router = Router(operations)

@@ -173,9 +173,23 @@ class IdempotencySettings(Strict):
 
     backend: Literal["memory", "redis"] = "memory"
     ttl_s: float = Field(86_400, gt=0)  # how long a first response is replayed
-    lock_ttl_s: float = Field(60, gt=0)  # an in-flight claim expires after this (a crashed gateway cannot block)
+    # An in-flight claim is renewed by the process that holds it (every third of this) and expires this long after
+    # that process stops renewing it (it died): a retry with the same key is then served, not refused with 409.
+    lock_ttl_s: float = Field(5, gt=0)
     # If the shared store is down: refuse keyed requests (503) rather than risk running them twice.
     on_store_error: Literal["fail_closed", "fail_open"] = "fail_closed"
+
+
+class StoreSettings(Strict):
+    """The stores the gateway depends on (job store, Redis for idempotency keys): how long anyone waits for them.
+
+    Every answer that needs a store comes within `timeout_s`: a store that does not answer in time, or is known to be
+    down, is a 503 dependency-unavailable with Retry-After. A store found down is not waited on again until a probe
+    (every `probe_interval_s`) reaches it; then it is used again at once, with fresh connections (docs/store-faults.md).
+    """
+
+    timeout_s: float = Field(1.0, gt=0, le=30)
+    probe_interval_s: float = Field(0.25, gt=0, le=10)
 
 
 class JobSettings(Strict):
@@ -285,6 +299,7 @@ class Settings(Strict):
     idempotency: IdempotencySettings = IdempotencySettings()
     limits: LimitSettings = LimitSettings()
     jobs: JobSettings = JobSettings()
+    stores: StoreSettings = StoreSettings()
     webhooks: WebhookSettings = WebhookSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.

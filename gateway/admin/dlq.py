@@ -9,17 +9,19 @@ honours keys (Stripe) does not repeat an effect that already happened.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from gateway.jobs.model import DeadLetterFilter, Job, iso
+from gateway.jobs.model import DeadLetterFilter, Job, StoreDown, iso
 from gateway.observability import metrics
 from gateway.problems import NotFound, RequestInvalid, ResourceConflict, Violation
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
+T = TypeVar("T")
 SENSITIVE = re.compile(r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|card|cvc|iban|ssn", re.I)
 
 
@@ -41,6 +43,14 @@ def dead_letter(job: Job) -> dict[str, Any]:
             "discard_reason": job.discard_reason}
 
 
+async def stored(call: Awaitable[T]) -> T:
+    """A job store call; the store down or too slow is a 503 with Retry-After (within stores.timeout_s)."""
+    try:
+        return await call
+    except StoreDown as exc:
+        raise exc.problem("dead letters cannot be read or changed right now") from None
+
+
 def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
     router = APIRouter(prefix="/admin/dlq", dependencies=[Depends(require_admin)])
     store = runtime.jobs.store
@@ -59,21 +69,21 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
     async def list_dead(vendor: str | None = None, operation: str | None = None, since: str | None = None,
                         until: str | None = None, error: str | None = None,
                         limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-        jobs = await store.dead_letters(DeadLetterFilter(vendor, operation, when(since, "since"),
-                                                         when(until, "until"), error, limit))
-        await runtime.jobs.refresh_metrics()
+        jobs = await stored(store.dead_letters(DeadLetterFilter(vendor, operation, when(since, "since"),
+                                                                when(until, "until"), error, limit)))
+        await stored(runtime.jobs.refresh_metrics())
         return {"dead_letters": [dead_letter(j) for j in jobs]}
 
     @router.get("/{job_id}")
     async def show(job_id: str) -> dict[str, Any]:
-        job = await store.get(job_id)
+        job = await stored(store.get(job_id))
         if job is None:
             raise NotFound(f"no job {job_id}")
         return dead_letter(job)
 
     async def dead_or_refuse(job_id: str) -> None:
         """404 for no such job, 409 for a job that is not (or no longer) a dead letter: nothing to do twice."""
-        job = await store.get(job_id)
+        job = await stored(store.get(job_id))
         if job is None:
             raise NotFound(f"no job {job_id}")
         if job.state != "dead":
@@ -81,7 +91,7 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
 
     @router.post("/{job_id}/replay")
     async def replay(job_id: str) -> dict[str, Any]:
-        if not await store.replay(job_id):
+        if not await stored(store.replay(job_id)):
             await dead_or_refuse(job_id)
             raise ResourceConflict(f"{job_id} changed while it was being replayed")
         runtime.jobs.notify()
@@ -90,11 +100,11 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
 
     @router.post("/replay")
     async def replay_range(since: str, until: str, dry_run: bool = False) -> dict[str, Any]:
-        jobs = await store.dead_letters(DeadLetterFilter(since=when(since, "since"), until=when(until, "until"),
-                                                         limit=10_000))
+        jobs = await stored(store.dead_letters(DeadLetterFilter(since=when(since, "since"),
+                                                                until=when(until, "until"), limit=10_000)))
         done = []
         for job in jobs:
-            if dry_run or await store.replay(job.id):
+            if dry_run or await stored(store.replay(job.id)):
                 done.append(job.id)
         if not dry_run and done:
             runtime.jobs.notify()
@@ -107,7 +117,7 @@ def build_dlq_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
         reason = str(body.get("reason", "")).strip() if isinstance(body, dict) else ""
         if not reason:
             raise RequestInvalid([Violation("body", "/reason", "say why the work is discarded")])
-        if not await store.discard(job_id, reason):
+        if not await stored(store.discard(job_id, reason)):
             await dead_or_refuse(job_id)
             raise ResourceConflict(f"{job_id} changed while it was being discarded")
         metrics.dlq_replays_total.labels("discard").inc()

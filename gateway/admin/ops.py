@@ -1,7 +1,8 @@
 """Operator endpoints: health, Prometheus metrics, "what happened to request X?", and the operator page.
 
     GET /healthz                 alive (the process answers)
-    GET /readyz                  contracts compiled, Redis reachable when configured, breaker summary (503 if not)
+    GET /readyz                  contracts compiled, every store with its state (the job store, the idempotency
+                                 store, Redis when configured), breaker summary; 503 while any store is down
     GET /metrics                 Prometheus text format (every worker's, in multiprocess mode)
     GET /admin/requests/{id}     the log lines and the story of one request (admin token)
     GET /admin/ops               the operator page: static, holds no data
@@ -17,6 +18,7 @@ server or written to a log) or is pasted into the page; it is kept in sessionSto
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,8 +149,14 @@ def build_ops_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
         checks: dict[str, Any] = {"contracts": {"ok": runtime.ready and bool(runtime.operations),
                                                 "operations": len(runtime.operations),
                                                 "contracts": len(runtime.contracts)}}
+        # The stores, each within stores.timeout_s and at the same time: a store down answers at once (its breaker
+        # knows), so a probe gets its answer within the bound whatever is down.
+        jobs, idempotency, redis = await asyncio.gather(
+            runtime.jobs.store.check(), runtime.idempotency_store.check(),
+            redis_check() if redis_check is not None else asyncio.sleep(0))
+        checks["jobs"], checks["idempotency"] = jobs, idempotency
         if redis_check is not None:
-            checks["redis"] = await redis_check()
+            checks["redis"] = redis
         ready = all(c["ok"] for c in checks.values())
         # An open breaker is the vendor's trouble, not this process's: reported, but the gateway stays ready.
         body = {"status": "ready" if ready else ("starting" if not runtime.ready else "not ready"),

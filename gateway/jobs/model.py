@@ -7,6 +7,12 @@
     running with an expired lease (its worker died) ──claim──> running again (at least once)
     running with an expired lease and no attempts left ──claim──> dead (a job that kills its worker every time)
 
+Every attempt is in the job's history: one entry per attempt with its number and outcome (succeeded, retry, dead),
+and an `abandoned` entry, with the time its lease expired, for an attempt whose worker died before it could say how
+it ended. Claims (which start an attempt) and outcomes are committed durably, so no crash of a worker or of the
+store can hide an attempt; the next attempt of a job that has a history knows an earlier one may have had an effect
+(`AdapterCall.earlier_attempt_since`) and adapters of vendors without idempotency keys look for it first.
+
 Jobs that share an ordering key (e.g. an order id) run one at a time in the order they were accepted: a job is
 claimable only when no earlier job with its key is still pending, retrying or running.
 """
@@ -19,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gateway.problems import DependencyUnavailable
+
 ACTIVE = ("pending", "retrying", "running")
 PUBLIC_STATE = {"pending": "pending", "retrying": "failed", "running": "running", "succeeded": "succeeded",
                 "dead": "dead", "discarded": "dead"}
@@ -26,10 +34,19 @@ PUBLIC_STATE = {"pending": "pending", "retrying": "failed", "running": "running"
 
 LOST = {"title": "The job's worker stopped every time it ran it",
         "detail": "each attempt ended with the worker gone (killed, out of memory, restarted) before it finished"}
+ABANDONED_ERROR = "worker lost: the lease expired with no outcome"
 
 
-def lost_attempt(now: float) -> dict[str, Any]:
-    return {"at": iso(now), "ms": None, "status": None, "error": "worker lost: the lease expired with no outcome"}
+def abandoned_attempt(attempt: int, started_at: float | None, lease_until: float | None,
+                      worker: str | None) -> dict[str, Any]:
+    """The history entry of an attempt whose worker died: when it started, who ran it, when its lease ran out."""
+    return {"attempt": attempt, "outcome": "abandoned", "at": iso(started_at), "ms": None, "status": None,
+            "lease_expired_at": iso(lease_until), "worker": worker, "error": ABANDONED_ERROR}
+
+
+def replayed_entry(now: float) -> dict[str, Any]:
+    """The history entry of an operator's replay: the attempts after it are counted from 1 again."""
+    return {"outcome": "replayed", "at": iso(now)}
 
 
 def new_job_id() -> str:
@@ -131,7 +148,18 @@ class DeadLetterFilter:
 
 
 class StoreDown(Exception):
-    """The job store cannot be reached: nothing was stored."""
+    """The job store cannot be reached, is known to be down, or did not answer in time (a 503 for the caller).
+
+    `maybe_done`: the call was sent but its answer never came, so it may have taken effect after all.
+    """
+
+    def __init__(self, message: str, *, maybe_done: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_done = maybe_done
+
+    def problem(self, what: str) -> DependencyUnavailable:
+        """The 503 problem for a caller whose `what` needed the store."""
+        return DependencyUnavailable(f"{what}: the job store is unavailable ({self}); try again shortly")
 
 
 class JobStore(Protocol):
@@ -145,7 +173,7 @@ class JobStore(Protocol):
 
     async def extend(self, job_id: str, owner: str, lease_s: float) -> bool: ...
 
-    async def finish(self, job_id: str, owner: str, outcome: Outcome) -> None: ...
+    async def finish(self, job_id: str, owner: str, outcome: Outcome) -> bool: ...
 
     async def get(self, job_id: str) -> Job | None: ...
 
@@ -156,3 +184,5 @@ class JobStore(Protocol):
     async def discard(self, job_id: str, reason: str) -> bool: ...
 
     async def stats(self) -> dict[str, float]: ...
+
+    async def check(self) -> dict[str, Any]: ...  # for /readyz: {"ok", "state", "since", "error"?}

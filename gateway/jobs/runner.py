@@ -28,7 +28,7 @@ from gateway.dispatch import execute, render
 from gateway.observability import metrics
 from gateway.problems import ClientProblem, GatewayError, VendorUnavailable
 
-from .model import Job, NewJob, Outcome, RetrySchedule, iso
+from .model import Job, NewJob, Outcome, RetrySchedule, StoreDown, iso
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
@@ -109,7 +109,9 @@ class JobRunner:
             if free > 0:
                 try:
                     jobs = await self.store.claim(self.owner, self.lease_s, free)
-                except Exception as exc:  # the store is down: keep trying, never crash the gateway over it
+                except StoreDown:
+                    pass  # the store's breaker logged it once; claims fail fast until it answers again
+                except Exception as exc:  # never crash the gateway over it: keep trying
                     log.warning("cannot claim jobs: %s", exc)
             for job in jobs:
                 task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
@@ -129,6 +131,9 @@ class JobRunner:
         try:
             async with slots:
                 outcome = await self.handlers[job.kind](job)
+            # Numbered, so that the history shows every attempt; an attempt whose worker died is written in by
+            # the claim that takes the job over (model.abandoned_attempt).
+            outcome.attempt.update(attempt=job.attempts, outcome=outcome.state)
             await self._finish(job, outcome)
         except Exception:
             log.exception("job %s could not be finished; its lease will expire and it will run again", job.id)
@@ -137,13 +142,27 @@ class JobRunner:
         self.wake.set()  # a finished job may unblock the next one with its ordering key
 
     async def _finish(self, job: Job, outcome: Outcome) -> None:
-        for attempt in range(5):
+        """Record the outcome, trying for as long as the lease lasts (a store outage may end meanwhile); after
+        that the job is another worker's, and its claim records this attempt as abandoned."""
+        give_up = time.monotonic() + self.lease_s
+        delay = 0.1
+        while True:
             try:
-                await self.store.finish(job.id, self.owner, outcome)
+                if not await self.store.finish(job.id, self.owner, outcome):
+                    log.warning("job %s: the outcome of attempt %d came after its lease expired; the attempt is "
+                                "recorded as abandoned and the job runs again", job.id, job.attempts,
+                                extra={"job_id": job.id, "request_id": job.request_id})
                 break
             except Exception as exc:
-                log.warning("cannot record the outcome of %s (%s); retrying", job.id, exc)
-                await asyncio.sleep(0.2 * 2 ** attempt)
+                if time.monotonic() + delay > give_up:
+                    log.error("job %s: the outcome of attempt %d could not be recorded (%s); its lease will "
+                              "expire and the job run again", job.id, job.attempts, exc,
+                              extra={"job_id": job.id, "request_id": job.request_id})
+                    break
+                if not isinstance(exc, StoreDown):
+                    log.warning("cannot record the outcome of %s (%s); retrying", job.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         metrics.jobs_finished_total.labels(job.kind, job.name, outcome.state).inc()
         level = logging.WARNING if outcome.state == "dead" else logging.INFO
         log.log(level, "job %s (%s) attempt %d: %s", job.id, job.name, job.attempts, outcome.state,
@@ -154,6 +173,8 @@ class JobRunner:
             await asyncio.sleep(self.lease_s / 3)
             try:
                 await self.store.extend(job.id, self.owner, self.lease_s)
+            except StoreDown:
+                pass  # the store's breaker logged it; the next beat tries again
             except Exception as exc:
                 log.warning("cannot extend the lease of %s: %s", job.id, exc)
 
@@ -176,7 +197,10 @@ class JobRunner:
                            query_string=p.get("query_string", "").encode("latin-1"), media_type=p.get("media_type"),
                            deadline=time.monotonic() + op.deadline_s,
                            # The vendor sees the trace of the request that was accepted, however late the job runs.
-                           traceparent=p.get("traceparent"), tracestate=p.get("tracestate"))
+                           traceparent=p.get("traceparent"), tracestate=p.get("tracestate"),
+                           # Not the first attempt (a retry, a worker that died, a replay): an earlier one may have
+                           # had its effect at the vendor; adapters of vendors without idempotency keys look first.
+                           earlier_attempt_since=job.created_at if job.attempts > 1 or job.history else None)
         error: Exception | None = None
         status: int | None = None
         body: Any = None

@@ -16,13 +16,16 @@ if TYPE_CHECKING:
     from gateway.settings import Settings
 
 
-def job_store(settings: Settings) -> JobStore:
+def job_store(settings: Settings, timeout_s: float | None = None) -> JobStore:
+    """The configured store; every call bounded by `stores.timeout_s` (or `timeout_s`: the CLI waits longer)."""
     cfg = settings.jobs
+    bound = settings.stores.timeout_s if timeout_s is None else timeout_s
+    probe = settings.stores.probe_interval_s
     if cfg.backend == "postgres":
         assert cfg.postgres_dsn is not None
-        return PostgresJobStore(cfg.postgres_dsn.get_secret_value())
+        return PostgresJobStore(cfg.postgres_dsn.get_secret_value(), timeout_s=bound, probe_interval_s=probe)
     path = cfg.sqlite_path if cfg.sqlite_path.is_absolute() else settings.base_dir / cfg.sqlite_path
-    return SqliteJobStore(path)
+    return SqliteJobStore(path, timeout_s=bound, probe_interval_s=probe)
 
 
 class Jobs:

@@ -1,23 +1,28 @@
 """The embedded job store: one SQLite file in WAL mode on local disk, for one gateway process and its workers.
 
-Accepting work (enqueue), replays and discards are committed with `synchronous=FULL` before the caller hears back,
-so a 202 is only ever sent for work that is on disk, and a restart (or a crash, or a power cut) loses nothing.
-Workers' bookkeeping (claim, lease extension, outcome) commits with `synchronous=NORMAL`: safe against a process
-crash (WAL), and a power cut can at worst forget the last outcomes, so those jobs run again: at least once, which
-the idempotency keys sent to vendors already absorb. That halves the fsyncs per job. SQLite calls run in a worker
-thread, one at a time, so the event loop never waits on the disk.
+Every write (accepting work, a claim, an outcome, a replay, a discard) is committed with `synchronous=FULL` before
+the caller hears back, so a 202 is only ever sent for work that is on disk, and no crash, power cut included, can
+forget that an attempt started: the next attempt of that job knows it is not the first (model.py). Lease extensions
+commit with `synchronous=NORMAL` (a lost one only makes a lease expire early). SQLite calls run in a worker thread,
+one at a time, so the event loop never waits on the disk; each call is bounded by `timeout_s` (SQLite's busy
+timeout too) and goes through the store's breaker (gateway/stores/guard.py), like the PostgreSQL store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
-from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, lost_attempt
+from gateway.stores.guard import StoreGuard
+
+from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, abandoned_attempt, replayed_entry
+
+log = logging.getLogger("gateway.jobs")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -28,7 +33,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
   base_s REAL NOT NULL, cap_s REAL NOT NULL,
   created_at REAL NOT NULL, updated_at REAL NOT NULL, run_after REAL NOT NULL, expires_at REAL NOT NULL,
-  lease_owner TEXT, lease_until REAL,
+  lease_owner TEXT, lease_until REAL, started_at REAL,
   result TEXT, problem TEXT, history TEXT NOT NULL DEFAULT '[]', discard_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs(state, run_after);
@@ -53,6 +58,9 @@ def row_to_job(row: tuple[Any, ...]) -> Job:
                cap_s, reason)
 
 
+# Columns added after the first release, for files created before them.
+MIGRATIONS = {"started_at": "ALTER TABLE jobs ADD COLUMN started_at REAL"}
+
 CLAIMABLE = """
 ((state IN ('pending', 'retrying') AND run_after <= :now) OR (state = 'running' AND lease_until < :now))
 AND (ordering_key IS NULL OR NOT EXISTS (
@@ -62,29 +70,64 @@ AND (ordering_key IS NULL OR NOT EXISTS (
 
 
 class SqliteJobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout_s: float = 1.0, probe_interval_s: float = 0.25) -> None:
         self.path = path
+        self.timeout_s = timeout_s
         self.db: sqlite3.Connection | None = None
         self.lock = asyncio.Lock()
         self._synchronous = "FULL"
+        self.guard = StoreGuard("job store", timeout_s=timeout_s, probe_interval_s=probe_interval_s,
+                                probe=self._probe, error=StoreDown)
 
-    async def start(self) -> None:
-        def open_db() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The busy timeout is the caller's bound: a file locked by another process is a 503, not a long wait.
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=self.timeout_s)
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
-            return db
+            have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+            for column, ddl in MIGRATIONS.items():
+                if column not in have:
+                    db.execute(ddl)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
-        self.db = await asyncio.to_thread(open_db)
+    async def _open_once(self) -> None:
+        if self.db is None:
+            try:
+                self.db = await asyncio.to_thread(self._open)
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreDown(f"{self.path}: {exc}") from exc
+
+    async def start(self) -> None:
+        """Open (and create) the file; if it cannot be opened the store starts down and keeps trying."""
+        try:
+            await self.guard.call(self._open_once, timeout_s=max(self.timeout_s, 10.0))
+        except StoreDown as exc:
+            log.error("the job store (SQLite) cannot be opened: %s; starting without it: what needs it answers 503 "
+                      "and /readyz says not ready until it opens", exc)
+
+    async def _probe(self) -> None:
+        await self._open_once()
+        await self._locked(lambda db: db.execute("SELECT 1").fetchone(), durable=False)
+
+    async def check(self) -> dict[str, Any]:
+        return {"backend": "sqlite", **await self.guard.check()}
 
     async def close(self) -> None:
+        await self.guard.close()
         if self.db is not None:
             db, self.db = self.db, None
             await asyncio.to_thread(db.close)
 
     async def _run(self, fn: Any, *args: Any, durable: bool = True) -> Any:
+        return await self.guard.call(lambda: self._locked(fn, *args, durable=durable))
+
+    async def _locked(self, fn: Any, *args: Any, durable: bool = True) -> Any:
         if self.db is None:
             raise StoreDown("the job store is not open")
         async with self.lock:
@@ -96,7 +139,7 @@ class SqliteJobStore:
                 # done, or the next caller would start a transaction on top of it (or roll it back).
                 await asyncio.wait([work])
                 raise
-            except sqlite3.OperationalError as exc:
+            except (sqlite3.OperationalError, OSError) as exc:
                 raise StoreDown(str(exc)) from exc
 
     def _call(self, fn: Any, synchronous: str, *args: Any) -> Any:
@@ -147,17 +190,25 @@ class SqliteJobStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 # Abandoned jobs with no attempts left are not run again: they become dead letters.
-                db.execute("UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, updated_at = ?, "
-                           "problem = ?, history = json_insert(history, '$[#]', json(?)) WHERE state = 'running' "
-                           "AND lease_until < ? AND attempts >= max_attempts",
-                           (now, json.dumps(LOST), json.dumps(lost_attempt(now)), now))
-                ids = [r[0] for r in db.execute(
-                    f"SELECT seq FROM jobs WHERE {CLAIMABLE}{vendor_clause} ORDER BY seq LIMIT :limit", params)]
+                for seq, attempts, started, updated, lease_until, worker in db.execute(
+                        "SELECT seq, attempts, started_at, updated_at, lease_until, lease_owner FROM jobs WHERE "
+                        "state = 'running' AND lease_until < ? AND attempts >= max_attempts", (now,)).fetchall():
+                    lost = abandoned_attempt(attempts, started or updated, lease_until, worker)
+                    db.execute("UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, "
+                               "updated_at = ?, problem = ?, history = json_insert(history, '$[#]', json(?)) "
+                               "WHERE seq = ?", (now, json.dumps(LOST), json.dumps(lost), seq))
+                found = db.execute(f"SELECT seq, state, attempts, started_at, updated_at, lease_until, lease_owner "
+                                   f"FROM jobs WHERE {CLAIMABLE}{vendor_clause} ORDER BY seq LIMIT :limit",
+                                   params).fetchall()
                 rows = []
-                for seq in ids:
+                for seq, state, attempts, started, updated, lease_until, worker in found:
+                    if state == "running":  # its worker died: its attempt goes into the history as abandoned
+                        lost = abandoned_attempt(attempts, started or updated, lease_until, worker)
+                        db.execute("UPDATE jobs SET history = json_insert(history, '$[#]', json(?)) WHERE seq = ?",
+                                   (json.dumps(lost), seq))
                     db.execute("UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, "
-                               "attempts = attempts + 1, updated_at = ? WHERE seq = ?",
-                               (owner, now + lease_s, now, seq))
+                               "attempts = attempts + 1, updated_at = ?, started_at = ? WHERE seq = ?",
+                               (owner, now + lease_s, now, now, seq))
                     rows.append(db.execute(f"SELECT {COLUMNS} FROM jobs WHERE seq = ?", (seq,)).fetchone())
                 db.execute("COMMIT")
             except BaseException:
@@ -165,7 +216,7 @@ class SqliteJobStore:
                 raise
             return [row_to_job(r) for r in rows]
 
-        return await self._run(run, durable=False)
+        return await self._run(run)
 
     async def extend(self, job_id: str, owner: str, lease_s: float) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -175,8 +226,8 @@ class SqliteJobStore:
 
         return bool(await self._run(run, durable=False))
 
-    async def finish(self, job_id: str, owner: str, outcome: Outcome) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    async def finish(self, job_id: str, owner: str, outcome: Outcome) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
             now = time.time()
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -184,7 +235,7 @@ class SqliteJobStore:
                                  "AND state = 'running'", (job_id, owner)).fetchone()
                 if row is None:
                     db.execute("COMMIT")
-                    return  # our lease expired and someone else has the job now: their outcome counts
+                    return False  # our lease expired and someone else has the job now: their outcome counts
                 history = json.loads(row[0]) + [outcome.attempt]
                 state, run_after = outcome.state, now
                 if state == "retry":
@@ -200,8 +251,9 @@ class SqliteJobStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            return True
 
-        await self._run(run, durable=False)
+        return bool(await self._run(run))
 
     async def get(self, job_id: str) -> Job | None:
         def run(db: sqlite3.Connection) -> Job | None:
@@ -237,8 +289,9 @@ class SqliteJobStore:
             now = time.time()
             # A replay gets a fresh budget of attempts and age; its history is kept.
             cur = db.execute("UPDATE jobs SET state = 'pending', run_after = ?, updated_at = ?, attempts = 0, "
-                             "expires_at = ? + (expires_at - created_at), problem = NULL WHERE id = ? AND "
-                             "state = 'dead'", (now, now, now, job_id))
+                             "expires_at = ? + (expires_at - created_at), problem = NULL, "
+                             "history = json_insert(history, '$[#]', json(?)) WHERE id = ? AND state = 'dead'",
+                             (now, now, now, json.dumps(replayed_entry(now)), job_id))
             return cur.rowcount == 1
 
         return bool(await self._run(run))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from adapters.base import Adapter, AdapterCall, AdapterResult, operation
+from gateway.jobs.model import StoreDown
 from gateway.problems import ResourceNotFound
 
 if TYPE_CHECKING:
@@ -28,7 +29,10 @@ class GatewayOperationsAdapter(Adapter):
     @operation
     async def get_operation(self, call: AdapterCall) -> AdapterResult:
         assert self.jobs is not None
-        job = await self.jobs.get(call.params["operation_id"])
+        try:
+            job = await self.jobs.get(call.params["operation_id"])
+        except StoreDown as exc:  # a 503 with Retry-After within the store's bound, never a 500
+            raise exc.problem("the operation's status cannot be read") from None
         if job is None or job.client_id != call.client_id:
             raise ResourceNotFound("no such operation")
         return AdapterResult(200, job.status_document())

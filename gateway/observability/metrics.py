@@ -83,6 +83,15 @@ jobs_dead = Gauge("gateway_jobs_dead", "Dead letters waiting for an operator", r
                   multiprocess_mode="max")
 dlq_replays_total = Counter(
     "gateway_dlq_replays_total", "Dead letters replayed or discarded by operators", ["action"], registry=REGISTRY)
+store_up = Gauge(
+    "gateway_store_up", "1 while the store answers, 0 while it is known to be down (the job store, Redis)",
+    ["store"], registry=REGISTRY, multiprocess_mode="livemin")
+store_unavailable_total = Counter(
+    "gateway_store_unavailable_total", "Store calls refused: the store was known down, did not answer in time, "
+    "or could not be reached", ["store", "reason"], registry=REGISTRY)
+process_deaths_total = Counter(
+    "gateway_process_deaths_total", "Worker processes of `gateway serve --workers N` that exited or were killed "
+    "(and were replaced)", ["signal"], registry=REGISTRY)
 webhooks_received_total = Counter(
     "gateway_webhooks_received_total", "Inbound vendor webhooks, by outcome", ["vendor", "outcome"],
     registry=REGISTRY)

@@ -66,7 +66,11 @@ class AsyncPolicy(BasePolicy):
                             traceparent=ctx.traceparent, tracestate=ctx.tracestate)
         try:
             stored = await self.runtime.jobs.store.enqueue(job)
-        except StoreDown:
+        except StoreDown as exc:
+            if getattr(exc, "maybe_done", False):  # sent, but the store never answered: it may have been stored
+                raise DependencyUnavailable("the job store did not answer in time, so the work may or may not have "
+                                            "been stored; retry with the same Idempotency-Key to be sure it runs "
+                                            "once") from None
             raise DependencyUnavailable("the work could not be stored; nothing was accepted") from None
         self.runtime.jobs.notify()
         self.accepted.inc()

@@ -5,7 +5,8 @@ scoped to the client and the operation, so two partners can use the same key wit
 
     first request with a key   -> claims it, runs; its answer is stored for `idempotency.ttl_s`
     same key, same request     -> the stored answer again, with `Idempotent-Replayed: true` (nothing runs)
-    same key, first in flight  -> 409 idempotency-in-progress (Retry-After: 1)
+    same key, first in flight  -> 409 idempotency-in-progress (Retry-After: 1); the first request's claim is renewed
+                                  while it runs and expires `idempotency.lock_ttl_s` after its process died
     same key, other request    -> 422 idempotency-key-reused
     no key where the contract requires one (`x-gateway.idempotency: required`) -> 400
 
@@ -70,6 +71,7 @@ class IdempotencyPolicy(BasePolicy):
                 return None
             raise DependencyUnavailable("idempotency keys cannot be checked right now") from None
         if begin.state == "owner":
+            self.store.keeper.hold(scope, begin.token, self.settings.lock_ttl_s)
             ctx.idempotency = (scope, begin.token, fingerprint)
             ctx.idempotency_key = "cg_" + scope[:40]
             return None
@@ -91,6 +93,7 @@ class IdempotencyPolicy(BasePolicy):
             return
         scope, token, fingerprint = ctx.idempotency
         ctx.idempotency = None
+        self.store.keeper.drop(scope)
         try:
             if response is None or response.status >= 500 or response.status in (408, 429):
                 await self.store.release(scope, token)

@@ -1,20 +1,32 @@
 """Where idempotency keys and the first response to each are kept: in memory (one process) or in Redis (shared).
 
-A key moves through two states: `in_flight` (claimed atomically by the first request, with a lock expiry so a
-crashed gateway cannot block the key forever) and `done` (the stored response, kept for the configured TTL).
-`begin()` is the single atomic step that tells a request whether it owns the key, must wait (in flight), or gets
-the stored answer; nothing is read first and written later.
+A key moves through two states: `in_flight` (claimed atomically by the first request) and `done` (the stored
+response, kept for the configured TTL). `begin()` is the single atomic step that tells a request whether it owns
+the key, must wait (in flight), or gets the stored answer; nothing is read first and written later.
+
+An in-flight claim has a short expiry (`idempotency.lock_ttl_s`, 5 s by default) that the process holding it renews
+every third of that while the request runs (`LockKeeper`: one task per process, one round trip for every claim it
+holds). A process that dies stops renewing, so a retry with the same key is served a few seconds later instead of
+being refused with 409 for a minute. The Redis store goes through a breaker (gateway/stores/guard.py): calls are
+bounded by `stores.timeout_s` and fail at once while Redis is known to be down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+
+from gateway.stores.guard import StoreGuard
+
+log = logging.getLogger("gateway.idempotency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,11 +65,52 @@ class IdempotencyStore(Protocol):
 
     async def release(self, key: str, token: str) -> None: ...
 
+    async def renew(self, held: dict[str, str], lock_ttl_s: float) -> None: ...
+
+    async def check(self) -> dict[str, Any]: ...  # for /readyz
+
     async def close(self) -> None: ...
+
+    keeper: LockKeeper
 
 
 class StoreUnavailable(Exception):
     """The shared store cannot be reached."""
+
+
+class LockKeeper:
+    """Keeps this process's in-flight claims alive: renews them all every third of their TTL while any is held."""
+
+    def __init__(self, renew: Callable[[dict[str, str], float], Awaitable[None]]) -> None:
+        self._renew = renew
+        self.held: dict[str, str] = {}  # key -> the claim's token
+        self.ttl_s = 5.0
+        self._task: asyncio.Task[None] | None = None
+
+    def hold(self, key: str, token: str, ttl_s: float) -> None:
+        self.held[key] = token
+        self.ttl_s = ttl_s
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="idempotency-locks")
+
+    def drop(self, key: str) -> None:
+        self.held.pop(key, None)
+
+    async def _run(self) -> None:
+        while self.held:  # ends when nothing is held; the next hold() starts it again
+            await asyncio.sleep(self.ttl_s / 3)
+            if not self.held:
+                return
+            try:
+                await self._renew(dict(self.held), self.ttl_s)
+            except StoreUnavailable as exc:
+                log.warning("cannot renew %d in-flight idempotency claim(s): %s; they expire in %g s unless a "
+                            "renewal gets through", len(self.held), exc, self.ttl_s)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 class MemoryStore:
@@ -66,6 +119,7 @@ class MemoryStore:
     def __init__(self, max_keys: int = 100_000) -> None:
         self.entries: dict[str, tuple[float, dict[str, Any]]] = {}
         self.max_keys = max_keys
+        self.keeper = LockKeeper(self.renew)
 
     def _get(self, key: str) -> dict[str, Any] | None:
         hit = self.entries.get(key)
@@ -104,8 +158,17 @@ class MemoryStore:
         if entry is not None and entry.get("token") == token:
             del self.entries[key]
 
+    async def renew(self, held: dict[str, str], lock_ttl_s: float) -> None:
+        for key, token in held.items():
+            entry = self._get(key)
+            if entry is not None and entry.get("token") == token:
+                self.entries[key] = (time.monotonic() + lock_ttl_s, entry)
+
+    async def check(self) -> dict[str, Any]:
+        return {"ok": True, "backend": "memory", "state": "up"}
+
     async def close(self) -> None:
-        return None
+        await self.keeper.close()
 
 
 # Delete the key only if it is still this request's in-flight claim.
@@ -114,30 +177,57 @@ local v = redis.call('GET', KEYS[1])
 if v and string.find(v, ARGV[1], 1, true) then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Extend the key's expiry only if it is still this request's in-flight claim (a stored answer has no token).
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v and string.find(v, ARGV[1], 1, true) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 class RedisStore:
     """Shared by every gateway process. One round trip to claim a key; keys namespaced and expiring."""
 
-    def __init__(self, url: str, prefix: str = "cg:idem:", timeout_s: float = 0.5) -> None:
+    def __init__(self, url: str, prefix: str = "cg:idem:", timeout_s: float = 0.5,
+                 probe_interval_s: float = 0.25) -> None:
         import redis.asyncio as redis
 
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.prefix = prefix
         self._release = self.redis.register_script(_RELEASE)
+        self._renew_script = self.redis.register_script(_RENEW)
+        self.keeper = LockKeeper(self.renew)
+        # redis-py gives up cleanly when cancelled, so the bound needs no task of its own (isolate=False).
+        self.guard = StoreGuard("idempotency store (Redis)", timeout_s=timeout_s, probe_interval_s=probe_interval_s,
+                                probe=self._ping, error=StoreUnavailable, isolate=False)
 
-    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float) -> Begin:
+    async def _redis(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """One Redis call through the breaker; Redis errors become StoreUnavailable."""
         import redis.exceptions
 
+        async def call() -> Any:
+            try:
+                return await fn()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+
+        return await self.guard.call(call)
+
+    async def _ping(self) -> None:
+        import redis.exceptions
+
+        try:
+            await self.redis.ping()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from None
+
+    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float) -> Begin:
         name = self.prefix + key
         token = secrets.token_hex(8)
         claim = orjson.dumps({"state": "in_flight", "fp": fingerprint, "token": token})
-        try:
-            if await self.redis.set(name, claim, nx=True, px=int(lock_ttl_s * 1000)):
-                return Begin("owner", fingerprint, token)
-            raw = await self.redis.get(name)
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
+        if await self._redis(lambda: self.redis.set(name, claim, nx=True, px=int(lock_ttl_s * 1000))):
+            return Begin("owner", fingerprint, token)
+        raw = await self._redis(lambda: self.redis.get(name))
         if raw is None:  # it expired between our SET and GET: claim again
             return await self.begin(key, fingerprint, lock_ttl_s)
         entry = orjson.loads(raw)
@@ -145,21 +235,29 @@ class RedisStore:
         return Begin(entry["state"], entry["fp"], stored=stored)
 
     async def complete(self, key: str, token: str, fingerprint: str, stored: Stored, ttl_s: float) -> None:
-        import redis.exceptions
-
         value = orjson.dumps({"state": "done", "fp": fingerprint, "response": stored.dumps()})
-        try:
-            await self.redis.set(self.prefix + key, value, px=int(ttl_s * 1000))
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(str(exc)) from None
+        await self._redis(lambda: self.redis.set(self.prefix + key, value, px=int(ttl_s * 1000)))
 
     async def release(self, key: str, token: str) -> None:
-        import redis.exceptions
-
         try:
-            await self._release(keys=[self.prefix + key], args=[token])
-        except redis.exceptions.RedisError:
+            await self._redis(lambda: self._release(keys=[self.prefix + key], args=[token]))
+        except StoreUnavailable:
             pass  # the claim expires by itself after lock_ttl_s
 
+    async def renew(self, held: dict[str, str], lock_ttl_s: float) -> None:
+        async def renew_all() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, token in held.items():
+                    await self._renew_script(keys=[self.prefix + key], args=[token, int(lock_ttl_s * 1000)],
+                                             client=pipe)
+                await pipe.execute()
+
+        await self._redis(renew_all)
+
+    async def check(self) -> dict[str, Any]:
+        return {"backend": "redis", **await self.guard.check()}
+
     async def close(self) -> None:
+        await self.keeper.close()
+        await self.guard.close()
         await self.redis.aclose()
