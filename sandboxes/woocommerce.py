@@ -4,6 +4,12 @@ Faithful where the adapter depends on it: HTTP Basic auth with a consumer key/se
 `consumer_secret` query parameters), integer ids, WooCommerce's status names and error bodies, page-number
 pagination with X-WP-Total / X-WP-TotalPages, line-item prices taken from the catalogue unless subtotal/total are
 given, meta_data merged by key on update. A seeded, deterministic catalogue: SKU-123, SKU-456, SKU-789.
+
+Listing orders filters as WooCommerce's REST API does, and by nothing it does not offer: `status`, `after` (the site's
+time zone is UTC here, so `dates_are_gmt` changes nothing), and `search`, WooCommerce's order search: the term, case
+insensitive, anywhere in the billing address (with e-mail and phone), the shipping address or a line item's name,
+or a numeric term equal to the order id. There is no filter by meta data: a client that looks for an order by a meta
+value narrows the list with these filters and compares the value itself.
 """
 
 from __future__ import annotations
@@ -75,6 +81,17 @@ def authorized(request: Request) -> Response | None:
     if key != CONSUMER_KEY or secret != CONSUMER_SECRET:
         return error(401, "woocommerce_rest_authentication_error", "Consumer key is invalid.")
     return None
+
+
+def matches_search(order: dict[str, Any], term: str) -> bool:
+    """WooCommerce's order search (the `search` list parameter; WC_Order_Data_Store_CPT::search_orders): a
+    `LIKE %term%` on the billing and shipping address indexes and on the line items' names, or the order id."""
+    if term.isdigit() and int(term) == order["id"]:
+        return True
+    needle = term.lower()
+    haystacks = [" ".join(order["billing"].values()), " ".join(order["shipping"].values()),
+                 *(line["name"] for line in order["line_items"])]
+    return any(needle in text.lower() for text in haystacks)
 
 
 def _address(raw: Any, with_contact: bool) -> dict[str, str]:
@@ -220,6 +237,8 @@ def create_sandbox() -> Sandbox:
         if after := q.get("after"):
             cutoff = after.replace("Z", "").split("+")[0][:19]
             orders = [o for o in orders if o["date_created_gmt"] > cutoff]
+        if term := q.get("search", "").strip():
+            orders = [o for o in orders if matches_search(o, term)]
         total = len(orders)
         pages = max(1, -(-total // per_page))
         chunk = orders[(page - 1) * per_page: page * per_page]

@@ -3,11 +3,20 @@
 Authentication is HTTP Basic with the consumer key and secret (WooCommerce's scheme over HTTPS). Line items need
 product ids, so a create first resolves the order's SKUs with one `GET /products?sku=A,B` call; an unknown SKU is
 refused before any order exists. Listing uses WooCommerce's page numbers behind our opaque cursor.
+
+No order twice: WooCommerce has no idempotency keys, so a create that carries one (the caller's Idempotency-Key, or
+the job's id for asynchronous work) stamps it in the order's meta_data (`_cg_idempotency_key`). When the create may
+have happened before (`call.earlier_attempt_since`: a retried, re-claimed or replayed job), the adapter first looks
+for that order with WooCommerce's documented list filters, `search` (the customer's e-mail address, which
+WooCommerce's order search matches in the billing address) and `after` (orders created since the first attempt, with
+ten minutes for clocks that differ), and compares the marker itself: the REST API has no filter by meta value. The
+order found is the answer (201, as the first attempt would have answered) and nothing is created.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +28,9 @@ from gateway.settings import VendorSettings
 from . import mapping
 
 API = "/wp-json/wc/v3"
+log = logging.getLogger("adapters.woocommerce")
+LOOKBACK_S = 600  # WooCommerce's clock and ours may differ: look this much further back than the first attempt
+LOOKUP_PAGES = 10  # at 100 orders a page: the orders of one customer in the window that are looked through
 
 
 class WooCommerceAdapter(Adapter):
@@ -56,9 +68,32 @@ class WooCommerceAdapter(Adapter):
 
     @operation
     async def create_order(self, call: AdapterCall) -> AdapterResult:
+        if call.idempotency_key and call.earlier_attempt_since is not None:
+            earlier = await self._order_made_earlier(call, call.idempotency_key, call.earlier_attempt_since)
+            if earlier is not None:
+                return AdapterResult(201, mapping.order_from_wc(earlier))
         products = await self._products(call, [item["sku"] for item in call.body["items"]])
-        payload = mapping.new_order_to_wc(call.body, products)
+        payload = mapping.new_order_to_wc(call.body, products, call.idempotency_key)
         return self._order(await self._call(call, "POST", "/orders", json=payload), 201)
+
+    async def _order_made_earlier(self, call: AdapterCall, key: str, since: float) -> dict[str, Any] | None:
+        """The order an earlier attempt of this create made, found by its marker, or None."""
+        after = datetime.fromtimestamp(since - LOOKBACK_S, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        query = {"search": call.body["customer"]["email"], "after": after, "dates_are_gmt": "true",
+                 "per_page": "100", "orderby": "date", "order": "desc"}
+        for page in range(1, LOOKUP_PAGES + 1):
+            response = await self._call(call, "GET", "/orders", params={**query, "page": str(page)})
+            for order in response.json():
+                if mapping.meta(order, mapping.META_IDEMPOTENCY_KEY) == key:
+                    log.info("woocommerce: order %s was created by an earlier attempt; not creating it again",
+                             order.get("id"), extra={"request_id": call.request_id})
+                    return order
+            if page >= int(response.header("x-wp-totalpages") or "1"):
+                return None
+        log.warning("woocommerce: more than %d orders of this customer since the first attempt; the earlier "
+                    "attempt's order was not among them, so the order is created", LOOKUP_PAGES * 100,
+                    extra={"request_id": call.request_id})
+        return None
 
     @operation
     async def get_order(self, call: AdapterCall) -> AdapterResult:

@@ -24,6 +24,9 @@ META_DELIVERED_AT = "_delivered_at"
 META_CARRIER = "_carrier"
 META_TRACKING = "_tracking_number"
 META_CANCEL_REASON = "_cancel_reason"
+# The request's or job's idempotency key, stamped on every order the gateway creates with one: WooCommerce has no
+# idempotency keys, so this is how a repeated create finds the order an earlier attempt made (adapter.py).
+META_IDEMPOTENCY_KEY = "_cg_idempotency_key"
 
 
 def order_id(ours: str) -> int:
@@ -75,8 +78,10 @@ def meta_list(**values: Any) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in values.items() if v is not None]
 
 
-def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The WooCommerce create-order payload for our validated order; `products` maps SKU -> WC product."""
+def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]],
+                    idempotency_key: str | None = None) -> dict[str, Any]:
+    """The WooCommerce create-order payload for our validated order; `products` maps SKU -> WC product;
+    `idempotency_key` is stamped in meta_data (META_IDEMPOTENCY_KEY)."""
     customer = body["customer"]
     shipping = address_to_wc(body["shipping_address"])
     billing = address_to_wc(body.get("billing_address")) or dict(shipping)
@@ -93,7 +98,8 @@ def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]]) -
         items.append(line)
     payload: dict[str, Any] = {"status": "pending", "currency": body["currency"], "billing": billing,
                                "shipping": shipping, "line_items": items,
-                               "meta_data": meta_list(**{META_EXTERNAL_REF: body.get("external_ref")})}
+                               "meta_data": meta_list(**{META_EXTERNAL_REF: body.get("external_ref"),
+                                                         META_IDEMPOTENCY_KEY: idempotency_key})}
     if body.get("note"):
         payload["customer_note"] = body["note"]
     return payload

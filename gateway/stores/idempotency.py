@@ -188,18 +188,22 @@ return 0
 class RedisStore:
     """Shared by every gateway process. One round trip to claim a key; keys namespaced and expiring."""
 
-    def __init__(self, url: str, prefix: str = "cg:idem:", timeout_s: float = 0.5,
+    def __init__(self, url: str, prefix: str = "cg:idem:", timeout_s: float = 1.0,
                  probe_interval_s: float = 0.25) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # A third of the bound for each step, and one immediate retry (redis-py's default is three, with backoff):
+        # a reply timing out, a reconnect and its reply still end within timeout_s; after that the breaker decides.
+        self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s / 3, socket_connect_timeout=timeout_s / 3,
+                                          retry=Retry(NoBackoff(), 1))
         self.prefix = prefix
         self._release = self.redis.register_script(_RELEASE)
         self._renew_script = self.redis.register_script(_RENEW)
         self.keeper = LockKeeper(self.renew)
-        # redis-py gives up cleanly when cancelled, so the bound needs no task of its own (isolate=False).
         self.guard = StoreGuard("idempotency store (Redis)", timeout_s=timeout_s, probe_interval_s=probe_interval_s,
-                                probe=self._ping, error=StoreUnavailable, isolate=False)
+                                probe=self._ping, error=StoreUnavailable, bounded_by="driver")
 
     async def _redis(self, fn: Callable[[], Awaitable[Any]]) -> Any:
         """One Redis call through the breaker; Redis errors become StoreUnavailable."""

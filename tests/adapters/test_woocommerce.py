@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from urllib.parse import parse_qsl
+
 import httpx
 import pytest
 
@@ -94,6 +97,57 @@ async def test_create_resolves_skus_prices_and_answers_our_order(adapter, operat
     assert order["external_ref"] == "A-1001" and order["note"] == "ring twice"
     assert order["customer"] == {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"}
     assert effects(sandbox) == {"orders_created": 1}
+
+
+def keyed(key: str, earlier_since: float | None = None, body: dict | None = None) -> AdapterCall:
+    return AdapterCall("createOrder", {}, body or ORDER, request_id="test-req", idempotency_key=key,
+                       earlier_attempt_since=earlier_since)
+
+
+def order_lists(url: str) -> int:
+    return httpx.get(url + "/_sandbox/stats").json()["requests"].get("GET /wp-json/wc/v3/orders", 0)
+
+
+async def test_a_create_whose_answer_was_lost_is_found_by_its_marker_when_repeated(adapter, sandbox):
+    """WooCommerce made the order but the answer never came; the repeated create returns that order, makes none."""
+    started = time.time()
+    faults(sandbox, {"method": "POST", "path": "/wp-json/wc/v3/orders", "drop_response": True, "times": 1})
+    with pytest.raises((UpstreamProblem, VendorUnavailable, VendorTimeout)):
+        await adapter.create_order(keyed("cg_job_1"))
+    assert effects(sandbox) == {"orders_created": 1}
+    again = await adapter.create_order(keyed("cg_job_1", earlier_since=started))
+    assert again.status == 201 and again.body["id"] == "ord_1"
+    assert again.body["customer"]["email"] == "ana@example.com" and again.body["total"] == "44.48"
+    assert effects(sandbox) == {"orders_created": 1}
+
+
+async def test_a_first_attempt_stamps_its_key_and_looks_nothing_up(adapter, sandbox):
+    """The marker rides along on every keyed create; only a repeat pays for the lookup."""
+    await adapter.create_order(keyed("cg_job_2"))
+    assert order_lists(sandbox) == 0
+    [order] = httpx.get(sandbox + "/wp-json/wc/v3/orders", auth=(CONSUMER_KEY, CONSUMER_SECRET)).json()
+    assert {"key": "_cg_idempotency_key", "value": "cg_job_2"} in [
+        {"key": m["key"], "value": m["value"]} for m in order["meta_data"]]
+
+
+async def test_a_repeat_creates_the_order_when_no_earlier_attempt_made_it(adapter, sandbox):
+    """Same customer, another key's order exists: it is not taken for ours; ours is created once, then found."""
+    started = time.time()
+    await adapter.create_order(keyed("cg_other"))
+    mine = await adapter.create_order(keyed("cg_mine", earlier_since=started))
+    assert mine.body["id"] == "ord_2" and effects(sandbox) == {"orders_created": 2}
+    again = await adapter.create_order(keyed("cg_mine", earlier_since=started))
+    assert again.body["id"] == "ord_2" and effects(sandbox) == {"orders_created": 2}
+
+
+async def test_the_lookup_uses_only_filters_woocommerce_documents(adapter, sandbox):
+    """search (the customer's e-mail), after, dates_are_gmt, paging: nothing the real API lacks, no meta filter."""
+    await adapter.create_order(keyed("cg_job_3", earlier_since=time.time()))
+    [lookup] = [r for r in httpx.get(sandbox + "/_sandbox/requests").json()
+                if r["method"] == "GET" and r["path"] == "/wp-json/wc/v3/orders"]
+    query = dict(parse_qsl(lookup["query"]))
+    assert set(query) == {"search", "after", "dates_are_gmt", "per_page", "orderby", "order", "page"}
+    assert query["search"] == "ana@example.com"
 
 
 async def test_unknown_sku_is_refused_and_no_order_is_created(adapter, sandbox):
