@@ -35,7 +35,7 @@ async def dispatch(ctx: RequestContext) -> Response:
         options=op.route_options, method=op.method, raw_body=ctx.raw_body,
         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
         deadline=time.monotonic() + op.deadline_s, traceparent=ctx.traceparent, tracestate=ctx.tracestate,
-        span=ctx.span,
+        span=ctx.span, earlier_attempt_since=ctx.notes.get("earlier_attempt_since"),
     )
     try:
         result = await execute(op, call)

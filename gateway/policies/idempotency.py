@@ -10,7 +10,9 @@ scoped to the client and the operation, so two partners can use the same key wit
     same key, other request    -> 422 idempotency-key-reused
     no key where the contract requires one (`x-gateway.idempotency: required`) -> 400
 
-Answers that did not settle anything (5xx, 408, 429) are not stored: the claim is released and a retry runs.
+Answers that did not settle anything (5xx, 408, 429) are not stored: the key is opened again and a retry runs,
+knowing that an earlier attempt may have acted (the adapter of a vendor without idempotency keys then looks for
+that effect first); so does a retry after the process holding the key died, once its lock expired.
 The vendor gets a key derived from the scoped key (ctx.idempotency_key), so a retry at any layer, ours or the
 caller's, reaches Stripe with the same key and cannot charge twice.
 """
@@ -64,7 +66,7 @@ class IdempotencyPolicy(BasePolicy):
             ctx.scope["method"].encode(), ctx.scope.get("raw_path") or ctx.scope["path"].encode(),
             ctx.scope["query_string"], ctx.raw_body or b""))).hexdigest()
         try:
-            begin = await self.store.begin(scope, fingerprint, self.settings.lock_ttl_s)
+            begin = await self.store.begin(scope, fingerprint, self.settings.lock_ttl_s, self.settings.ttl_s)
         except StoreUnavailable:
             if self.settings.on_store_error == "fail_open":
                 log.warning("idempotency store unavailable; serving %s without replay protection", self.op.key)
@@ -74,6 +76,11 @@ class IdempotencyPolicy(BasePolicy):
             self.store.keeper.hold(scope, begin.token, self.settings.lock_ttl_s)
             ctx.idempotency = (scope, begin.token, fingerprint)
             ctx.idempotency_key = "cg_" + scope[:40]
+            if begin.earlier_since is not None:
+                # An earlier request with this key failed or lost its process: it may have acted at the vendor.
+                ctx.notes["earlier_attempt_since"] = begin.earlier_since
+                log.info("%s: Idempotency-Key taken over from an earlier attempt that did not finish",
+                         self.op.key, extra={"request_id": ctx.request_id})
             return None
         if begin.fingerprint != fingerprint:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different request; use a new key")

@@ -1,13 +1,19 @@
 """Where idempotency keys and the first response to each are kept: in memory (one process) or in Redis (shared).
 
-A key moves through two states: `in_flight` (claimed atomically by the first request) and `done` (the stored
-response, kept for the configured TTL). `begin()` is the single atomic step that tells a request whether it owns
-the key, must wait (in flight), or gets the stored answer; nothing is read first and written later.
+A key moves through three states, kept for `idempotency.ttl_s`:
 
-An in-flight claim has a short expiry (`idempotency.lock_ttl_s`, 5 s by default) that the process holding it renews
-every third of that while the request runs (`LockKeeper`: one task per process, one round trip for every claim it
-holds). A process that dies stops renewing, so a retry with the same key is served a few seconds later instead of
-being refused with 409 for a minute. The Redis store goes through a breaker (gateway/stores/guard.py): calls are
+    in_flight  claimed by a request that is running; its lock lasts `idempotency.lock_ttl_s` (5 s by default) and
+               the process holding it renews it every third of that while the request runs (`LockKeeper`: one task
+               per process, one round trip for every claim it holds)
+    open       the request ended without an answer worth keeping (5xx, 408, 429): a retry may run
+    done       the stored answer, replayed to every retry
+
+`begin()` is the single atomic step that tells a request whether it owns the key, must wait (in flight, lock
+valid), or gets the stored answer; nothing is read first and written later. A request that finds the key `open`, or
+`in_flight` with a lock its holder stopped renewing (the process died), takes it over, and learns when the first
+attempt began (`Begin.earlier_since`): that attempt may have had its effect at the vendor, so the adapter of a vendor
+without idempotency keys looks for it before acting (AdapterCall.earlier_attempt_since). A dead process thus blocks
+its keys for a few seconds, not a minute. The Redis store goes through a breaker (gateway/stores/guard.py): calls are
 bounded by `stores.timeout_s` and fail at once while Redis is known to be down.
 """
 
@@ -50,16 +56,21 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class Begin:
-    """The outcome of claiming a key: `owner` (go ahead, with this token), `in_flight`, or `done` (replay)."""
+    """The outcome of claiming a key: `owner` (go ahead, with this token), `in_flight`, or `done` (replay).
+
+    `earlier_since`: the owner took the key over from an earlier attempt (released after a failure, or whose process
+    died), which began then (epoch seconds) and may have had its effect.
+    """
 
     state: str
     fingerprint: str
     token: str = ""
     stored: Stored | None = None
+    earlier_since: float | None = None
 
 
 class IdempotencyStore(Protocol):
-    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float) -> Begin: ...
+    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float, ttl_s: float) -> Begin: ...
 
     async def complete(self, key: str, token: str, fingerprint: str, stored: Stored, ttl_s: float) -> None: ...
 
@@ -130,17 +141,20 @@ class MemoryStore:
             return None
         return hit[1]
 
-    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float) -> Begin:
+    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float, ttl_s: float) -> Begin:
         entry = self._get(key)
-        if entry is None:
-            if len(self.entries) >= self.max_keys:
-                self._evict()
-            token = secrets.token_hex(8)
-            self.entries[key] = (time.monotonic() + lock_ttl_s, {"state": "in_flight", "fp": fingerprint,
-                                                                 "token": token})
-            return Begin("owner", fingerprint, token)
-        stored = Stored.loads(entry["response"]) if entry["state"] == "done" else None
-        return Begin(entry["state"], entry["fp"], stored=stored)
+        now = time.time()
+        if entry is not None and (entry["state"] == "done" or entry["fp"] != fingerprint or
+                                  (entry["state"] == "in_flight" and entry["until"] > now)):
+            stored = Stored.loads(entry["response"]) if entry["state"] == "done" else None
+            return Begin(entry["state"], entry["fp"], stored=stored)
+        if entry is None and len(self.entries) >= self.max_keys:
+            self._evict()
+        token = secrets.token_hex(8)
+        since = entry["since"] if entry is not None else now
+        self.entries[key] = (time.monotonic() + ttl_s, {"state": "in_flight", "fp": fingerprint, "token": token,
+                                                        "until": now + lock_ttl_s, "since": since})
+        return Begin("owner", fingerprint, token, earlier_since=since if entry is not None else None)
 
     def _evict(self) -> None:
         now = time.monotonic()
@@ -156,13 +170,13 @@ class MemoryStore:
     async def release(self, key: str, token: str) -> None:
         entry = self._get(key)
         if entry is not None and entry.get("token") == token:
-            del self.entries[key]
+            self.entries[key] = (self.entries[key][0], {"state": "open", "fp": entry["fp"], "since": entry["since"]})
 
     async def renew(self, held: dict[str, str], lock_ttl_s: float) -> None:
         for key, token in held.items():
             entry = self._get(key)
             if entry is not None and entry.get("token") == token:
-                self.entries[key] = (time.monotonic() + lock_ttl_s, entry)
+                entry["until"] = time.time() + lock_ttl_s
 
     async def check(self) -> dict[str, Any]:
         return {"ok": True, "backend": "memory", "state": "up"}
@@ -171,17 +185,42 @@ class MemoryStore:
         await self.keeper.close()
 
 
-# Delete the key only if it is still this request's in-flight claim.
+# Times are Redis's own (TIME, in ms), so that gateways on hosts whose clocks differ agree on when a lock expired.
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+# Claim the key: ARGV fingerprint, token, lock ms, key TTL ms. {'owner'}, {'resumed', since ms} or {'existing', v}.
+_BEGIN = _NOW + """
+local v = redis.call('GET', KEYS[1])
+local since = now
+if v then
+  local e = cjson.decode(v)
+  if e.state == 'done' or e.fp ~= ARGV[1] or (e.state == 'in_flight' and (e['until'] == nil or e['until'] > now)) then
+    return {'existing', v}
+  end
+  since = e.since or now
+end
+redis.call('SET', KEYS[1], cjson.encode({state = 'in_flight', fp = ARGV[1], token = ARGV[2],
+  ['until'] = now + tonumber(ARGV[3]), since = since}), 'PX', ARGV[4])
+if v then return {'resumed', tostring(since)} end
+return {'owner', ''}
+"""
+# Extend this request's lock (ARGV token, lock ms), if the key is still its in-flight claim.
+_RENEW = _NOW + """
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local e = cjson.decode(v)
+if e.state ~= 'in_flight' or e.token ~= ARGV[1] then return 0 end
+e['until'] = now + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(e), 'KEEPTTL')
+return 1
+"""
+# Open the key for a retry (ARGV token), remembering when the first attempt began, if it is still this claim.
 _RELEASE = """
 local v = redis.call('GET', KEYS[1])
-if v and string.find(v, ARGV[1], 1, true) then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-# Extend the key's expiry only if it is still this request's in-flight claim (a stored answer has no token).
-_RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v and string.find(v, ARGV[1], 1, true) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+if not v then return 0 end
+local e = cjson.decode(v)
+if e.state ~= 'in_flight' or e.token ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], cjson.encode({state = 'open', fp = e.fp, since = e.since}), 'KEEPTTL')
+return 1
 """
 
 
@@ -199,6 +238,7 @@ class RedisStore:
         self.redis = redis.Redis.from_url(url, socket_timeout=timeout_s / 3, socket_connect_timeout=timeout_s / 3,
                                           retry=Retry(NoBackoff(), 1))
         self.prefix = prefix
+        self._begin = self.redis.register_script(_BEGIN)
         self._release = self.redis.register_script(_RELEASE)
         self._renew_script = self.redis.register_script(_RENEW)
         self.keeper = LockKeeper(self.renew)
@@ -225,16 +265,15 @@ class RedisStore:
         except (redis.exceptions.RedisError, OSError) as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from None
 
-    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float) -> Begin:
-        name = self.prefix + key
+    async def begin(self, key: str, fingerprint: str, lock_ttl_s: float, ttl_s: float) -> Begin:
         token = secrets.token_hex(8)
-        claim = orjson.dumps({"state": "in_flight", "fp": fingerprint, "token": token})
-        if await self._redis(lambda: self.redis.set(name, claim, nx=True, px=int(lock_ttl_s * 1000))):
+        kind, value = await self._redis(lambda: self._begin(
+            keys=[self.prefix + key], args=[fingerprint, token, int(lock_ttl_s * 1000), int(ttl_s * 1000)]))
+        if kind == b"owner":
             return Begin("owner", fingerprint, token)
-        raw = await self._redis(lambda: self.redis.get(name))
-        if raw is None:  # it expired between our SET and GET: claim again
-            return await self.begin(key, fingerprint, lock_ttl_s)
-        entry = orjson.loads(raw)
+        if kind == b"resumed":
+            return Begin("owner", fingerprint, token, earlier_since=float(value) / 1000)
+        entry = orjson.loads(value)
         stored = Stored.loads(entry["response"]) if entry["state"] == "done" else None
         return Begin(entry["state"], entry["fp"], stored=stored)
 
@@ -246,7 +285,7 @@ class RedisStore:
         try:
             await self._redis(lambda: self._release(keys=[self.prefix + key], args=[token]))
         except StoreUnavailable:
-            pass  # the claim expires by itself after lock_ttl_s
+            pass  # the lock expires by itself after lock_ttl_s: a retry takes the key over then
 
     async def renew(self, held: dict[str, str], lock_ttl_s: float) -> None:
         async def renew_all() -> None:
