@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -10,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import yaml
 
 from gateway.settings import apply_overrides
 from tests.conftest import ROOT, TEST_KEYS
+from tests.services import stop_process
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
          "items": [{"sku": "SKU-123", "quantity": 2}],
@@ -95,3 +103,53 @@ def fault(url: str, *rules: dict[str, Any]) -> None:
 
 def clear_faults(url: str) -> None:
     httpx.delete(url + "/_sandbox/faults").raise_for_status()
+
+
+def jobs_in(dsn: str) -> dict[str, tuple[str, int]]:
+    with psycopg.connect(dsn) as conn:
+        return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, state, attempts FROM cg_jobs")}
+
+
+class Worker:
+    """A `gateway worker` process; its log is kept to show which jobs it ran."""
+
+    def __init__(self, config: Path, concurrency: int = 4, wait: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--concurrency", str(concurrency)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "GATEWAY_LOG_LEVEL": "INFO"})
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        if not self.ready.wait(60):
+            self.proc.kill()
+            raise AssertionError("gateway worker did not start:\n" + "".join(self.lines))
+
+    @property
+    def owner(self) -> str:
+        """The worker's lease owner id (from its start-up line)."""
+        return next(line.split()[1] for line in self.lines if line.startswith("worker "))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if line.startswith("worker ") and " running " in line:
+                self.ready.set()
+
+    def ran(self) -> int:
+        """Jobs this worker finished, from its JSON log lines (one per attempt, with the outcome)."""
+        events = [json.loads(line) for line in self.lines if line.startswith("{")]
+        return sum(e.get("outcome") == "succeeded" and "job_id" in e for e in events)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        stop_process(self.proc)

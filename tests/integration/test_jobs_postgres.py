@@ -6,16 +6,10 @@ Each test gets a database of its own on the machine's PostgreSQL (or one tests/s
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -24,21 +18,22 @@ import pytest
 from gateway.app import create_app
 from gateway.jobs.model import DeadLetterFilter, NewJob, RetrySchedule
 from gateway.jobs.postgres import PostgresJobStore
-from tests.conftest import ROOT, ServerThread, bearer, demo_settings
+from tests.conftest import ServerThread, bearer, demo_settings
 from tests.jobsupport import (
     ASYNC,
     FAST,
     ORDER,
     PAYMENT,
+    Worker,
     clear_faults,
     config_file,
     contracts_with,
     fault,
+    jobs_in,
     sandbox_stats,
     settle,
     wait_for,
 )
-from tests.services import stop_process
 
 
 @pytest.fixture
@@ -61,47 +56,6 @@ def cut_connections(admin_dsn: str, db: str) -> int:
         rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                             "AND pid <> pg_backend_pid()", (db,)).fetchall()
     return len(rows)
-
-
-def jobs_in(dsn: str) -> dict[str, tuple[str, int]]:
-    with psycopg.connect(dsn) as conn:
-        return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, state, attempts FROM cg_jobs")}
-
-
-class Worker:
-    """A `gateway worker` process; its log is kept to show which jobs it ran."""
-
-    def __init__(self, config: Path, concurrency: int = 4) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "worker", "--config", str(config), "--concurrency", str(concurrency)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "GATEWAY_LOG_LEVEL": "INFO"})
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        if not self.ready.wait(60):
-            self.proc.kill()
-            raise AssertionError("gateway worker did not start:\n" + "".join(self.lines))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if line.startswith("worker ") and " running " in line:
-                self.ready.set()
-
-    def ran(self) -> int:
-        """Jobs this worker finished, from its JSON log lines (one per attempt, with the outcome)."""
-        events = [json.loads(line) for line in self.lines if line.startswith("{")]
-        return sum(e.get("outcome") == "succeeded" and "job_id" in e for e in events)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 @pytest.fixture
