@@ -82,8 +82,41 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = config_path(args.config)
         if config is not None:
             os.environ[CONFIG_ENV] = str(config.resolve())
-        uvicorn.run("gateway.app:create_app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        _supervise(uvicorn.Config("gateway.app:create_app_from_env", factory=True, workers=workers,
+                                  **common))  # type: ignore[arg-type]
     return 0
+
+
+def _supervise(config: Any) -> None:
+    """Several worker processes under uvicorn's supervisor, which replaces one that dies (what `uvicorn.run` does
+    with workers > 1), and reports each death at error with its pid and signal, counted in
+    gateway_process_deaths_total: uvicorn itself says so only at info, below the level the gateway runs it at."""
+    from uvicorn.supervisors.multiprocess import Multiprocess
+
+    from gateway.observability import metrics
+
+    log = logging.getLogger("gateway.serve")
+
+    class Supervisor(Multiprocess):
+        def keep_subprocess_alive(self) -> None:
+            exited = {id(p) for p in self.processes if p.process.exitcode is not None}  # died on their own
+            before = list(self.processes)
+            super().keep_subprocess_alive()
+            for old in before:
+                if any(p is old for p in self.processes) or old.exitcode is None:
+                    continue
+                code = old.exitcode
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}")
+                if id(old) not in exited:
+                    how = f"stopped answering health checks and was {how.replace('killed by', 'killed with')}"
+                log.error("worker process %s %s; a new one replaces it", old.pid, how)
+                metrics.process_deaths_total.labels(signal.Signals(-code).name if code < 0 else "exit").inc()
+
+    sock = config.bind_socket()
+    try:
+        Supervisor(config, sockets=[sock]).run()
+    except KeyboardInterrupt:
+        pass
 
 
 def _sandboxes_command(*extra: str) -> tuple[list[str], dict[str, str]]:
