@@ -46,12 +46,18 @@ class BuiltinIssuer:
         self._verified: set[tuple[str, str]] = set()
 
     def metadata(self, scopes: list[str]) -> dict[str, Any]:
-        """RFC 8414 authorization server metadata."""
+        """RFC 8414 authorization server metadata.
+
+        No `response_types_supported`: response types are answers of an authorization endpoint, and this server has
+        none (client credentials only). RFC 8414 lists the field as required, but naming a response type here
+        ("token", the implicit grant) would advertise an endpoint that does not exist; omitting it is what the
+        OAuth working group agreed for servers without one (openid/OpenID4VCI#248, the erratum it proposes).
+        """
         return {"issuer": self.issuer, "token_endpoint": self.issuer + "/oauth/token",
                 "jwks_uri": self.issuer + "/.well-known/jwks.json",
                 "grant_types_supported": ["client_credentials"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-                "scopes_supported": scopes, "response_types_supported": ["token"],
+                "scopes_supported": scopes,
                 "access_token_signing_alg_values_supported": [self.keys.algorithm]}
 
     async def _client(self, form: dict[str, str], authorization: str | None) -> str:

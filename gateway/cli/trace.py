@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.settings import Settings
 
-from .common import add_config, builtin_issuer, settings_of
+from .common import add_config, builtin_issuer, config_path, settings_of
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     if args.url:
         import httpx
 
-        token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or _operator_token(settings)
+        token = args.token or os.environ.get("GATEWAY_ADMIN_TOKEN") or _operator_token(settings, args.config)
         r = httpx.get(f"{args.url.rstrip('/')}/admin/requests/{args.request_id}",
                       headers={"authorization": f"Bearer {token}"}, timeout=10)
         if r.status_code == 404:
@@ -46,10 +46,14 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0 if lines else 1
 
 
-def _operator_token(settings: Settings) -> str:
+def _operator_token(settings: Settings, config: str | None) -> str:
     """A one-minute gateway:admin token from the built-in issuer (this host holds its signing key)."""
     from gateway.admin.access import ADMIN_SCOPE
 
+    if config_path(config) is None:  # run outside the gateway's folder: nothing says which issuer, which key
+        print("no gateway.yaml here: pass --config (the gateway's configuration, whose issuer mints an operator "
+              "token), or --token (or GATEWAY_ADMIN_TOKEN)", file=sys.stderr)
+        raise SystemExit(2)
     issuer = builtin_issuer(settings)
     if issuer is None:
         print("give --token (or GATEWAY_ADMIN_TOKEN): the built-in issuer is not enabled", file=sys.stderr)

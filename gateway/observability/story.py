@@ -39,13 +39,16 @@ def verdict(access: dict[str, Any], attempts: list[dict[str, Any]]) -> str:
     status = access.get("status") or 0
     problem = access.get("problem") or ""
     stage = access.get("stage")
-    retried = len(attempts) - 1
+    # A retry is an attempt after the first of the same vendor call (its `attempt` number above 1); several calls
+    # in one request (a search, then a create) are not retries of each other.
+    retried = sum(1 for a in attempts if (a.get("attempt") or 1) > 1)
     if status == 499:
         return "them: the caller disconnected before the answer; the gateway abandoned the vendor work"
     if status < 400:
         plural = "y" if retried == 1 else "ies"
         extra = f" after {retried} retr{plural} of failed vendor attempts" if retried > 0 else ""
-        return f"ok: answered {status}{extra}"
+        calls = len(attempts) - retried
+        return f"ok: answered {status}{extra}" + (f" ({calls} vendor calls)" if calls > 1 else "")
     if status < 500:
         if stage and stage not in ("dispatch", "routing"):
             return f"them: the caller's request was refused by the {stage} policy ({problem or status})"

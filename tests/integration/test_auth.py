@@ -149,6 +149,8 @@ def test_issuer_publishes_metadata_and_jwks(gw):
     meta = client.get("/.well-known/oauth-authorization-server").json()
     assert meta["token_endpoint"] == "http://gateway.test/oauth/token"
     assert meta["grant_types_supported"] == ["client_credentials"]
+    # No authorization endpoint, so no response type (the implicit grant's "token" would promise one).
+    assert "authorization_endpoint" not in meta and "response_types_supported" not in meta
     assert set(meta["scopes_supported"]) == {"things:read", "things:write"}
     keys = client.get("/.well-known/jwks.json").json()["keys"]
     assert keys and all("d" not in k and k["use"] == "sig" for k in keys)
