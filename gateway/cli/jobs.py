@@ -50,53 +50,62 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     """Dead letters: list, show, replay, discard (the same as the admin endpoints)."""
     import asyncio
     import json
+    import logging
 
     from gateway.admin.dlq import dead_letter
-    from gateway.jobs.model import DeadLetterFilter
+    from gateway.jobs.model import DeadLetterFilter, StoreDown
     from gateway.jobs.service import job_store
 
     settings = settings_of(args)
-    store = job_store(settings)
+    # An operator at a terminal waits longer than a request does; an unreachable store is said once, below.
+    store = job_store(settings, timeout_s=10.0)
+    logging.disable(logging.CRITICAL)
 
     async def run() -> int:
         await store.start()
         try:
-            if args.action == "list":
-                flt = DeadLetterFilter(vendor=args.vendor, operation=args.operation, since=parse_time(args.since),
-                                       until=parse_time(args.until), error=args.error, limit=args.limit)
-                for job in await store.dead_letters(flt):
-                    last = (job.history or [{}])[-1]
-                    print(f"{job.id}  {job.name:32} {job.vendor or '-':12} attempts={job.attempts:<3} "
-                          f"{last.get('at', '-')}  {last.get('error', (job.problem or {}).get('type', ''))}")
-                return 0
-            if args.action == "show":
-                job = await store.get(args.id)
-                if job is None:
-                    print(f"no job {args.id}", file=sys.stderr)
-                    return 1
-                print(json.dumps(dead_letter(job), indent=2, default=str))
-                return 0
-            if args.action == "discard":
-                ok = await store.discard(args.id, args.reason)
-                print("discarded" if ok else f"{args.id} is not a dead letter")
-                return 0 if ok else 1
-            if not args.id and args.since is None and args.until is None:
-                print("give a dead letter's id, or --since/--until to replay a time range", file=sys.stderr)
-                return 2
-            ids = [args.id] if args.id else [j.id for j in await store.dead_letters(DeadLetterFilter(
-                since=parse_time(args.since), until=parse_time(args.until), limit=10_000))]
-            failed = 0
-            for job_id in ids:
-                if args.dry_run:
-                    print(f"would replay {job_id}")
-                elif await store.replay(job_id):
-                    print(f"replayed {job_id}")
-                else:
-                    failed += 1
-                    print(f"{job_id} is not a dead letter (nothing replayed)", file=sys.stderr)
-            return 1 if failed else 0
+            return await act()
+        except StoreDown as exc:
+            print(f"the job store cannot be reached: {exc}", file=sys.stderr)
+            return 1
         finally:
             await store.close()
+
+    async def act() -> int:
+        if args.action == "list":
+            flt = DeadLetterFilter(vendor=args.vendor, operation=args.operation, since=parse_time(args.since),
+                                   until=parse_time(args.until), error=args.error, limit=args.limit)
+            for job in await store.dead_letters(flt):
+                last = (job.history or [{}])[-1]
+                print(f"{job.id}  {job.name:32} {job.vendor or '-':12} attempts={job.attempts:<3} "
+                      f"{last.get('at', '-')}  {last.get('error', (job.problem or {}).get('type', ''))}")
+            return 0
+        if args.action == "show":
+            job = await store.get(args.id)
+            if job is None:
+                print(f"no job {args.id}", file=sys.stderr)
+                return 1
+            print(json.dumps(dead_letter(job), indent=2, default=str))
+            return 0
+        if args.action == "discard":
+            ok = await store.discard(args.id, args.reason)
+            print("discarded" if ok else f"{args.id} is not a dead letter")
+            return 0 if ok else 1
+        if not args.id and args.since is None and args.until is None:
+            print("give a dead letter's id, or --since/--until to replay a time range", file=sys.stderr)
+            return 2
+        ids = [args.id] if args.id else [j.id for j in await store.dead_letters(DeadLetterFilter(
+            since=parse_time(args.since), until=parse_time(args.until), limit=10_000))]
+        failed = 0
+        for job_id in ids:
+            if args.dry_run:
+                print(f"would replay {job_id}")
+            elif await store.replay(job_id):
+                print(f"replayed {job_id}")
+            else:
+                failed += 1
+                print(f"{job_id} is not a dead letter (nothing replayed)", file=sys.stderr)
+        return 1 if failed else 0
 
     return asyncio.run(run())
 

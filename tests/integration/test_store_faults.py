@@ -308,3 +308,14 @@ def _answers(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_dlq_from_the_command_line_with_the_store_down_is_one_clear_line(tmp_path):
+    """No traceback for an operator: the store cannot be reached, said once, exit status 1."""
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens there
+    config = config_file(tmp_path, {"jobs.backend": "postgres", "jobs.postgres_dsn": dsn})
+    out = subprocess.run([sys.executable, "-m", "gateway", "dlq", "list", "--config", str(config)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stdout == ""
+    [line] = out.stderr.splitlines()
+    assert line.startswith("the job store cannot be reached: ") and "127.0.0.1" in line
