@@ -3,11 +3,14 @@
 Run: .venv/bin/python bench/jobs.py [--jobs 2000] [--concurrency 8] [--postgres DSN]
 
 1. Store + workers, enqueue to done, with a no-op handler (the vendor costs nothing): SQLite (WAL, one process)
-   and PostgreSQL (SKIP LOCKED; one worker process and two). Prints enqueues/s and jobs/s.
+   and PostgreSQL (SKIP LOCKED; one worker process and two). Prints enqueues/s and jobs/s and, for PostgreSQL,
+   commits and WAL flushes (fsyncs) per job: what durability costs, counted, so it does not depend on how busy
+   the machine is the way the rates do.
 2. The gateway (demo config, sandbox vendors in this process) answering POST /v2/orders synchronously and with
    `Prefer: respond-async`: p50/p99 over sequential calls, so the difference is the added cost of the 202 path
    (a durable write) against the vendor round trip it replaces.
-PostgreSQL: $DATABASE_URL, or 127.0.0.1:5432 as postgres (tests/services.py starts one if neither answers).
+PostgreSQL: --postgres DSN, else a private server of this run's own (tests/services.py PostgresProcess, fsync on),
+so that other work on the machine's PostgreSQL neither slows it nor shows up in its counters.
 """
 
 from __future__ import annotations
@@ -57,6 +60,20 @@ async def through(make_store, jobs: int, concurrency: int, runners: int) -> tupl
     for s in stores:
         await s.close()
     return jobs / enqueued, jobs / done
+
+
+def pg_counters(dsn: str) -> tuple[int, int]:
+    """(commits in this database, WAL fsyncs of the whole server) so far."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        commits = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                               ).fetchone()[0]
+        try:  # PostgreSQL 18 counts WAL I/O in pg_stat_io; 14-17 in pg_stat_wal
+            fsyncs = conn.execute("SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'").fetchone()[0]
+        except psycopg.errors.UndefinedColumn:
+            fsyncs = conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0]
+    return int(commits), int(fsyncs)
 
 
 def fresh_pg_database(dsn: str) -> str:
@@ -109,23 +126,36 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--postgres", help="a PostgreSQL DSN (default: as the tests find one)")
     args = parser.parse_args()
+    server = None
     if args.postgres:
         dsn = args.postgres
     else:
-        from tests.services import postgres_dsn
+        from tests.services import PostgresProcess
 
-        dsn = postgres_dsn()
-    folder = Path(tempfile.mkdtemp(prefix="cg-bench-jobs-"))
-    print(f"{args.jobs} no-op jobs, {args.concurrency} at a time per worker")
-    print(f"{'store':40} {'enqueue/s':>10} {'jobs/s':>10}")
-    cases = [("SQLite (WAL), 1 worker", lambda: (lambda p: (lambda: SqliteJobStore(p)))(folder / "a.db"), 1)]
-    pg1, pg2 = fresh_pg_database(dsn), fresh_pg_database(dsn)
-    cases += [("PostgreSQL, 1 worker", lambda: (lambda: PostgresJobStore(pg1)), 1),
-              ("PostgreSQL, 2 workers (SKIP LOCKED)", lambda: (lambda: PostgresJobStore(pg2)), 2)]
-    for name, factory, runners in cases:  # each worker is a JobRunner on its own connection(s), one process
-        enq, rate = asyncio.run(through(factory(), args.jobs, args.concurrency, runners))
-        print(f"{name:40} {enq:10.0f} {rate:10.0f}")
-    latency_202_vs_sync(args.calls, fresh_pg_database(dsn))
+        server = PostgresProcess().start()
+        dsn = server.dsn
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="cg-bench-jobs-"))
+        print(f"{args.jobs} no-op jobs, {args.concurrency} at a time per worker")
+        print(f"{'store':40} {'enqueue/s':>10} {'jobs/s':>10} {'commits/job':>12} {'fsyncs/job':>11}")
+        cases = [("SQLite (WAL), 1 worker", lambda: (lambda p: (lambda: SqliteJobStore(p)))(folder / "a.db"), 1,
+                  None)]
+        pg1, pg2 = fresh_pg_database(dsn), fresh_pg_database(dsn)
+        cases += [("PostgreSQL, 1 worker", lambda: (lambda: PostgresJobStore(pg1)), 1, pg1),
+                  ("PostgreSQL, 2 workers (SKIP LOCKED)", lambda: (lambda: PostgresJobStore(pg2)), 2, pg2)]
+        for name, factory, runners, db in cases:  # each worker is a JobRunner on its own connection(s), one process
+            before = pg_counters(db) if db else (0, 0)
+            enq, rate = asyncio.run(through(factory(), args.jobs, args.concurrency, runners))
+            counts = ""
+            if db:
+                time.sleep(1.0)  # backends report their I/O counters when they end or within a second
+                after = pg_counters(db)
+                counts = f" {(after[0] - before[0]) / args.jobs:12.2f} {(after[1] - before[1]) / args.jobs:11.2f}"
+            print(f"{name:40} {enq:10.0f} {rate:10.0f}{counts}")
+        latency_202_vs_sync(args.calls, fresh_pg_database(dsn))
+    finally:
+        if server is not None:
+            server.stop("fast")
 
 
 if __name__ == "__main__":
