@@ -188,18 +188,23 @@ class MemoryStore:
 # Times are Redis's own (TIME, in ms), so that gateways on hosts whose clocks differ agree on when a lock expired.
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
 # Claim the key: ARGV fingerprint, token, lock ms, key TTL ms. {'owner'}, {'resumed', since ms} or {'existing', v}.
+# Safe to send twice (redis-py retries once after a timeout): finding its own token, a call is the owner.
 _BEGIN = _NOW + """
 local v = redis.call('GET', KEYS[1])
 local since = now
 if v then
   local e = cjson.decode(v)
+  if e.state == 'in_flight' and e.token == ARGV[2] then  -- this same call, retried
+    if e.taken_over then return {'resumed', tostring(e.since)} end
+    return {'owner', ''}
+  end
   if e.state == 'done' or e.fp ~= ARGV[1] or (e.state == 'in_flight' and (e['until'] == nil or e['until'] > now)) then
     return {'existing', v}
   end
   since = e.since or now
 end
 redis.call('SET', KEYS[1], cjson.encode({state = 'in_flight', fp = ARGV[1], token = ARGV[2],
-  ['until'] = now + tonumber(ARGV[3]), since = since}), 'PX', ARGV[4])
+  ['until'] = now + tonumber(ARGV[3]), since = since, taken_over = v ~= false}), 'PX', ARGV[4])
 if v then return {'resumed', tostring(since)} end
 return {'owner', ''}
 """
