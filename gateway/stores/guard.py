@@ -79,25 +79,14 @@ class StoreGuard:
                 self._trial = False
 
     async def _call(self, fn: Callable[[], Awaitable[T]], bound: float) -> T:
-        work: asyncio.Future[T] | None = None
         try:
-            if self.bounded_by == "task":
-                work = asyncio.ensure_future(fn())
-                result = await asyncio.wait_for(asyncio.shield(work), bound)
-            else:
-                result = await fn()
+            result = await (within(fn(), bound) if self.bounded_by == "task" else fn())
         except TimeoutError:
-            if work is not None:
-                work.add_done_callback(_consume)  # it ends (or fails) later, on its own; nobody waits for it
             self._refused["timeout"].inc()
             self.down(f"no answer within {bound:g} s")
             late = self.error(f"the {self.name} did not answer within {bound:g} s")
             late.maybe_done = True  # type: ignore[attr-defined]  # sent, never answered: it may still happen
             raise late from None
-        except asyncio.CancelledError:
-            if work is not None:
-                work.add_done_callback(_consume)
-            raise
         except self.error as exc:
             self._refused["error"].inc()
             self.down(str(exc) or type(exc).__name__)
@@ -112,7 +101,7 @@ class StoreGuard:
         the last `fresh_s`, or it is known to be down (the prober is on it)."""
         if self.state != "down" and time.monotonic() - self.last_ok > fresh_s:
             try:
-                await asyncio.wait_for(self.probe(), self.timeout_s)
+                await within(self.probe(), self.timeout_s)
             except Exception as exc:  # whatever stops the probe, the store is not usable
                 self.down(str(exc) or type(exc).__name__)
             else:
@@ -145,7 +134,7 @@ class StoreGuard:
         while self.state == "down":
             await asyncio.sleep(self.probe_interval_s)
             try:
-                await asyncio.wait_for(self._probe_once(), max(self.timeout_s, 2.0))
+                await within(self._probe_once(), max(self.timeout_s, 2.0))
             except Exception as exc:  # whatever stops the probe, the store is not usable yet
                 self.reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 continue
@@ -162,6 +151,17 @@ class StoreGuard:
             self._prober.cancel()
             await asyncio.gather(self._prober, return_exceptions=True)
             self._prober = None
+
+
+async def within(coro: Awaitable[T], bound: float) -> T:
+    """`await coro`, giving up after `bound` seconds without cancelling it: it runs on in a task of its own and
+    ends (or fails) later, unobserved. TimeoutError when the bound runs out."""
+    work = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.wait_for(asyncio.shield(work), bound)
+    except (TimeoutError, asyncio.CancelledError):
+        work.add_done_callback(_consume)
+        raise
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
