@@ -18,7 +18,7 @@ from adapters.registry import adapter_class
 from gateway.mappings import load_mapping
 from gateway.settings import Settings, VendorSettings
 
-from .extension import ApiExtension, OperationExtension
+from .extension import ApiExtension, OperationExtension, PathExtension
 from .load import Contract, ContractProblem, pointer_join
 from .operations import TEMPLATE_VAR, RawOperation, iter_operations
 
@@ -77,6 +77,7 @@ def _lint_contract(contract: Contract, settings: Settings,
         except LookupError as exc:
             problems.append(ContractProblem(file, "/x-gateway/mapping", str(exc)))
     problems += _sensitive_problems(file, contract.data, "")
+    problems += _path_extension_problems(contract, file)
     seen_ids: dict[str, str] = {}
     for op in iter_operations(contract):
         if isinstance(op, tuple):
@@ -91,6 +92,16 @@ def _lint_contract(contract: Contract, settings: Settings,
         else:
             routes[key] = (file, op.pointer)
     return problems
+
+
+def _path_extension_problems(contract: Contract, file: str) -> list[ContractProblem]:
+    """`x-gateway` on path items (the default route of their operations) holds only known keys."""
+    out: list[ContractProblem] = []
+    for path, item in (contract.data.get("paths") or {}).items():
+        if isinstance(item, dict) and "x-gateway" in item:
+            out += _extension_problems(file, pointer_join("/paths", path, "x-gateway"), PathExtension,
+                                       item["x-gateway"])
+    return out
 
 
 def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
@@ -138,7 +149,8 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
 
 
 def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
-    """Every scheme a requirement names exists and is supported; every oauth2 scope is declared."""
+    """Every scheme a requirement names is declared and every oauth2 scope too; an alternative the gateway cannot
+    check is a warning when another one can be served (the operation is served by those), else an error."""
     from gateway.policies.auth import scheme_kind
 
     if "security" in op.node:
@@ -146,19 +158,22 @@ def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
     else:
         requirements, where = op.contract.data.get("security"), "/security"
     schemes = (op.contract.data.get("components") or {}).get("securitySchemes") or {}
-    out = []
+    out: list[ContractProblem] = []
+    unsupported: list[tuple[str, str, dict[str, Any]]] = []
+    served = 0
     for i, requirement in enumerate(requirements or []):
+        ok = True
         for name, scopes in (requirement or {}).items():
             ptr = pointer_join(where, i, name)
             scheme = schemes.get(name)
             if not isinstance(scheme, dict):
                 out.append(ContractProblem(file, ptr, f"security scheme {name!r} is not declared in "
                                            "components.securitySchemes"))
+                ok = False
                 continue
             if scheme_kind(scheme) is None:
-                out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({scheme.get('type')}"
-                                           f"{' in ' + str(scheme.get('in')) if scheme.get('in') else ''}) is not "
-                                           "supported: use oauth2, openIdConnect, http bearer or apiKey in a header"))
+                unsupported.append((ptr, name, scheme))
+                ok = False
                 continue
             if scheme.get("type") == "oauth2":
                 declared = {s for flow in (scheme.get("flows") or {}).values() for s in ((flow or {}).get("scopes")
@@ -166,6 +181,15 @@ def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
                 for scope in scopes or []:
                     if scope not in declared:
                         out.append(ContractProblem(file, ptr, f"scope {scope!r} is not declared by {name!r}"))
+        served += ok
+    for ptr, name, scheme in unsupported:
+        kind = f"{scheme.get('type')}{' in ' + str(scheme.get('in')) if scheme.get('in') else ''}"
+        if served:
+            out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({kind}) is not supported: this "
+                                       "alternative is not served, the others are", warning=True))
+        else:
+            out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({kind}) is not supported: use "
+                                       "oauth2, openIdConnect, http bearer or basic, or apiKey in a header"))
     return out
 
 
@@ -173,12 +197,13 @@ def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[Con
     ext_ptr = pointer_join(op.pointer, "x-gateway")
     ext = op.extension
     if not isinstance(ext, dict) or "route" not in ext:
-        return [ContractProblem(file, op.pointer, "operation has no route (x-gateway.route: <vendor>.<operation>)")]
+        return [ContractProblem(file, op.pointer, "operation has no route (x-gateway.route: <vendor>.<operation>, "
+                                "or one default for all: x-gateway.route at the document root)")]
     problems = _extension_problems(file, ext_ptr, OperationExtension, ext)
     if problems:
         return problems
     vendor, _, name = ext["route"].partition(".")
-    route_ptr = pointer_join(ext_ptr, "route")
+    route_ptr = op.route_pointer
     vendor_settings = settings.vendors.get(vendor)
     if vendor == "gateway" and vendor_settings is None:
         # The gateway's own operations (the async status resource): built in, no configuration.
