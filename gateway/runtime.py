@@ -71,7 +71,20 @@ def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[Con
 
 def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem],
                                             list[ContractProblem]]:
-    """`check`, and the warnings: things served anyway that the author should know (an unsupported alternative)."""
+    """`check`, and the warnings: things served anyway that the author should know (an unsupported alternative).
+
+    With an entry in the compile cache for exactly these contracts, settings and code, the checks it vouches for
+    are skipped and the converted schemas reused (gateway/contracts/cache.py)."""
+    from gateway.contracts.cache import ContractCache, warnings_of
+
+    cache = ContractCache(settings)
+    entry = cache.load()
+    if entry is not None:
+        contracts, problems = load_contracts(settings.contract_paths(), verify=False)
+        if not problems:
+            operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
+            if not problems:
+                return contracts, operations, [], warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
     problems += lint(contracts, settings)
@@ -79,7 +92,10 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
     problems = [p for p in problems if not p.warning]
     if problems:
         return contracts, [], problems, warnings
-    operations, compile_problems = compile_contracts(contracts, settings)
+    exported: dict[str, Any] = {}
+    operations, compile_problems = compile_contracts(contracts, settings, exported=exported)
+    if not compile_problems:
+        cache.store(contracts, exported, warnings)
     return contracts, operations if not compile_problems else [], compile_problems, warnings
 
 

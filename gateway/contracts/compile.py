@@ -95,6 +95,13 @@ class Operation:
 
 def api_identity(contract: Contract) -> tuple[str, str]:
     """(api name, version) of a contract: from x-gateway, else the file name and info.version's major."""
+    found = contract.__dict__.get("_identity")
+    if found is None:
+        found = contract.__dict__["_identity"] = _identity(contract)
+    return found  # type: ignore[no-any-return]
+
+
+def _identity(contract: Contract) -> tuple[str, str]:
     ext = contract.data.get("x-gateway") or {}
     api = ext.get("api") or contract.path.stem.split(".")[0].lower()
     return api, ext.get("version") or derived_version(contract.data)
@@ -115,16 +122,21 @@ def derived_version(data: dict[str, Any]) -> str:
     return "v1"
 
 
-def compile_contracts(contracts: list[Contract], settings: Settings) -> tuple[list[Operation], list[ContractProblem]]:
+def compile_contracts(contracts: list[Contract], settings: Settings, prepared: dict[str, Any] | None = None,
+                      exported: dict[str, Any] | None = None) -> tuple[list[Operation], list[ContractProblem]]:
     """Every operation of every contract. Assumes `lint` found nothing; reports schema compile failures.
 
     Per contract: every schema is registered once in a SchemaSet (shared by all operations that use it), the set is
-    compiled once, and the operations take their validators from it.
+    compiled once, and the operations take their validators from it. `prepared` holds converted schemas from the
+    compile cache (by contract path); `exported`, when given, receives this run's for the cache.
     """
     ops: list[Operation] = []
     problems: list[ContractProblem] = []
     for contract in contracts:
         schemas = SchemaSet(contract.resolver, contract.openapi_version)
+        key = str(contract.resolver.absolute(contract.path))
+        if prepared and key in prepared:
+            schemas.restore(prepared[key])
         plans: list[tuple[RawOperation, _Plan]] = []
         found: list[ContractProblem] = []
         for raw in iter_operations(contract):
@@ -140,6 +152,8 @@ def compile_contracts(contracts: list[Contract], settings: Settings) -> tuple[li
         problems += found
         if found:
             continue
+        if exported is not None:
+            exported[key] = schemas.export()
         validators = _Validators(schemas)
         ops += [_compile(raw, contract, plan, validators, settings) for raw, plan in plans]
     return ops, problems

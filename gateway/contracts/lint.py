@@ -49,19 +49,20 @@ def lint(contracts: list[Contract], settings: Settings) -> list[ContractProblem]
     return problems
 
 
-def _sensitive_problems(file: str, node: Any, pointer: str) -> list[ContractProblem]:
+def _sensitive_problems(file: str, node: Any, pointer: str, path: tuple[Any, ...] = ()) -> list[ContractProblem]:
     """`x-sensitive` (the field is masked in every log line, see observability/logs.py) must be true or false."""
     out: list[ContractProblem] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            where = pointer_join(pointer, str(key))
             if key == "x-sensitive" and not isinstance(value, bool):
+                where = pointer_join(pointer, *path, key)
                 out.append(ContractProblem(file, where, "x-sensitive must be true or false"))
-            else:
-                out += _sensitive_problems(file, value, where)
+            elif isinstance(value, (dict, list)):
+                out += _sensitive_problems(file, value, pointer, (*path, key))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            out += _sensitive_problems(file, value, pointer_join(pointer, str(i)))
+            if isinstance(value, (dict, list)):
+                out += _sensitive_problems(file, value, pointer, (*path, i))
     return out
 
 

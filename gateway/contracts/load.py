@@ -121,14 +121,15 @@ class RefResolver:
         self._nodes: dict[tuple[Path, str], Any] = {}
         self._absolute: dict[Path, Path] = {}
 
-    def _abs(self, path: Path) -> Path:
+    def absolute(self, path: Path) -> Path:
+        """`path.resolve()`, memoised (the filesystem is asked once per distinct path)."""
         found = self._absolute.get(path)
         if found is None:
             found = self._absolute[path] = path.resolve()
         return found
 
     def document(self, path: Path) -> Any:
-        path = self._abs(path)
+        path = self.absolute(path)
         if path not in self.documents:
             data, problems = read_document(path)
             self.problems.extend(problems)
@@ -146,7 +147,7 @@ class RefResolver:
         location, fragment = urldefrag(ref)
         if location.startswith(("http://", "https://")):
             raise LookupError(f"remote $ref {ref!r} is not supported: bundle it into a local file")
-        file = self._abs(base.parent / unquote(location)) if location else self._abs(base)
+        file = self.absolute(base.parent / unquote(location)) if location else self.absolute(base)
         pointer = unquote(fragment)
         if pointer and not pointer.startswith("/"):
             raise LookupError(f"$ref fragment {fragment!r} is not a JSON pointer")
@@ -202,20 +203,25 @@ NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"
 _DATA_KEYS = frozenset({"example", "examples", "const", "enum", "default"})
 
 
-def iter_refs(node: Any, pointer: str = "", names: bool = False) -> Iterator[tuple[str, Any]]:
+def iter_refs(node: Any, pointer: str = "") -> Iterator[tuple[str, Any]]:
     """Every (pointer of the object holding `$ref`, ref value) under `node`."""
+    for path, ref in _refs(node, (), False):
+        yield pointer_join(pointer, *path), ref
+
+
+def _refs(node: Any, path: tuple[Any, ...], names: bool) -> Iterator[tuple[tuple[Any, ...], Any]]:
     if isinstance(node, dict):
         if not names and "$ref" in node:
-            yield pointer, node["$ref"]
+            yield path, node["$ref"]
         for k, v in node.items():
-            if not names and k in _DATA_KEYS and pointer:
+            if not names and (k == "$ref" or k in _DATA_KEYS and path):
                 continue
-            if k == "$ref" and not names:
-                continue
-            yield from iter_refs(v, pointer_join(pointer, k), names=not names and k in NAME_MAPS)
+            if isinstance(v, (dict, list)):
+                yield from _refs(v, (*path, k), not names and k in NAME_MAPS)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from iter_refs(v, pointer_join(pointer, i))
+            if isinstance(v, (dict, list)):
+                yield from _refs(v, (*path, i), False)
 
 
 @dataclass
@@ -253,8 +259,10 @@ def find_contract_files(paths: list[Path]) -> tuple[list[Path], list[ContractPro
     return files, problems
 
 
-def load_contracts(paths: list[Path]) -> tuple[list[Contract], list[ContractProblem]]:
-    """Parse, resolve refs and validate every contract under `paths`. Returns contracts and all problems."""
+def load_contracts(paths: list[Path], verify: bool = True) -> tuple[list[Contract], list[ContractProblem]]:
+    """Parse, resolve refs and validate every contract under `paths`. Returns contracts and all problems.
+
+    `verify=False` only parses (the compile cache vouches for the rest: contracts/cache.py)."""
     from .spec import spec_problems, version_problem
 
     files, problems = find_contract_files(paths)
@@ -270,6 +278,9 @@ def load_contracts(paths: list[Path]) -> tuple[list[Contract], list[ContractProb
         refused = version_problem(name, data)
         if refused is not None:
             problems.append(refused)
+            continue
+        if not verify:
+            contracts.append(Contract(file, data, resolver))
             continue
         ref_problems = _check_refs(file, data, resolver)
         problems.extend(ref_problems)

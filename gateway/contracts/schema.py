@@ -65,6 +65,7 @@ class SchemaSet:
         self.origin: dict[str, Origin] = {}
         self._pending: list[tuple[str, Mode]] = []
         self._taken: set[str] = set()
+        self._counts: dict[str, int] = {}  # base name -> last suffix used (inline schemas are all "schema_N")
         self._maps: dict[Mode, Any] = {}
 
     # -- registering -------------------------------------------------------------------------------------------
@@ -72,22 +73,23 @@ class SchemaSet:
     def name(self, schema: Any, file: Path, pointer: str, mode: Mode) -> str:
         """The `$defs` name of the schema written at (file, pointer); a bare `$ref` names its target directly."""
         if isinstance(schema, dict) and len(schema) == 1 and isinstance(schema.get("$ref"), str):
-            name = self._ref_name(schema["$ref"], file.resolve(), pointer, mode)
+            name = self._ref_name(schema["$ref"], self.resolver.absolute(file), pointer, mode)
             self._drain()
             return name
-        return self._register(file.resolve(), pointer, schema, mode)
+        return self._register(self.resolver.absolute(file), pointer, schema, mode)
 
     def name_object(self, props: dict[str, tuple[Any, Path, str]], required: list[str], file: Path, pointer: str,
                     mode: Mode) -> str:
         """An object schema whose properties come from different places (the parameters of one location)."""
-        key = (file.resolve(), pointer)
+        key = (self.resolver.absolute(file), pointer)
         name = self._names.get(key)
         if name is None:
             name = self._new_name(key, "params")
         if name not in self.defs[mode]:
+            absolute = self.resolver.absolute
             self.defs[mode][name] = {
                 "type": "object", "required": required,
-                "properties": {n: self._convert(s, f.resolve(), p, mode) for n, (s, f, p) in props.items()}}
+                "properties": {n: self._convert(s, absolute(f), p, mode) for n, (s, f, p) in props.items()}}
             self._drain()
         return name
 
@@ -107,10 +109,11 @@ class SchemaSet:
         parts = pointer_parts(pointer)
         readable = parts[-1] if len(parts) == 3 and parts[:2] == ["components", "schemas"] else hint or "schema"
         base = _NAME_CHARS.sub("_", readable) or "schema"
-        name, n = base, 1
+        name, n = base, self._counts.get(base, 1)
         while name in self._taken:
             n += 1
             name = f"{base}_{n}"
+        self._counts[base] = n
         self._taken.add(name)
         self._names[key] = name
         self.origin[name] = Origin(file, pointer)
@@ -146,30 +149,31 @@ class SchemaSet:
         except LookupError:
             return node
 
-    def _convert(self, node: Any, file: Path, pointer: str, mode: Mode) -> Any:
+    def _convert(self, node: Any, file: Path, pointer: str, mode: Mode, path: tuple[Any, ...] = ()) -> Any:
+        # `path` is the part below `pointer`, joined only when a problem must be located (most nodes never are).
         if not isinstance(node, dict):
             return node
         out: dict[str, Any] = {}
         if "$ref" in node:
-            out["$ref"] = "#/$defs/" + self._ref_name(node["$ref"], file, pointer, mode)
+            out["$ref"] = "#/$defs/" + self._ref_name(node["$ref"], file, pointer_join(pointer, *path), mode)
             if self.v30:  # in 3.0, siblings of $ref are ignored
                 return out
         for key, value in node.items():
             if key == "$ref" or key in _DROPPED or key.startswith("x-"):
                 continue
             if key in _SCHEMA_MAPS and isinstance(value, dict):
-                out[key] = {k: self._convert(v, file, pointer_join(pointer, key, k), mode) for k, v in value.items()}
+                out[key] = {k: self._convert(v, file, pointer, mode, (*path, key, k)) for k, v in value.items()}
             elif key in _SCHEMA_LISTS and isinstance(value, list):
-                out[key] = [self._convert(v, file, pointer_join(pointer, key, i), mode) for i, v in enumerate(value)]
+                out[key] = [self._convert(v, file, pointer, mode, (*path, key, i)) for i, v in enumerate(value)]
             elif key in _SCHEMA_ONE:
-                out[key] = self._convert(value, file, pointer_join(pointer, key), mode)
+                out[key] = self._convert(value, file, pointer, mode, (*path, key))
             else:
                 out[key] = value
         if self.v30:
             _from_30(node, out)
         self._hide_direction(node, out, file, mode)
         if "discriminator" in node and ("oneOf" in out or "anyOf" in out):
-            self._discriminate(node, out, file, pointer, mode)
+            self._discriminate(node, out, file, pointer_join(pointer, *path), mode)
         return out
 
     def _hide_direction(self, node: dict[str, Any], out: dict[str, Any], file: Path, mode: Mode) -> None:
@@ -216,6 +220,22 @@ class SchemaSet:
         rules = [{"if": {"properties": {prop: {"const": v}}, "required": [prop]}, "then": s}
                  for v, s in choices.items()]
         out["allOf"] = [*out.get("allOf", []), selector, *rules]
+
+    # -- the compile cache (contracts/cache.py) -------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Everything converted so far, as JSON-able data."""
+        return {"defs": self.defs, "names": [[str(f), p, n] for (f, p), n in self._names.items()]}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take back what `export` gave: registering the same schemas then converts nothing."""
+        for mode in MODES:
+            self.defs[mode] = dict(state["defs"][mode])
+        for file, pointer, name in state["names"]:
+            key = (Path(file), pointer)
+            self._names[key] = name
+            self._taken.add(name)
+            self.origin[name] = Origin(*key)
 
     # -- compiling ------------------------------------------------------------------------------------------------
 
