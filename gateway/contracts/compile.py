@@ -207,7 +207,7 @@ def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Va
     responses = ResponseSpec({status: {m: validators.get(name, "response") for m, name in media.items()}
                               for status, media in plan.responses.items()})
     return Operation(
-        api=api, version=version, operation_id=raw.node["operationId"], method=raw.method.upper(),
+        api=api, version=version, operation_id=raw.operation_id, method=raw.method.upper(),
         path=raw.full_path, file=contract.name, pointer=raw.pointer,
         params=params, body=body, responses=responses,
         produces=tuple(sorted({m for status, media in responses.by_status.items()

@@ -1,6 +1,6 @@
 """Our own rules on top of OpenAPI validity: what would make a contract unservable or ambiguous.
 
-- every operation has an operationId, unique within its contract;
+- operationIds are unique within a contract (an operation without one gets `<method>_<path words>`);
 - every `{name}` in a path template has a path parameter, and every path parameter appears in the template;
 - parameter names are unique across locations (adapters receive them by name);
 - no two operations of any contracts can match the same method and URL (`/a/{x}` and `/a/{y}` are one route);
@@ -108,12 +108,10 @@ def _path_extension_problems(contract: Contract, file: str) -> list[ContractProb
 def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
                         settings: Settings) -> list[ContractProblem]:
     out: list[ContractProblem] = []
-    op_id = op.node.get("operationId")
-    if not op_id:
-        out.append(ContractProblem(file, op.pointer, "operation has no operationId"))
-    elif op_id in seen_ids:
-        out.append(ContractProblem(file, pointer_join(op.pointer, "operationId"),
-                                   f"duplicate operationId {op_id!r} (also at {seen_ids[op_id]})"))
+    op_id = op.operation_id
+    if op_id in seen_ids:
+        where = pointer_join(op.pointer, "operationId") if op.node.get("operationId") else op.pointer
+        out.append(ContractProblem(file, where, f"duplicate operationId {op_id!r} (also at {seen_ids[op_id]})"))
     else:
         seen_ids[op_id] = op.pointer
     declared = {p.get("name"): ptr for p, _, ptr in op.parameters if p.get("in") == "path"}

@@ -70,6 +70,11 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+# OpenAPI documents are JSON: an unquoted `2019-05-17` (an example, a date) is the string, not a Python date that
+# could not be served back as JSON.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _StrictLoader.yaml_implicit_resolvers.items()}
 
 
 def _stringify_keys(node: Any) -> Any:
@@ -214,7 +219,8 @@ def _refs(node: Any, path: tuple[Any, ...], names: bool) -> Iterator[tuple[tuple
         if not names and "$ref" in node:
             yield path, node["$ref"]
         for k, v in node.items():
-            if not names and (k == "$ref" or k in _DATA_KEYS and path):
+            # Specification extensions (`x-codeSamples: {$ref: get.cs}`) are opaque to OpenAPI: not followed.
+            if not names and (k == "$ref" or k in _DATA_KEYS and path or k.startswith("x-")):
                 continue
             if isinstance(v, (dict, list)):
                 yield from _refs(v, (*path, k), not names and k in NAME_MAPS)

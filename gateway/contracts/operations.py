@@ -32,6 +32,16 @@ class RawOperation:
     defaults_pointer: str = ""
 
     @property
+    def operation_id(self) -> str:
+        """The operationId, or one derived from method and path where the document has none (OpenAPI makes it
+        optional): `GET /users/{id}/posts` -> `get_users_id_posts`."""
+        given = self.node.get("operationId")
+        if isinstance(given, str) and given:
+            return given
+        words = re.findall(r"[A-Za-z0-9]+", self.path)
+        return "_".join([self.method, *words]) if words else self.method
+
+    @property
     def full_path(self) -> str:
         return (self.base_path.rstrip("/") + self.path) if self.base_path else self.path
 

@@ -171,6 +171,8 @@ class SchemaSet:
                 out[key] = value
         if self.v30:
             _from_30(node, out)
+        if out.get("format") in _INT_RANGES:
+            _integer_range(out)
         self._hide_direction(node, out, file, mode)
         if "discriminator" in node and ("oneOf" in out or "anyOf" in out):
             self._discriminate(node, out, file, pointer_join(pointer, *path), mode)
@@ -276,6 +278,18 @@ class SchemaSet:
     def validator(self, name: str, mode: Mode) -> Any:
         """(compiled document validator, name) of a registered schema (after `compile()`)."""
         return self._maps[mode]
+
+
+_INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _integer_range(out: dict[str, Any]) -> None:
+    """OpenAPI's `format: int32|int64` bound numbers (JSON Schema formats only apply to strings): as min/max."""
+    low, high = _INT_RANGES[out["format"]]
+    if not isinstance(out.get("minimum"), (int, float)) or out["minimum"] < low:
+        out["minimum"] = low
+    if not isinstance(out.get("maximum"), (int, float)) or out["maximum"] > high:
+        out["maximum"] = high
 
 
 def _from_30(node: dict[str, Any], out: dict[str, Any]) -> None:

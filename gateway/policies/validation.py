@@ -66,9 +66,9 @@ class ValidationPolicy(BasePolicy):
         raw = await read_body(ctx.receive, self.body_limit, content_length)
         ctx.raw_body = raw
         ctx.media_type = declared_media
-        if not raw:
-            return [Violation("body", "", "a request body is required")] if spec.required else []
         kind, validator, decoder = spec.media[matched]
+        if not raw and kind != "form":  # an empty urlencoded form is a form with no fields: validated below
+            return [Violation("body", "", "a request body is required")] if spec.required else []
         value: Any
         found: list[Violation] = []
         if kind == "json":
