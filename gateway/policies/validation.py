@@ -65,7 +65,8 @@ class ValidationPolicy(BasePolicy):
             raise UnsupportedMediaType(f"{declared_media} is not accepted here; send {' or '.join(spec.declared)}")
         raw = await read_body(ctx.receive, self.body_limit, content_length)
         ctx.raw_body = raw
-        ctx.media_type = declared_media
+        # The whole header, parameters included: a pass-through upstream needs the multipart boundary and charset.
+        ctx.media_type = (ctx.header(b"content-type") or declared_media).strip()
         kind, validator, decoder = spec.media[matched]
         if not raw and kind != "form":  # an empty urlencoded form is a form with no fields: validated below
             return [Violation("body", "", "a request body is required")] if spec.required else []

@@ -147,7 +147,8 @@ def test_valid_requests_accepted_invalid_refused_never_5xx(doc: Document, tmp_pa
             # Operations without inputs: no request to them can be invalid, so nothing is generated.
             nothing_invalid = mode == "negative" and "No test cases were generated" in result.stdout \
                 and "FAILURES" not in result.stdout
-            assert result.returncode == 0 or nothing_invalid, f"{mode}:\n" + result.stdout[-12000:] + result.stderr[-4000:]
+            assert result.returncode == 0 or nothing_invalid, \
+                f"{mode}:\n" + result.stdout[-12000:] + result.stderr[-4000:]
     finally:
         server.stop()
 
