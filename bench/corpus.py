@@ -57,7 +57,7 @@ def documents(tmp: Path) -> list[tuple[str, Path, Path]]:
     out.append(("generated, 500 operations densely linked", dense / "dense.json", dense / "previous.json"))
     small = tmp / "small"
     small.mkdir()
-    doc = with_route(generate(4))
+    doc = with_route(generate(12))
     (small / "small.json").write_text(json.dumps(doc))
     (small / "previous.json").write_text(json.dumps(previous_release(doc)))
     out.append(("reference: generated, 4 operations (the process itself)", small / "small.json",

@@ -109,6 +109,8 @@ def read_document(path: Path) -> tuple[Any, list[ContractProblem]]:
     finally:
         loader.dispose()
     problems = [ContractProblem(name, "", f"duplicate key {k!r} at line {line}") for k, line in loader.duplicate_keys]
+    if data is None and not problems:
+        problems.append(ContractProblem(name, "", "the file is empty"))
     return _stringify_keys(data), problems
 
 
