@@ -14,7 +14,6 @@ Targets (issue 15): check and cold start <= 5 s, warm start <= 1 s, RSS <= 250 M
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gzip
 import json
 import os
@@ -117,7 +116,6 @@ def per_request(tmp: Path) -> list[tuple[str, float]]:
     from gateway.runtime import Runtime
     from gateway.settings import load_settings
 
-    loop = asyncio.new_event_loop()
     cases = []
     query = b"created[gte]=1700000000&expand[]=customer&limit=5"
     for size in (20, 500):
@@ -145,7 +143,11 @@ def per_request(tmp: Path) -> list[tuple[str, float]]:
         op, params = runtime.router.match("GET", path)
         validation = next(p for p in op.policies if p.name == "validation")
         ctx = RequestContext({"headers": [], "query_string": query}, receive, op, "rid", params)
-        loop.run_until_complete(validation.on_request(ctx))
+        coroutine = validation.on_request(ctx)
+        try:  # a request without a body never waits: driven directly, so no event-loop cost is counted
+            coroutine.send(None)
+        except StopIteration:
+            pass
 
     results = {label: float("inf") for label, *_ in cases}
     for _ in range(5):  # interleaved, best of 5: a busy machine inflates both alike
@@ -155,7 +157,6 @@ def per_request(tmp: Path) -> list[tuple[str, float]]:
             for _ in range(n):
                 once(runtime, path, query)
             results[label] = min(results[label], (time.perf_counter() - start) / n * 1e6)
-    loop.close()
     return list(results.items())
 
 
