@@ -6,8 +6,8 @@ served document says are valid (positive mode), which must be accepted and reach
 it says are invalid (negative mode), which must be refused with a 4xx problem; never a 5xx. Nothing is fetched.
 
 Depth: every operation of the small documents; a fixed sample of the large ones' operations (chosen for the shapes
-that broke before: deepObject with anyOf, form encoding, bracketed arrays), FUZZ_EXAMPLES per operation. Under
-`make fuzz-deep` (CORPUS_DEEP=1) every operation of every document.
+that broke before: deepObject with anyOf, bracketed arrays, oneOf-heavy JSON bodies), CORPUS_EXAMPLES (3) per
+operation. Under `make fuzz-deep` (CORPUS_DEEP=1) every operation of every document, FUZZ_EXAMPLES each.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from tests.corpus.documents import Document, prepare, sources
 from tests.echo import echo_app
 
 DOCUMENTS = sources()
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 DEEP = os.environ.get("CORPUS_DEEP") == "1"
+# A few examples per operation in `make test` (the corpus is about shapes, not depth); FUZZ_EXAMPLES when deep.
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10")) if DEEP else int(os.environ.get("CORPUS_EXAMPLES", "3"))
 # The large documents' operations fuzzed in `make test`: query parameters of the shapes that were refused before
 # (deepObject with anyOf object|integer, `expand` arrays) and JSON bodies with oneOf/anyOf. Not their form bodies:
 # schemathesis writes an array of objects in a form as repeated bare keys (`tax_id_data=type&tax_id_data=value`),
