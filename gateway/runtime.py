@@ -81,6 +81,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
     entry = cache.load()
     if entry is not None:
         contracts, problems = load_contracts(settings.contract_paths(), verify=False)
+        problems += _settings_problems(settings)  # the filesystem may have changed (signing keys): always checked
         if not problems:
             operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
             if not problems:

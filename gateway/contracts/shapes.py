@@ -16,7 +16,6 @@ Defs = dict[str, Any]
 _ORDER = {"boolean": 0, "integer": 1, "number": 2, "null": 3, "array": 4, "object": 5, "string": 6}
 _COMBINATORS = ("allOf", "anyOf", "oneOf")
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
-_BIG = re.compile(r"-?[1-9][0-9]{18,300}")
 _NUM = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
@@ -108,9 +107,6 @@ def coerce(value: str, types: tuple[str, ...]) -> Any:
     for t in types:
         if t == "integer" and _INT.fullmatch(value):
             return int(value)
-        if t == "integer" and _BIG.fullmatch(value):
-            # Beyond 64 bits: validated as the (integral) float it is close to; the request is forwarded as sent.
-            return float(value)
         if t == "number" and _NUM.fullmatch(value) and len(value) <= 40:
             number = float(value)
             if number == number and abs(number) != float("inf"):

@@ -48,7 +48,8 @@ class ValidationPolicy(BasePolicy):
     async def _body(self, ctx: RequestContext) -> list[Violation]:
         spec = self.body
         assert spec is not None
-        declared_media = media_type(ctx.header(b"content-type"))
+        content_type = ctx.header(b"content-type")
+        declared_media = media_type(content_type)
         length_header = ctx.header(b"content-length")
         content_length = None
         if length_header is not None:
@@ -66,7 +67,7 @@ class ValidationPolicy(BasePolicy):
         raw = await read_body(ctx.receive, self.body_limit, content_length)
         ctx.raw_body = raw
         # The whole header, parameters included: a pass-through upstream needs the multipart boundary and charset.
-        ctx.media_type = (ctx.header(b"content-type") or declared_media).strip()
+        ctx.media_type = content_type.strip() if content_type else declared_media
         kind, validator, decoder = spec.media[matched]
         if not raw and kind != "form":  # an empty urlencoded form is a form with no fields: validated below
             return [Violation("body", "", "a request body is required")] if spec.required else []
@@ -80,7 +81,7 @@ class ValidationPolicy(BasePolicy):
         elif kind == "form":
             value, found = decoder.decode(raw) if decoder is not None else (parse_form(raw), [])
         elif kind == "multipart":
-            value, found = decoder.decode(raw, ctx.header(b"content-type") or "")
+            value, found = decoder.decode(raw, content_type or "")
         else:
             ctx.body = raw
             return []

@@ -1,7 +1,8 @@
 """schemathesis hooks for the corpus run: leave out the one kind of value the gateway refuses by design.
 
-JSON integers beyond 64 bits are refused with a 400 that says so (gateway/http/body.py: they cannot reach a vendor
-exactly); a document without bounds on an integer makes them schema-valid, so they are not generated here.
+Integers beyond 64 bits are refused with a 400 that says so (gateway/http/body.py for JSON: they cannot reach a
+vendor exactly; query, header and form strings of more than 18 digits stay strings, which an integer schema
+refuses); a document without bounds on an integer makes them schema-valid, so they are not generated here.
 """
 
 from __future__ import annotations
@@ -29,3 +30,18 @@ def _fits(value: Any) -> bool:
 def filter_body(ctx: Any, body: Any) -> bool:
     return _fits(body)
 
+
+
+@schemathesis.hook
+def filter_query(ctx: Any, query: Any) -> bool:
+    return _fits(query)
+
+
+@schemathesis.hook
+def filter_path_parameters(ctx: Any, path_parameters: Any) -> bool:
+    return _fits(path_parameters)
+
+
+@schemathesis.hook
+def filter_headers(ctx: Any, headers: Any) -> bool:
+    return _fits(headers)

@@ -80,9 +80,11 @@ def test_bracketed_arrays_can_be_switched_off_per_api(upstream, tmp_path):
         "x-gateway: {api: charges, route: svc.forward}",
         "x-gateway: {api: charges, route: svc.forward, bracketed_arrays: false}")
     text = text.replace("schema: {type: array, items: {type: string, maxLength: 20}}",
-                        "schema: {type: array, items: {type: string, maxLength: 20}, minItems: 1}\n          required: true")
+                        "schema: {type: array, items: {type: string, maxLength: 20}, minItems: 1}\n"
+                        "          required: true")
     (folder / "charges.yaml").write_text(text)
-    settings = load_settings(None, {"contracts": [str(folder)], "contracts_cache": None, "response_validation": "report",
+    settings = load_settings(None, {"contracts": [str(folder)], "contracts_cache": None,
+                                    "response_validation": "report",
                                     "vendors": {"svc": {"adapter": "http", "base_url": upstream}},
                                     "auth": {"api_keys": [{"id": "k1", "hash": hash_api_key(KEY),
                                                            "client_id": "partner-x"}]}})

@@ -217,3 +217,22 @@ def test_a_widened_webhook_payload_breaks_subscribers(tmp_path):
     assert [(c.kind, c.breaking, c.pointer) for c in report.changes] == [
         ("enum-value-added", True, "/components/schemas/Event/properties/kind/enum")]
     assert "webhook thingMade" in report.changes[0].message
+
+
+def test_densely_linked_documents_compare_each_shared_schema_once(tmp_path):
+    """Every schema links six others (with cycles): the planted changes are found once each, at the schema's own
+    pointer, and a document against an identical copy has no change (this never finished before)."""
+    from bench.densedoc import generate, previous_release, with_route
+
+    new = with_route(generate(80))
+    old_path, new_path = tmp_path / "old.json", tmp_path / "new.json"
+    old_path.write_text(json.dumps(previous_release(new)))
+    new_path.write_text(json.dumps(new))
+    report, errors = diff_paths([old_path], [new_path])
+    assert errors == []
+    assert sorted((c.kind, c.pointer) for c in report.breaking) == [
+        ("enum-value-removed", "/components/schemas/Resource0/properties/status/enum"),
+        ("maximum-narrowed", "/components/schemas/Resource2/properties/amount/maximum"),
+        ("operation-removed", "/paths/~1v1~1r9~1{id}/delete")]
+    same, _ = diff_paths([new_path], [new_path])
+    assert same.changes == []
