@@ -116,6 +116,8 @@ def test_broken_documents_get_located_reasons_never_an_internal_exception(tmp_pa
         assert not any(word in problem.reason for word in ("Error:", "Traceback", "object has no attribute",
                                                            "NoneType", "KeyError", "TypeError"))
         assert problem.file
+    if name not in ("paths is a list", "x-gateway is a list", "binary"):
+        return  # the command itself, for a few of them (each run is a new process: ~1 s)
     result = subprocess.run([sys.executable, "-m", "gateway", "check", str(tmp_path / "api.yaml")],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode == 1
