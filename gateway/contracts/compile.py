@@ -175,10 +175,11 @@ class _Plan:
     responses: dict[str, dict[str, str | None]]  # status -> media -> name
 
 
-# Up to this many schemas in a direction, each schema an operation uses also gets a validator of its own (each
-# compiles what it reaches again, which is cheap for a document this small): validating then costs exactly what it
-# did before documents were compiled whole, ~0.1 µs less per call than the lookup by name (bench/micro.py).
-DIRECT_LIMIT = 256
+# A schema that reaches at most this many others through `$ref` also gets a validator of its own (compiling what it
+# reaches again, which is cheap when that is little): validating then costs exactly what it did before documents were
+# compiled whole, ~0.1 µs less per call than the lookup by name (bench/micro.py). Densely linked documents, where a
+# schema reaches hundreds, use the document's one validator: compiled once (docs/decisions/compile-once-and-cache.md).
+DIRECT_REACH = 24
 
 
 class _Validators:
@@ -199,12 +200,34 @@ class _Validators:
     def _make(self, name: str, mode: Mode) -> SchemaValidator:
         defs = self.schemas.defs[mode]
         schema = defs[name]
-        if len(defs) <= DIRECT_LIMIT and isinstance(schema, dict) and "$defs" not in schema:
+        reached = _reach(schema, defs, DIRECT_REACH) if isinstance(schema, dict) and "$defs" not in schema else None
+        if reached is not None:
             try:
-                return SchemaValidator({**schema, "$defs": defs})
+                return SchemaValidator({**schema, "$defs": {n: defs[n] for n in reached}})
             except Exception:  # noqa: BLE001 - the document compiled as a whole: fall back to its validator
                 pass
         return SchemaValidator.entry(self.schemas.validator(name, mode), name)
+
+
+def _reach(schema: Any, defs: dict[str, Any], limit: int) -> set[str] | None:
+    """The entries of `defs` that `schema` reaches through `$ref`; None past `limit` (it stops counting there)."""
+    seen: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                name = ref[len("#/$defs/"):]
+                if name not in seen:
+                    seen.add(name)
+                    if len(seen) > limit:
+                        return None
+                    stack.append(defs.get(name))
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return seen
 
 
 def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Validators,
