@@ -188,6 +188,24 @@ class _Validators:
     def __init__(self, schemas: SchemaSet) -> None:
         self.schemas = schemas
         self.made: dict[tuple[str, Mode], SchemaValidator] = {}
+        self.refs: dict[tuple[str, Mode], set[str]] = {}  # each entry walked once: its own references
+
+    def _reach(self, name: str, mode: Mode, limit: int) -> set[str] | None:
+        """The entries `name` reaches through `$ref`; None past `limit` (it stops counting there)."""
+        defs = self.schemas.defs[mode]
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            refs = self.refs.get((current, mode))
+            if refs is None:
+                refs = self.refs[(current, mode)] = _direct_refs(defs.get(current))
+            for ref in refs - seen:
+                seen.add(ref)
+                if len(seen) > limit:
+                    return None
+                stack.append(ref)
+        return seen
 
     def get(self, name: str | None, mode: Mode) -> SchemaValidator | None:
         if name is None:
@@ -200,7 +218,7 @@ class _Validators:
     def _make(self, name: str, mode: Mode) -> SchemaValidator:
         defs = self.schemas.defs[mode]
         schema = defs[name]
-        reached = _reach(schema, defs, DIRECT_REACH) if isinstance(schema, dict) and "$defs" not in schema else None
+        reached = self._reach(name, mode, DIRECT_REACH) if isinstance(schema, dict) and "$defs" not in schema else None
         if reached is not None:
             try:
                 return SchemaValidator({**schema, "$defs": {n: defs[n] for n in reached}})
@@ -209,25 +227,20 @@ class _Validators:
         return SchemaValidator.entry(self.schemas.validator(name, mode), name)
 
 
-def _reach(schema: Any, defs: dict[str, Any], limit: int) -> set[str] | None:
-    """The entries of `defs` that `schema` reaches through `$ref`; None past `limit` (it stops counting there)."""
-    seen: set[str] = set()
+def _direct_refs(schema: Any) -> set[str]:
+    """The `$defs` names a schema refers to itself (not through other entries)."""
+    found: set[str] = set()
     stack = [schema]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                name = ref[len("#/$defs/"):]
-                if name not in seen:
-                    seen.add(name)
-                    if len(seen) > limit:
-                        return None
-                    stack.append(defs.get(name))
+                found.add(ref[len("#/$defs/"):])
             stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
         elif isinstance(node, list):
             stack.extend(v for v in node if isinstance(v, (dict, list)))
-    return seen
+    return found
 
 
 def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Validators,
