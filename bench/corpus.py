@@ -59,7 +59,7 @@ def documents(tmp: Path) -> list[tuple[str, Path, Path]]:
     doc = with_route(generate(12))
     (small / "small.json").write_text(json.dumps(doc))
     (small / "previous.json").write_text(json.dumps(previous_release(doc)))
-    out.append(("reference: generated, 4 operations (the process itself)", small / "small.json",
+    out.append(("reference: generated, 12 operations (the process itself)", small / "small.json",
                 small / "previous.json"))
     return out
 
