@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 FUZZ_EXAMPLES ?= 10
 
-.PHONY: run test lint fuzz fuzz-deep bench bench-micro lock clean contract-gate contracts-baseline
+.PHONY: run test lint fuzz fuzz-deep bench bench-micro bench-corpus lock clean contract-gate contracts-baseline
 
 $(INSTALLED): requirements-dev.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -32,6 +32,7 @@ fuzz: $(INSTALLED)
 	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz
 
 fuzz-deep: FUZZ_EXAMPLES = 200
+fuzz-deep: export CORPUS_DEEP = 1
 fuzz-deep: fuzz
 
 ## The benchmark (README "Performance"): nginx upstream, gateway and peers on one core each, wrk; prints the table.
@@ -42,6 +43,10 @@ bench: $(INSTALLED)
 
 bench-micro: $(INSTALLED)
 	$(BIN)/python bench/micro.py
+
+## Large documents (Stripe's, a generated 500-operation one): check, cold/warm start, RSS, diff, per-request cost
+bench-corpus: $(INSTALLED)
+	$(BIN)/python bench/corpus.py
 
 ## Regenerate the pinned dependency files from pyproject.toml
 lock:

@@ -65,13 +65,39 @@ def declared_scopes(contracts: list[Contract]) -> set[str]:
 
 def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem]]:
     """Load, lint and compile every contract. Operations are only returned when there is no problem."""
+    contracts, operations, problems, _ = check_all(settings)
+    return contracts, operations, problems
+
+
+def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem],
+                                            list[ContractProblem]]:
+    """`check`, and the warnings: things served anyway that the author should know (an unsupported alternative).
+
+    With an entry in the compile cache for exactly these contracts, settings and code, the checks it vouches for
+    are skipped and the converted schemas reused (gateway/contracts/cache.py)."""
+    from gateway.contracts.cache import ContractCache, warnings_of
+
+    cache = ContractCache(settings)
+    entry = cache.load()
+    if entry is not None:
+        contracts, problems = load_contracts(settings.contract_paths(), verify=False)
+        problems += _settings_problems(settings)  # the filesystem may have changed (signing keys): always checked
+        if not problems:
+            operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
+            if not problems:
+                return contracts, operations, [], warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
     problems += lint(contracts, settings)
+    warnings = sorted({p for p in problems if p.warning})
+    problems = [p for p in problems if not p.warning]
     if problems:
-        return contracts, [], problems
-    operations, compile_problems = compile_contracts(contracts, settings)
-    return contracts, operations if not compile_problems else [], compile_problems
+        return contracts, [], problems, warnings
+    exported: dict[str, Any] = {}
+    operations, compile_problems = compile_contracts(contracts, settings, exported=exported)
+    if not compile_problems:
+        cache.store(contracts, exported, warnings)
+    return contracts, operations if not compile_problems else [], compile_problems, warnings
 
 
 class Runtime:
@@ -120,9 +146,11 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, install_logs: bool = True) -> Runtime:
         """Compile everything or raise ContractError listing every problem."""
-        contracts, operations, problems = check(settings)
+        contracts, operations, problems, warnings = check_all(settings)
         if problems:
             raise ContractError(problems)
+        for warning in warnings:
+            log.warning("contract: %s", warning)
         try:
             return cls(settings, contracts, operations, install_logs=install_logs)
         except SigningKeyProblem as exc:

@@ -289,6 +289,8 @@ class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
     contracts: list[Path] = Field(default_factory=lambda: [Path("contracts")])
+    # The compile cache (gateway/contracts/cache.py): unchanged contracts restart without being checked again.
+    contracts_cache: Path | None = Path("var/cache/contracts")
     server: ServerSettings = ServerSettings()
     request: RequestSettings = RequestSettings()
     response_validation: Literal["enforce", "report"] = "enforce"

@@ -1,6 +1,7 @@
 """The `gateway` command. One module per group of subcommands, each with a `register(subparsers)`:
 
     contracts.py   check, diff
+    init.py        init (serve a third-party OpenAPI document)
     serve.py       serve, demo, sandbox
     jobs.py        worker, dlq
     trace.py       trace
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from . import auth, contracts, jobs, serve, trace
+from . import auth, contracts, init, jobs, serve, trace
 
-GROUPS = (contracts, serve, jobs, trace, auth)
+GROUPS = (contracts, init, serve, jobs, trace, auth)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,17 +12,19 @@ from .common import add_config, settings_of
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from gateway.runtime import check
+    from gateway.contracts.report import count_line, summarize
+    from gateway.runtime import check_all
 
     overrides = {"contracts": [str(Path(p).resolve()) for p in args.paths]} if args.paths else {}
     settings = settings_of(args, **overrides)
-    contracts, operations, problems = check(settings)
-    for problem in problems:
-        print(problem)
+    contracts, operations, problems, warnings = check_all(settings)
+    for line in summarize(problems + warnings):
+        print(line)
     if problems:
-        print(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found", file=sys.stderr)
+        print(count_line(problems), file=sys.stderr)
         return 1
-    print(f"ok: {len(contracts)} contracts, {len(operations)} operations")
+    print(f"ok: {len(contracts)} contracts, {len(operations)} operations"
+          + (f" ({len(warnings)} warnings)" if warnings else ""))
     return 0
 
 

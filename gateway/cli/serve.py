@@ -66,9 +66,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         app = create_app(settings)
     except ContractError as exc:
+        from gateway.contracts.report import count_line, summarize
+
         print("the gateway cannot start; contract problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        for line in summarize(exc.problems):
+            print(f"  {line}", file=sys.stderr)
+        print(count_line(exc.problems), file=sys.stderr)
         return 1
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the gateway decides
     # which proxies to trust itself (limits.trusted_proxies).

@@ -43,6 +43,9 @@ def public_document(contract: Contract) -> dict[str, Any]:
             for k, v in node.items():
                 if k == "x-gateway":
                     continue
+                if k.startswith("x-"):  # extensions are opaque: a `$ref` inside one is not followed
+                    out[k] = copy.deepcopy(v)
+                    continue
                 if k == "$ref" and isinstance(v, str):
                     target_file, pointer = contract.resolver.target(v, file)
                     out[k] = local_ref(target_file, pointer)

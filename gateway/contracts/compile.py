@@ -12,19 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from gateway.contracts.validators import SchemaValidator
+from gateway.http.forms import FormDecoder, MultipartDecoder
 from gateway.http.media import is_json
 from gateway.http.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.mappings import load_mapping
 from gateway.settings import Settings
 
-from .load import Contract, ContractProblem, pointer_join
+from .load import Contract, ContractProblem, display, pointer_join
 from .operations import RawOperation, base_path, iter_operations
-from .schema import SchemaBundler
+from .schema import Mode, SchemaProblem, SchemaSet
+from .shapes import items_of, properties_of, types_of
 
 FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
 
 
 @dataclass(slots=True, eq=False)
@@ -32,8 +33,8 @@ class BodySpec:
     """A request body: required or not, and per declared media type how to parse and validate it."""
 
     required: bool
-    # media type -> (json|form|raw, validator, form field types for string coercion)
-    media: dict[str, tuple[str, SchemaValidator | None, dict[str, tuple[str, ...]]]]
+    # media type -> (json|form|multipart|raw, validator, the form or multipart decoder)
+    media: dict[str, tuple[str, SchemaValidator | None, Any]]
 
     @property
     def declared(self) -> tuple[str, ...]:
@@ -94,29 +95,67 @@ class Operation:
 
 def api_identity(contract: Contract) -> tuple[str, str]:
     """(api name, version) of a contract: from x-gateway, else the file name and info.version's major."""
+    found = contract.__dict__.get("_identity")
+    if found is None:
+        found = contract.__dict__["_identity"] = _identity(contract)
+    return found  # type: ignore[no-any-return]
+
+
+def _identity(contract: Contract) -> tuple[str, str]:
     ext = contract.data.get("x-gateway") or {}
     api = ext.get("api") or contract.path.stem.split(".")[0].lower()
-    version = ext.get("version")
-    if not version:
-        major = str((contract.data.get("info") or {}).get("version", "1")).lstrip("vV").split(".")[0] or "1"
-        version = f"v{major}"
-    return api, version
+    return api, ext.get("version") or derived_version(contract.data)
 
 
-def compile_contracts(contracts: list[Contract], settings: Settings) -> tuple[list[Operation], list[ContractProblem]]:
-    """Every operation of every contract. Assumes `lint` found nothing; reports schema compile failures."""
+def derived_version(data: dict[str, Any]) -> str:
+    """`v` + the major of info.version (`2.3.1` -> v2); a date-versioned API (`2020-08-27`) or any other scheme gets
+    the `/vN` its paths or server share, else v1: the gateway's versions are path versions (gateway/versions.py)."""
+    major = str((data.get("info") or {}).get("version", "1")).strip().lstrip("vV").split(".")[0]
+    if major.isdigit() and len(major) <= 3:
+        return f"v{int(major)}"
+    prefixes = {str(path).split("/")[1] for path in (data.get("paths") or {}) if str(path).count("/") >= 1}
+    server = base_path(data).strip("/").split("/")[-1]
+    for candidate in (server, *prefixes):
+        if (len(candidate) >= 2 and candidate[0] == "v" and candidate[1:].isdigit() and len(candidate) <= 4
+                and (candidate == server or len(prefixes) == 1)):
+            return candidate
+    return "v1"
+
+
+def compile_contracts(contracts: list[Contract], settings: Settings, prepared: dict[str, Any] | None = None,
+                      exported: dict[str, Any] | None = None) -> tuple[list[Operation], list[ContractProblem]]:
+    """Every operation of every contract. Assumes `lint` found nothing; reports schema compile failures.
+
+    Per contract: every schema is registered once in a SchemaSet (shared by all operations that use it), the set is
+    compiled once, and the operations take their validators from it. `prepared` holds converted schemas from the
+    compile cache (by contract path); `exported`, when given, receives this run's for the cache.
+    """
     ops: list[Operation] = []
     problems: list[ContractProblem] = []
-    _COMPILED.clear()
     for contract in contracts:
-        bundler = SchemaBundler(contract.resolver, contract.openapi_version)
+        schemas = SchemaSet(contract.resolver, contract.openapi_version)
+        key = str(contract.resolver.absolute(contract.path))
+        if prepared and key in prepared:
+            schemas.restore(prepared[key])
+        plans: list[tuple[RawOperation, _Plan]] = []
+        found: list[ContractProblem] = []
         for raw in iter_operations(contract):
             if isinstance(raw, tuple):
                 continue
             try:
-                ops.append(_compile(raw, contract, bundler, settings))
+                plans.append((raw, _plan(raw, contract, schemas)))
             except _CompileProblem as exc:
-                problems.append(ContractProblem(contract.name, exc.pointer, exc.reason))
+                found.append(ContractProblem(contract.name, exc.pointer, exc.reason))
+            except SchemaProblem as exc:
+                found.append(ContractProblem(display(exc.file), exc.pointer, exc.reason))
+        found += [ContractProblem(display(p.file), p.pointer, p.reason) for p in schemas.compile()]
+        problems += found
+        if found:
+            continue
+        if exported is not None:
+            exported[key] = schemas.export()
+        validators = _Validators(schemas)
+        ops += [_compile(raw, contract, plan, validators, settings) for raw, plan in plans]
     return ops, problems
 
 
@@ -126,38 +165,103 @@ class _CompileProblem(Exception):
         self.pointer, self.reason = pointer, reason
 
 
-# Identical bundled schemas (a Problem response on every operation, one resource's schema on its five operations)
-# are compiled once per compile_contracts call: compiled validators are immutable, so operations share them.
-_COMPILED: dict[bytes, SchemaValidator] = {}
+@dataclass
+class _Plan:
+    """An operation's schemas by `$defs` name, before the contract's SchemaSet is compiled."""
+
+    specs: list[ParamSpec]
+    params: dict[str, str]  # location -> name of the object schema of that location's parameters
+    body: tuple[bool, dict[str, tuple[str, str | None, Any]]] | None  # required, media -> (kind, name, decoder)
+    responses: dict[str, dict[str, str | None]]  # status -> media -> name
 
 
-def _validator(schema: Any, pointer: str) -> SchemaValidator:
-    try:
-        key: bytes | None = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # a value JSON cannot carry (it fails compiling below, with its reason)
-        key = None
-    if key is not None and key in _COMPILED:
-        return _COMPILED[key]
-    try:
-        validator = SchemaValidator(schema)
-    except Exception as exc:  # jsonschema-rs refuses e.g. invalid regular expressions
-        raise _CompileProblem(pointer, f"schema cannot be compiled: {str(exc).splitlines()[0]}") from None
-    if key is not None:
-        _COMPILED[key] = validator
-    return validator
+# A schema that reaches at most this many others through `$ref` also gets a validator of its own (compiling what it
+# reaches again, which is cheap when that is little): validating then costs exactly what it did before documents were
+# compiled whole, ~0.1 µs less per call than the lookup by name (bench/micro.py). Densely linked documents, where a
+# schema reaches hundreds, use the document's one validator: compiled once (docs/decisions/compile-once-and-cache.md).
+DIRECT_REACH = 24
 
 
-def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, settings: Settings) -> Operation:
+class _Validators:
+    """One SchemaValidator per compiled schema and direction, shared by every operation that uses it."""
+
+    def __init__(self, schemas: SchemaSet) -> None:
+        self.schemas = schemas
+        self.made: dict[tuple[str, Mode], SchemaValidator] = {}
+        self.refs: dict[tuple[str, Mode], set[str]] = {}  # each entry walked once: its own references
+
+    def _reach(self, name: str, mode: Mode, limit: int) -> set[str] | None:
+        """The entries `name` reaches through `$ref`; None past `limit` (it stops counting there)."""
+        defs = self.schemas.defs[mode]
+        seen: set[str] = set()
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            refs = self.refs.get((current, mode))
+            if refs is None:
+                refs = self.refs[(current, mode)] = _direct_refs(defs.get(current))
+            for ref in refs - seen:
+                seen.add(ref)
+                if len(seen) > limit:
+                    return None
+                stack.append(ref)
+        return seen
+
+    def get(self, name: str | None, mode: Mode) -> SchemaValidator | None:
+        if name is None:
+            return None
+        found = self.made.get((name, mode))
+        if found is None:
+            found = self.made[(name, mode)] = self._make(name, mode)
+        return found
+
+    def _make(self, name: str, mode: Mode) -> SchemaValidator:
+        defs = self.schemas.defs[mode]
+        schema = defs[name]
+        reached = self._reach(name, mode, DIRECT_REACH) if isinstance(schema, dict) and "$defs" not in schema else None
+        if reached is not None:
+            try:
+                return SchemaValidator({**schema, "$defs": {n: defs[n] for n in reached}})
+            except Exception:  # noqa: BLE001 - the document compiled as a whole: fall back to its validator
+                pass
+        return SchemaValidator.entry(self.schemas.validator(name, mode), name)
+
+
+def _direct_refs(schema: Any) -> set[str]:
+    """The `$defs` names a schema refers to itself (not through other entries)."""
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                found.add(ref[len("#/$defs/"):])
+            stack.extend(v for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return found
+
+
+def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Validators,
+             settings: Settings) -> Operation:
     api, version = api_identity(contract)
     api_ext = dict(contract.data.get("x-gateway") or {})
     op_ext = dict(raw.extension or {})
     vendor, _, adapter_op = op_ext["route"].partition(".")
     merged = {**api_ext, **op_ext}
+    params = ParameterSet(plan.specs, {loc: validators.get(name, "request") for loc, name in plan.params.items()})
+    body = None
+    if plan.body is not None:
+        required, media = plan.body
+        body = BodySpec(required=required, media={m: (kind, validators.get(name, "request"), decoder)
+                                                  for m, (kind, name, decoder) in media.items()})
+    responses = ResponseSpec({status: {m: validators.get(name, "response") for m, name in media.items()}
+                              for status, media in plan.responses.items()})
     return Operation(
-        api=api, version=version, operation_id=raw.node["operationId"], method=raw.method.upper(),
+        api=api, version=version, operation_id=raw.operation_id, method=raw.method.upper(),
         path=raw.full_path, file=contract.name, pointer=raw.pointer,
-        params=_parameters(raw, bundler), body=_body(raw, contract, bundler),
-        responses=(responses := _responses(raw, contract, bundler)),
+        params=params, body=body, responses=responses,
         produces=tuple(sorted({m for status, media in responses.by_status.items()
                                if status.startswith("2") for m in media})),
         vendor=vendor, adapter_operation=adapter_op,
@@ -170,121 +274,106 @@ def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, sett
     )
 
 
-def _resolved(contract: Contract, node: Any, file: Path, pointer: str) -> tuple[Any, Path]:
+def _resolved(contract: Contract, node: Any, file: Path, pointer: str) -> tuple[Any, Path, str]:
     try:
-        target, tfile, _ = contract.resolver.deref(node, file, pointer)
+        return contract.resolver.deref(node, file, pointer)
     except LookupError as exc:
         raise _CompileProblem(pointer, str(exc)) from None
-    return target, tfile
 
 
-def _types(contract: Contract, schema: Any, file: Path) -> tuple[str, ...]:
-    schema, _ = _resolved(contract, schema, file, "")
-    if not isinstance(schema, dict):
-        return ()
-    t = schema.get("type")
-    if isinstance(t, str):
-        types = [t]
-    elif isinstance(t, list):
-        types = list(t)
-    else:
-        types = []
-        for key in ("oneOf", "anyOf", "allOf"):
-            for branch in schema.get(key) or []:
-                types += [x for x in _types(contract, branch, file) if x not in types]
-        if not types and "properties" in schema:
-            types = ["object"]
-        elif not types and "items" in schema:
-            types = ["array"]
-    if schema.get("nullable") is True and "null" not in types:
-        types.append("null")
-    # Try the narrowest interpretation of a string first.
-    order = {"boolean": 0, "integer": 1, "number": 2, "null": 3, "array": 4, "object": 5, "string": 6}
-    return tuple(sorted(types, key=lambda x: order.get(x, 9)))
+def _plan(raw: RawOperation, contract: Contract, schemas: SchemaSet) -> _Plan:
+    specs, params = _parameters(raw, schemas)
+    return _Plan(specs, params, _body(raw, contract, schemas), _responses(raw, contract, schemas))
 
 
-def _parameters(raw: RawOperation, bundler: SchemaBundler) -> ParameterSet:
-    contract = raw.contract
+def _parameters(raw: RawOperation, schemas: SchemaSet) -> tuple[list[ParamSpec], dict[str, str]]:
     specs: list[ParamSpec] = []
-    per_location: dict[str, dict[str, tuple[Any, Path]]] = {}
+    per_location: dict[str, dict[str, tuple[Any, Path, str]]] = {}
     required: dict[str, list[str]] = {}
-    for p, file, _ptr in raw.parameters:
+    brackets = (raw.contract.data.get("x-gateway") or {}).get("bracketed_arrays", True) is not False
+    defs = schemas.defs["request"]
+    for p, file, ptr in raw.parameters:
         location = p.get("in")
         name = p.get("name")
         if location == "header" and str(name).lower() in ("accept", "content-type", "authorization"):
             continue
         json_content = False
         schema = p.get("schema")
+        schema_ptr = pointer_join(ptr, "schema")
         if schema is None and isinstance(p.get("content"), dict) and p["content"]:
-            schema = next(iter(p["content"].values())).get("schema", {})
+            media, content = next(iter(p["content"].items()))
+            schema = (content or {}).get("schema", {})
+            schema_ptr = pointer_join(ptr, "content", media, "schema")
             json_content = True
         schema = schema if schema is not None else {}
-        types = _types(contract, schema, file)
-        target, tfile = _resolved(contract, schema, file, "")
+        converted = {"$ref": "#/$defs/" + schemas.name(schema, file, schema_ptr, "request")}
+        types = types_of(converted, defs)
         shape = "primitive"
         item_types: tuple[str, ...] = types
         prop_types: dict[str, tuple[str, ...]] = {}
+        scalar_types: tuple[str, ...] = ()
+        style = p.get("style") or DEFAULT_STYLE[location]
         if "array" in types:
             shape = "array"
-            item_types = _types(contract, (target or {}).get("items", {}), tfile) if isinstance(target, dict) else ()
+            item_types = types_of(items_of(converted, defs), defs)
         elif "object" in types and not json_content:
             shape = "object"
-            props = (target or {}).get("properties", {}) if isinstance(target, dict) else {}
-            prop_types = {k: _types(contract, v, tfile) for k, v in props.items()}
-        style = p.get("style") or DEFAULT_STYLE[location]
+            props, _ = properties_of(converted, defs)
+            prop_types = {k: types_of(v, defs) for k, v in props.items()}
+            scalar_types = tuple(t for t in types if t not in ("object", "array"))
         explode = p.get("explode", style == "form")
         is_required = bool(p.get("required")) or location == "path"
         specs.append(ParamSpec(name=name, location=location, required=is_required, style=style, explode=explode,
                                shape=shape, types=item_types, property_types=prop_types,
-                               json_content=json_content))
-        per_location.setdefault(location, {})[name] = (schema, file)
+                               json_content=json_content, scalar_types=scalar_types,
+                               brackets=brackets and shape == "array" and location == "query"))
+        per_location.setdefault(location, {})[name] = (schema, file, schema_ptr)
         if is_required:
             required.setdefault(location, []).append(name)
-    validators: dict[str, SchemaValidator | None] = {}
-    for location, props in per_location.items():
-        schema = bundler.bundle_properties(props, required.get(location, []), "request")
-        validators[location] = _validator(schema, pointer_join(raw.pointer, "parameters"))
-    return ParameterSet(specs, validators)
+    names = {location: schemas.name_object(props, required.get(location, []), raw.file,
+                                           pointer_join(raw.pointer, "parameters", location), "request")
+             for location, props in per_location.items()}
+    return specs, names
 
 
-def _body(raw: RawOperation, contract: Contract, bundler: SchemaBundler) -> BodySpec | None:
+def _body(raw: RawOperation, contract: Contract, schemas: SchemaSet) -> tuple[bool, dict[str, Any]] | None:
     node = raw.node.get("requestBody")
     if node is None:
         return None
-    ptr = pointer_join(raw.pointer, "requestBody")
-    body, file = _resolved(contract, node, raw.file, ptr)
-    media: dict[str, tuple[str, SchemaValidator | None, dict[str, tuple[str, ...]]]] = {}
-    for media_type, content in (body.get("content") or {}).items():
-        media_type = media_type.split(";")[0].strip().lower()
-        kind = "json" if is_json(media_type) else "form" if media_type == FORM else "raw"
+    body, file, ptr = _resolved(contract, node, raw.file, pointer_join(raw.pointer, "requestBody"))
+    if not isinstance(body, dict):
+        raise _CompileProblem(ptr, "requestBody must be an object")
+    brackets = (contract.data.get("x-gateway") or {}).get("bracketed_arrays", True) is not False
+    media: dict[str, tuple[str, str | None, Any]] = {}
+    for declared, content in (body.get("content") or {}).items():
+        media_type = declared.split(";")[0].strip().lower()
+        kind = ("json" if is_json(media_type) else "form" if media_type == FORM
+                else "multipart" if media_type == MULTIPART else "raw")
         schema = (content or {}).get("schema")
-        validator = None
-        field_types: dict[str, tuple[str, ...]] = {}
+        name = None
+        decoder: Any = None
         if schema is not None and kind != "raw":
-            validator = _validator(bundler.bundle(schema, file, "request"),
-                                   pointer_join(ptr, "content", media_type, "schema"))
-        if schema is not None and kind == "form":
-            target, tfile = _resolved(contract, schema, file, ptr)
-            for name, prop in ((target or {}).get("properties") or {}).items():
-                types = _types(contract, prop, tfile)
-                if "array" in types:
-                    prop_target, pfile = _resolved(contract, prop, tfile, ptr)
-                    types = ("array", *_types(contract, (prop_target or {}).get("items", {}), pfile))
-                field_types[name] = types
-        media[media_type] = (kind, validator, field_types)
-    return BodySpec(required=bool(body.get("required")), media=media)
+            name = schemas.name(schema, file, pointer_join(ptr, "content", declared, "schema"), "request")
+            encoding = (content or {}).get("encoding") or {}
+            if kind == "form":
+                decoder = FormDecoder(name, schemas.defs["request"], encoding, brackets)
+            elif kind == "multipart":
+                decoder = MultipartDecoder(name, schemas.defs["request"], encoding)
+        elif kind == "multipart":
+            decoder = MultipartDecoder(None, schemas.defs["request"], {})
+        media[media_type] = (kind, name, decoder)
+    return bool(body.get("required")), media
 
 
-def _responses(raw: RawOperation, contract: Contract, bundler: SchemaBundler) -> ResponseSpec:
-    out: dict[str, dict[str, SchemaValidator | None]] = {}
+def _responses(raw: RawOperation, contract: Contract, schemas: SchemaSet) -> dict[str, dict[str, str | None]]:
+    out: dict[str, dict[str, str | None]] = {}
     base = pointer_join(raw.pointer, "responses")
     for status, node in (raw.node.get("responses") or {}).items():
-        ptr = pointer_join(base, status)
-        resp, file = _resolved(contract, node, raw.file, ptr)
-        media: dict[str, SchemaValidator | None] = {}
+        resp, file, ptr = _resolved(contract, node, raw.file, pointer_join(base, status))
+        media: dict[str, str | None] = {}
         for media_type, content in ((resp or {}).get("content") or {}).items():
             schema = (content or {}).get("schema")
-            media[media_type.split(";")[0].strip().lower()] = None if schema is None else _validator(
-                bundler.bundle(schema, file, "response"), pointer_join(ptr, "content", media_type, "schema"))
+            media[media_type.split(";")[0].strip().lower()] = None if schema is None else schemas.name(
+                schema, file, pointer_join(ptr, "content", media_type, "schema"), "response")
         out[str(status).upper()] = media
-    return ResponseSpec(out)
+    return out

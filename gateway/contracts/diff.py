@@ -5,6 +5,12 @@ The direction decides what breaks: in what clients *send* (parameters, request b
 (a new required field, a removed enum value, a lower maximum); in what clients *receive* (responses), widening
 breaks (a new enum value, a field that may now be missing or null, a higher maximum). Every change carries a JSON
 pointer into the document where it can be seen: the new one, or the old one for things that were removed.
+
+Schemas are compared once per pair: each side's schemas are converted once (contracts/schema.py), and a pair of
+shared schemas (`Customer` in both versions, in one direction) is walked once, however many operations and paths
+lead to it; its changes are reported at the schema's own pointer (`/components/schemas/Customer/...`). Pairs are
+queued rather than recursed into, so cycles and long reference chains cost nothing extra
+(docs/decisions/diff-engine.md).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 from .compile import api_identity
 from .load import Contract, display, load_contracts, pointer_join
 from .operations import TEMPLATE_VAR, RawOperation, base_path, iter_operations
-from .schema import SchemaBundler
+from .schema import SchemaProblem, SchemaSet
 
 Direction = str  # "request" | "response"
 
@@ -46,14 +52,21 @@ _NARROW_MIN = ("minLength", "minItems", "minProperties", "minimum", "exclusiveMi
 class _Differ:
     def __init__(self, old: Contract, new: Contract) -> None:
         self.old, self.new = old, new
-        self.old_bundler = SchemaBundler(old.resolver, old.openapi_version)
-        self.new_bundler = SchemaBundler(new.resolver, new.openapi_version)
+        self.old_schemas = SchemaSet(old.resolver, old.openapi_version)
+        self.new_schemas = SchemaSet(new.resolver, new.openapi_version)
         self.changes: list[Change] = []
+        self.seen: set[tuple[str, str, Direction]] = set()  # schema pairs already compared, per direction
+        self.queue: list[tuple[str, str, Direction]] = []
+        self.file: str | None = None  # while walking a shared schema: the file it is written in
+        self.context = ""  # the operation or webhook being compared (named in changes inside shared schemas)
+        self.via: dict[tuple[str, str, Direction], str] = {}
 
     # -- reporting -----------------------------------------------------------------------------------------------
 
     def add(self, kind: str, breaking: bool, pointer: str, message: str, *, in_old: bool = False) -> None:
-        file = self.old.name if in_old else self.new.name
+        file = self.old.name if in_old else self.file or self.new.name
+        if self.file is not None and self.context:
+            message += f" (used by {self.context})"
         self.changes.append(Change(kind, breaking, file, pointer, message))
 
     # -- documents and operations --------------------------------------------------------------------------------
@@ -75,7 +88,7 @@ class _Differ:
                 self.operation(old_ops[key], op)
         self.webhooks()
         self.security_schemes()
-        return self.changes
+        return _merged(self.changes)
 
     def webhooks(self) -> None:
         """Webhook payloads are what subscribers receive: compared like responses (widening breaks them)."""
@@ -90,6 +103,7 @@ class _Differ:
             if name not in old:
                 self.add("webhook-added", False, ptr, f"webhook {name!r} was added")
                 continue
+            self.context = f"webhook {name}"
             for method, op in (item or {}).items():
                 old_op = (old[name] or {}).get(method)
                 if not isinstance(op, dict) or not isinstance(old_op, dict):
@@ -103,6 +117,7 @@ class _Differ:
 
     def operation(self, old: RawOperation, new: RawOperation) -> None:
         ptr = new.pointer
+        self.context = f"{new.method.upper()} {new.path}"
         if old.node.get("operationId") != new.node.get("operationId"):
             self.add("operation-id-changed", True, pointer_join(ptr, "operationId"),
                      f"operationId {old.node.get('operationId')!r} became {new.node.get('operationId')!r} "
@@ -245,21 +260,48 @@ class _Differ:
 
     def schema_pair(self, old: Any, ofile: Path, new: Any, nfile: Path, ptr: str, direction: Direction) -> None:
         mode = "request" if direction == "request" else "response"
-        o = self.old_bundler.bundle(old, ofile, mode)  # type: ignore[arg-type]
-        n = self.new_bundler.bundle(new, nfile, mode)  # type: ignore[arg-type]
-        _SchemaWalk(self, o, n, direction).walk(o, n, ptr, set())
+        try:
+            o = self.old_schemas.name(old, ofile, ptr, mode)  # type: ignore[arg-type]
+            n = self.new_schemas.name(new, nfile, ptr, mode)  # type: ignore[arg-type]
+        except SchemaProblem as exc:
+            self.add("schema-unreadable", False, exc.pointer, f"schema could not be compared: {exc.reason}")
+            return
+        self.pair(o, n, direction)
+        while self.queue:
+            self._walk_pair(*self.queue.pop())
+
+    def pair(self, old_name: str, new_name: str, direction: Direction) -> None:
+        key = (old_name, new_name, direction)
+        if key not in self.seen:
+            self.seen.add(key)
+            self.queue.append(key)
+            self.via[key] = self.context
+
+    def _walk_pair(self, old_name: str, new_name: str, direction: Direction) -> None:
+        mode = "request" if direction == "request" else "response"
+        origin = self.new_schemas.origin[new_name]
+        self.file = display(origin.file)
+        outer, self.context = self.context, self.via.get((old_name, new_name, direction), self.context)
+        try:
+            walk = _SchemaWalk(self, self.old_schemas.defs[mode], self.new_schemas.defs[mode], direction)  # type: ignore[index]
+            walk.walk(self.old_schemas.defs[mode][old_name], self.new_schemas.defs[mode][new_name],  # type: ignore[index]
+                      origin.pointer)
+        finally:
+            self.file, self.context = None, outer
 
 
 class _SchemaWalk:
-    """Recursive comparison of two bundled JSON Schemas; `$defs` references are followed with a cycle guard."""
+    """Comparison of two converted JSON Schemas; a `$ref` on both sides queues the pair (compared once)."""
 
-    def __init__(self, differ: _Differ, old_root: Any, new_root: Any, direction: Direction) -> None:
+    def __init__(self, differ: _Differ, old_defs: dict[str, Any], new_defs: dict[str, Any],
+                 direction: Direction) -> None:
         self.d = differ
-        self.old_defs = old_root.get("$defs", {}) if isinstance(old_root, dict) else {}
-        self.new_defs = new_root.get("$defs", {}) if isinstance(new_root, dict) else {}
+        self.old_defs = old_defs
+        self.new_defs = new_defs
         self.direction = direction
 
-    def resolve(self, schema: Any, defs: dict[str, Any]) -> Any:
+    @staticmethod
+    def resolve(schema: Any, defs: dict[str, Any]) -> Any:
         seen = 0
         while isinstance(schema, dict) and "$ref" in schema and seen < 50:
             name = schema["$ref"].rsplit("/", 1)[-1]
@@ -275,11 +317,13 @@ class _SchemaWalk:
     def widened(self, kind: str, ptr: str, message: str) -> None:
         self.d.add(kind, self.direction == "response", ptr, message)
 
-    def walk(self, old: Any, new: Any, ptr: str, seen: set[tuple[int, int]]) -> None:
-        key = (id(old), id(new))
-        if key in seen:
+    def walk(self, old: Any, new: Any, ptr: str, depth: int = 0) -> None:
+        if (isinstance(old, dict) and isinstance(new, dict) and len(old) == 1 and len(new) == 1
+                and isinstance(old.get("$ref"), str) and isinstance(new.get("$ref"), str)):
+            self.d.pair(old["$ref"].rsplit("/", 1)[-1], new["$ref"].rsplit("/", 1)[-1], self.direction)
             return
-        seen = seen | {key}
+        if depth > 64:
+            return
         old = self.resolve(old, self.old_defs)
         new = self.resolve(new, self.new_defs)
         if not isinstance(old, dict) or not isinstance(new, dict):
@@ -295,14 +339,14 @@ class _SchemaWalk:
         self.types(old, new, ptr)
         self.values(old, new, ptr)
         self.bounds(old, new, ptr)
-        self.objects(old, new, ptr, seen)
+        self.objects(old, new, ptr, depth)
         if isinstance(old.get("items"), dict) and isinstance(new.get("items"), dict):
-            self.walk(old["items"], new["items"], pointer_join(ptr, "items"), seen)
+            self.walk(old["items"], new["items"], pointer_join(ptr, "items"), depth + 1)
         for comb in ("allOf", "oneOf", "anyOf"):
             o, n = old.get(comb) or [], new.get(comb) or []
             if len(o) == len(n):
                 for i, (a, b) in enumerate(zip(o, n, strict=True)):
-                    self.walk(a, b, pointer_join(ptr, comb, i), seen)
+                    self.walk(a, b, pointer_join(ptr, comb, i), depth + 1)
             else:
                 self.d.add(f"schema-{comb}-changed", True, pointer_join(ptr, comb),
                            f"{comb} went from {len(o)} to {len(n)} alternatives")
@@ -371,7 +415,7 @@ class _SchemaWalk:
             else:
                 self.widened(f"{key}-widened", pointer_join(ptr, key), f"{key} is now {n} (was {o})")
 
-    def objects(self, old: dict[str, Any], new: dict[str, Any], ptr: str, seen: set[tuple[int, int]]) -> None:
+    def objects(self, old: dict[str, Any], new: dict[str, Any], ptr: str, depth: int) -> None:
         oprops, nprops = old.get("properties") or {}, new.get("properties") or {}
         oreq, nreq = set(old.get("required") or []), set(new.get("required") or [])
         closed_new = new.get("additionalProperties") is False
@@ -406,7 +450,18 @@ class _SchemaWalk:
                 self.d.add("response-property-made-optional", True, pointer_join(ptr, "required"),
                            f"property {name!r} may now be missing")
         for name in oprops.keys() & nprops.keys():
-            self.walk(oprops[name], nprops[name], pointer_join(ptr, "properties", name), seen)
+            self.walk(oprops[name], nprops[name], pointer_join(ptr, "properties", name), depth + 1)
+
+
+def _merged(changes: list[Change]) -> list[Change]:
+    """One line per (kind, place): a shared schema used in requests and responses is walked in both directions,
+    and a change that breaks one of them is breaking."""
+    out: dict[tuple[str, str, str], Change] = {}
+    for change in changes:
+        key = (change.kind, change.file, change.pointer)
+        if key not in out or (change.breaking and not out[key].breaking):
+            out[key] = change
+    return list(out.values())
 
 
 def _operations(contract: Contract) -> dict[tuple[str, str], RawOperation]:

@@ -11,6 +11,10 @@ At the document root (applies to every operation of the API):
       limits:                     # buckets every operation consumes; plans in gateway.yaml override the numbers
         requests: {quota: 100000/day}
       version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
+      route: upstream.forward     # the default route of every operation that names none (a third-party document)
+      bracketed_arrays: true      # accept a[]=x / a[0]=x for array query parameters and form fields (default)
+
+On a path item (applies to its operations that name no route): `route` and `upstream_path`.
 
 On an operation:
 
@@ -87,6 +91,15 @@ class ApiExtension(_Ext):
     # Opt in to header selection: paths without the version prefix pick the version from this header.
     version_header: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
     timeout_s: float | None = Field(None, gt=0, le=300)
+    route: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")  # the default route
+    bracketed_arrays: bool | None = None  # tolerance for a[]=x / a[0]=x (docs/contracts.md); default on
+
+
+class PathExtension(_Ext):
+    """`x-gateway` on a path item: the route (and upstream path) of its operations that name none."""
+
+    route: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")
+    upstream_path: str | None = Field(None, pattern=r"^/")
 
 
 class OperationExtension(_Ext):

@@ -1,6 +1,6 @@
 """Our own rules on top of OpenAPI validity: what would make a contract unservable or ambiguous.
 
-- every operation has an operationId, unique within its contract;
+- operationIds are unique within a contract (an operation without one gets `<method>_<path words>`);
 - every `{name}` in a path template has a path parameter, and every path parameter appears in the template;
 - parameter names are unique across locations (adapters receive them by name);
 - no two operations of any contracts can match the same method and URL (`/a/{x}` and `/a/{y}` are one route);
@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,9 +19,11 @@ from adapters.registry import adapter_class
 from gateway.mappings import load_mapping
 from gateway.settings import Settings, VendorSettings
 
-from .extension import ApiExtension, OperationExtension
+from .extension import ApiExtension, OperationExtension, PathExtension
 from .load import Contract, ContractProblem, pointer_join
 from .operations import TEMPLATE_VAR, RawOperation, iter_operations
+
+log = logging.getLogger("gateway.contracts")
 
 
 def _extension_problems(file: str, pointer: str, model: type, value: Any) -> list[ContractProblem]:
@@ -43,25 +46,30 @@ def lint(contracts: list[Contract], settings: Settings) -> list[ContractProblem]
     for contract in contracts:
         try:
             problems += _lint_contract(contract, settings, routes)
-        except (AttributeError, TypeError, ValueError) as exc:
-            # Only reachable for documents the OpenAPI validator already refused; its findings explain why.
-            problems.append(ContractProblem(contract.name, "", f"cannot be linted until it is valid OpenAPI ({exc})"))
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+            if not contract.valid:
+                continue  # a document the OpenAPI schema check refused: its findings say why, ours would repeat it
+            # A valid document our rules cannot read is our bug: said plainly, never as an exception text.
+            log.exception("lint failed on %s", contract.name)
+            problems.append(ContractProblem(contract.name, "", "the gateway could not check this document further "
+                                            "(a gateway bug: please report it with the document)"))
     return problems
 
 
-def _sensitive_problems(file: str, node: Any, pointer: str) -> list[ContractProblem]:
+def _sensitive_problems(file: str, node: Any, pointer: str, path: tuple[Any, ...] = ()) -> list[ContractProblem]:
     """`x-sensitive` (the field is masked in every log line, see observability/logs.py) must be true or false."""
     out: list[ContractProblem] = []
     if isinstance(node, dict):
         for key, value in node.items():
-            where = pointer_join(pointer, str(key))
             if key == "x-sensitive" and not isinstance(value, bool):
+                where = pointer_join(pointer, *path, key)
                 out.append(ContractProblem(file, where, "x-sensitive must be true or false"))
-            else:
-                out += _sensitive_problems(file, value, where)
+            elif isinstance(value, (dict, list)):
+                out += _sensitive_problems(file, value, pointer, (*path, key))
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            out += _sensitive_problems(file, value, pointer_join(pointer, str(i)))
+            if isinstance(value, (dict, list)):
+                out += _sensitive_problems(file, value, pointer, (*path, i))
     return out
 
 
@@ -77,6 +85,7 @@ def _lint_contract(contract: Contract, settings: Settings,
         except LookupError as exc:
             problems.append(ContractProblem(file, "/x-gateway/mapping", str(exc)))
     problems += _sensitive_problems(file, contract.data, "")
+    problems += _path_extension_problems(contract, file)
     seen_ids: dict[str, str] = {}
     for op in iter_operations(contract):
         if isinstance(op, tuple):
@@ -93,15 +102,23 @@ def _lint_contract(contract: Contract, settings: Settings,
     return problems
 
 
+def _path_extension_problems(contract: Contract, file: str) -> list[ContractProblem]:
+    """`x-gateway` on path items (the default route of their operations) holds only known keys."""
+    out: list[ContractProblem] = []
+    for path, item in (contract.data.get("paths") or {}).items():
+        if isinstance(item, dict) and "x-gateway" in item:
+            out += _extension_problems(file, pointer_join("/paths", path, "x-gateway"), PathExtension,
+                                       item["x-gateway"])
+    return out
+
+
 def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
                         settings: Settings) -> list[ContractProblem]:
     out: list[ContractProblem] = []
-    op_id = op.node.get("operationId")
-    if not op_id:
-        out.append(ContractProblem(file, op.pointer, "operation has no operationId"))
-    elif op_id in seen_ids:
-        out.append(ContractProblem(file, pointer_join(op.pointer, "operationId"),
-                                   f"duplicate operationId {op_id!r} (also at {seen_ids[op_id]})"))
+    op_id = op.operation_id
+    if op_id in seen_ids:
+        where = pointer_join(op.pointer, "operationId") if op.node.get("operationId") else op.pointer
+        out.append(ContractProblem(file, where, f"duplicate operationId {op_id!r} (also at {seen_ids[op_id]})"))
     else:
         seen_ids[op_id] = op.pointer
     declared = {p.get("name"): ptr for p, _, ptr in op.parameters if p.get("in") == "path"}
@@ -124,10 +141,11 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
         names[name] = where
     out += _route_problems(op, file, settings)
     out += _security_problems(op, file)
-    if (op.extension or {}).get("async") and "202" not in (op.node.get("responses") or {}):
+    ext = op.extension if isinstance(op.extension, dict) else {}
+    if ext.get("async") and "202" not in (op.node.get("responses") or {}):
         out.append(ContractProblem(file, pointer_join(op.pointer, "responses"),
                                    "an asynchronous operation answers 202: declare it (with the operation status)"))
-    if (op.extension or {}).get("idempotency") == "required":
+    if ext.get("idempotency") == "required":
         declared = [p for p, _, _ in op.parameters if p.get("in") == "header"
                     and str(p.get("name", "")).lower() == "idempotency-key"]
         if not declared or not declared[0].get("required"):
@@ -138,7 +156,8 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
 
 
 def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
-    """Every scheme a requirement names exists and is supported; every oauth2 scope is declared."""
+    """Every scheme a requirement names is declared and every oauth2 scope too; an alternative the gateway cannot
+    check is a warning when another one can be served (the operation is served by those), else an error."""
     from gateway.policies.auth import scheme_kind
 
     if "security" in op.node:
@@ -146,19 +165,22 @@ def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
     else:
         requirements, where = op.contract.data.get("security"), "/security"
     schemes = (op.contract.data.get("components") or {}).get("securitySchemes") or {}
-    out = []
+    out: list[ContractProblem] = []
+    unsupported: list[tuple[str, str, dict[str, Any]]] = []
+    served = 0
     for i, requirement in enumerate(requirements or []):
+        ok = True
         for name, scopes in (requirement or {}).items():
             ptr = pointer_join(where, i, name)
             scheme = schemes.get(name)
             if not isinstance(scheme, dict):
                 out.append(ContractProblem(file, ptr, f"security scheme {name!r} is not declared in "
                                            "components.securitySchemes"))
+                ok = False
                 continue
             if scheme_kind(scheme) is None:
-                out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({scheme.get('type')}"
-                                           f"{' in ' + str(scheme.get('in')) if scheme.get('in') else ''}) is not "
-                                           "supported: use oauth2, openIdConnect, http bearer or apiKey in a header"))
+                unsupported.append((ptr, name, scheme))
+                ok = False
                 continue
             if scheme.get("type") == "oauth2":
                 declared = {s for flow in (scheme.get("flows") or {}).values() for s in ((flow or {}).get("scopes")
@@ -166,6 +188,15 @@ def _security_problems(op: RawOperation, file: str) -> list[ContractProblem]:
                 for scope in scopes or []:
                     if scope not in declared:
                         out.append(ContractProblem(file, ptr, f"scope {scope!r} is not declared by {name!r}"))
+        served += ok
+    for ptr, name, scheme in unsupported:
+        kind = f"{scheme.get('type')}{' in ' + str(scheme.get('in')) if scheme.get('in') else ''}"
+        if served:
+            out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({kind}) is not supported: this "
+                                       "alternative is not served, the others are", warning=True))
+        else:
+            out.append(ContractProblem(file, ptr, f"security scheme {name!r} ({kind}) is not supported: use "
+                                       "oauth2, openIdConnect, http bearer or basic, or apiKey in a header"))
     return out
 
 
@@ -173,12 +204,13 @@ def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[Con
     ext_ptr = pointer_join(op.pointer, "x-gateway")
     ext = op.extension
     if not isinstance(ext, dict) or "route" not in ext:
-        return [ContractProblem(file, op.pointer, "operation has no route (x-gateway.route: <vendor>.<operation>)")]
+        return [ContractProblem(file, op.pointer, "operation has no route (x-gateway.route: <vendor>.<operation>, "
+                                "or one default for all: x-gateway.route at the document root)")]
     problems = _extension_problems(file, ext_ptr, OperationExtension, ext)
     if problems:
         return problems
     vendor, _, name = ext["route"].partition(".")
-    route_ptr = pointer_join(ext_ptr, "route")
+    route_ptr = op.route_pointer
     vendor_settings = settings.vendors.get(vendor)
     if vendor == "gateway" and vendor_settings is None:
         # The gateway's own operations (the async status resource): built in, no configuration.

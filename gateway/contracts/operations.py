@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +27,19 @@ class RawOperation:
     parameters: list[tuple[dict[str, Any], Path, str]]  # (parameter object, file it lives in, its pointer)
     base_path: str
     file: Path  # the file the operation object is written in ($refs inside it are relative to this)
+    # The default route (and upstream_path) from the path item's or the document's `x-gateway`, and where it is.
+    defaults: dict[str, Any] = field(default_factory=dict)
+    defaults_pointer: str = ""
+
+    @property
+    def operation_id(self) -> str:
+        """The operationId, or one derived from method and path where the document has none (OpenAPI makes it
+        optional): `GET /users/{id}/posts` -> `get_users_id_posts`."""
+        given = self.node.get("operationId")
+        if isinstance(given, str) and given:
+            return given
+        words = re.findall(r"[A-Za-z0-9]+", self.path)
+        return "_".join([self.method, *words]) if words else self.method
 
     @property
     def full_path(self) -> str:
@@ -34,7 +47,21 @@ class RawOperation:
 
     @property
     def extension(self) -> Any:
-        return self.node.get("x-gateway")
+        """The operation's `x-gateway`, completed by the defaults of its path item and document."""
+        own = self.node.get("x-gateway")
+        if not self.defaults:
+            return own
+        if own is None:
+            return dict(self.defaults)
+        return {**self.defaults, **own} if isinstance(own, dict) else own
+
+    @property
+    def route_pointer(self) -> str:
+        """Where the operation's route is written: on it, or the default it inherits."""
+        own = self.node.get("x-gateway")
+        if isinstance(own, dict) and "route" in own or not self.defaults:
+            return pointer_join(self.pointer, "x-gateway", "route")
+        return pointer_join(self.defaults_pointer, "route")
 
 
 def base_path(data: dict[str, Any]) -> str:
@@ -54,6 +81,7 @@ def iter_operations(contract: Contract) -> Iterator[RawOperation | tuple[str, st
     data = contract.data
     prefix = base_path(data)
     resolver = contract.resolver
+    root = _defaults(data.get("x-gateway"), ("route",))
     for path, item in (data.get("paths") or {}).items():
         item_ptr = pointer_join("/paths", path)
         try:
@@ -64,6 +92,11 @@ def iter_operations(contract: Contract) -> Iterator[RawOperation | tuple[str, st
         if not isinstance(item, dict):
             continue
         shared = _parameters(item.get("parameters"), contract, item_file, pointer_join(item_ptr, "parameters"))
+        own = _defaults(item.get("x-gateway"), ("route", "upstream_path"))
+        defaults, defaults_ptr = ({**root, **own}, pointer_join(item_ptr, "x-gateway")) if own.get("route") \
+            else (root, "/x-gateway")
+        if own.get("upstream_path") and not own.get("route"):
+            defaults = {**defaults, "upstream_path": own["upstream_path"]}
         for method in HTTP_METHODS:
             op = item.get(method)
             if not isinstance(op, dict):
@@ -72,7 +105,15 @@ def iter_operations(contract: Contract) -> Iterator[RawOperation | tuple[str, st
             own = _parameters(op.get("parameters"), contract, item_file, pointer_join(op_ptr, "parameters"))
             merged = {(p.get("name"), p.get("in")): (p, f, ptr) for p, f, ptr in shared}
             merged.update({(p.get("name"), p.get("in")): (p, f, ptr) for p, f, ptr in own})
-            yield RawOperation(contract, path, method, op_ptr, op, list(merged.values()), prefix, item_file)
+            yield RawOperation(contract, path, method, op_ptr, op, list(merged.values()), prefix, item_file,
+                               defaults, defaults_ptr)
+
+
+def _defaults(block: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The keys of an `x-gateway` block that operations below it inherit (only those that are strings)."""
+    if not isinstance(block, dict):
+        return {}
+    return {k: block[k] for k in keys if isinstance(block.get(k), str)}
 
 
 def _parameters(params: Any, contract: Contract, file: Path, pointer: str) -> list[tuple[dict[str, Any], Path, str]]:

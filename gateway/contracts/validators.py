@@ -57,11 +57,15 @@ def _message(err: Any) -> tuple[str, str]:
 class SchemaValidator:
     """A JSON Schema compiled once; `violations()` gathers every error with its JSON pointer."""
 
-    __slots__ = ("_validator", "schema")
+    __slots__ = ("_validator",)
 
     def __init__(self, schema: Any) -> None:
-        self.schema = schema
         self._validator = jsonschema_rs.validator_for(schema, validate_formats=True)
+
+    @classmethod
+    def entry(cls, validator: Any, name: str) -> SchemaValidator:
+        """One schema of a contract's document validator (contracts/schema.py), by its `$defs` name."""
+        return EntryValidator(validator, name)
 
     def is_valid(self, instance: Any) -> bool:
         try:
@@ -78,4 +82,37 @@ class SchemaValidator:
         for err in errors:
             suffix, message = _message(err)
             out.append(Violation(location, prefix + _pointer(err.instance_path) + suffix, message))
+        return out
+
+
+class EntryValidator(SchemaValidator):
+    """A schema inside a contract's one compiled document: the instance is validated as `{name: instance}`.
+
+    The document's root is `{"properties": {name: {"$ref": "#/$defs/name"}, ...}}`: jsonschema-rs looks the one
+    key up in a map (0.33 µs per call against 0.24 µs for a validator of its own, bench/corpus.py), and the whole
+    contract is compiled once (37 ms and 15 MB for a 417-operation document, where a validator per schema took 7 s
+    and 2.7 GB because each compiled its whole reachable graph again).
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, validator: Any, name: str) -> None:  # noqa: D107 - no schema to compile here
+        self._validator = validator
+        self._name = name
+
+    def is_valid(self, instance: Any) -> bool:
+        try:
+            return bool(self._validator.is_valid({self._name: instance}))
+        except (ValueError, OverflowError):
+            return False
+
+    def violations(self, instance: Any, location: str, prefix: str = "") -> list[Violation]:
+        try:
+            errors = list(self._validator.iter_errors({self._name: instance}))
+        except (ValueError, OverflowError) as exc:
+            return [Violation(location, prefix, f"value cannot be validated: {type(exc).__name__}")]
+        out = []
+        for err in errors:
+            suffix, message = _message(err)
+            out.append(Violation(location, prefix + _pointer(err.instance_path[1:]) + suffix, message))
         return out

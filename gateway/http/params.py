@@ -6,11 +6,11 @@ one validator call per location that has parameters. Every violation of every lo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
+from gateway.contracts.shapes import coerce
 from gateway.contracts.validators import SchemaValidator
 from gateway.problems import MalformedRequest, Violation
 
@@ -18,26 +18,7 @@ LOCATIONS = ("path", "query", "header", "cookie")
 DEFAULT_STYLE = {"path": "simple", "query": "form", "header": "simple", "cookie": "form"}
 # RFC 9110 / OpenAPI: these are described by other means and are ignored as header parameters.
 IGNORED_HEADERS = {"accept", "content-type", "authorization"}
-_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
-_NUM = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-
-
-def coerce(value: str, types: tuple[str, ...]) -> Any:
-    """The typed value a query/path string stands for, or the string itself (the validator then says why)."""
-    for t in types:
-        if t == "integer" and _INT.fullmatch(value):
-            return int(value)
-        if t == "number" and _NUM.fullmatch(value) and len(value) <= 40:
-            number = float(value)
-            if number == number and abs(number) != float("inf"):
-                return int(value) if _INT.fullmatch(value) else number
-        if t == "boolean" and value in ("true", "false"):
-            return value == "true"
-        if t == "null" and value in ("", "null"):
-            return None
-        if t == "string":
-            return value
-    return value
+__all__ = ["DEFAULT_STYLE", "LOCATIONS", "ParamSpec", "ParameterSet", "coerce"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +34,10 @@ class ParamSpec:
     types: tuple[str, ...]  # primitive types, or item types for arrays
     property_types: dict[str, tuple[str, ...]] = field(default_factory=dict)
     json_content: bool = False
+    # An object parameter whose schema also accepts scalars (`anyOf: [object, integer]`): `?created=1` is the scalar.
+    scalar_types: tuple[str, ...] = ()
+    # Tolerance (docs/contracts.md): an array query parameter may also come as `a[]=x&a[]=y` or `a[0]=x&a[1]=y`.
+    brackets: bool = False
 
     @property
     def key(self) -> str:
@@ -75,6 +60,8 @@ class ParamSpec:
         if isinstance(raw, list):
             raw = raw[-1]
         if self.shape == "object":
+            if self.scalar_types and (self.style == "deepObject" or "=" not in raw and "," not in raw):
+                return coerce(raw, self.scalar_types)
             return self._decode_object(raw)
         if self.style == "label" and raw.startswith("."):
             raw = raw[1:]
@@ -115,6 +102,17 @@ def _split_array(raw: str, style: str, explode: bool) -> list[str]:
     return raw.split(",")
 
 
+def _bracketed(name: str, multi: dict[str, list[str]]) -> list[str] | None:
+    """`a[]=x&a[]=y` or `a[0]=x&a[1]=y` (in index order) as the list of an array parameter `a`; None if absent."""
+    if name + "[]" in multi:
+        return multi[name + "[]"]
+    prefix = name + "["
+    indexed = [(k[len(prefix):-1], v) for k, v in multi.items() if k.startswith(prefix) and k.endswith("]")]
+    if not indexed or not all(i.isdigit() and len(i) <= 6 for i, _ in indexed):
+        return None
+    return [v[-1] for _, v in sorted(indexed, key=lambda item: int(item[0]))]
+
+
 def _has_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
@@ -128,7 +126,7 @@ def _has_nul(value: Any) -> bool:
 class ParameterSet:
     """All parameters of one operation; `parse` returns the typed values by name or raises RequestInvalid."""
 
-    __slots__ = ("by_location", "validators", "exploded_objects", "deep_objects", "empty")
+    __slots__ = ("by_location", "validators", "exploded_objects", "deep_objects", "bracketed", "empty")
 
     def __init__(self, specs: list[ParamSpec], validators: dict[str, SchemaValidator | None]) -> None:
         self.by_location: dict[str, list[ParamSpec]] = {loc: [s for s in specs if s.location == loc]
@@ -137,6 +135,7 @@ class ParameterSet:
         self.exploded_objects = [s for s in self.by_location["query"]
                                  if s.shape == "object" and s.style == "form" and s.explode]
         self.deep_objects = [s for s in self.by_location["query"] if s.style == "deepObject"]
+        self.bracketed = [s for s in self.by_location["query"] if s.brackets]
         self.empty = not specs
 
     def parse(self, path_values: dict[str, str], query_string: bytes,
@@ -192,6 +191,11 @@ class ParameterSet:
             props = {k[len(prefix):-1]: v[-1] for k, v in multi.items() if k.startswith(prefix) and k.endswith("]")}
             if props:
                 out[spec.name] = props
+        for spec in self.bracketed if self.bracketed and any("[" in k for k in multi) else ():
+            if spec.name not in out:
+                found = _bracketed(spec.name, multi)
+                if found is not None:
+                    out[spec.name] = found
         return out
 
     def _headers(self, headers: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -2,7 +2,11 @@
 
 First stage of the pipeline: nothing else runs (no body is read) for a caller who is not allowed in.
 Schemes: `oauth2`, `openIdConnect` and `http: bearer` take a bearer token (gateway/auth/tokens.py); `apiKey` in a
-header takes a gateway API key. `security: []` (or none at all) makes an operation public: no policy is built.
+header takes a gateway API key; `http: basic` takes the same API keys as a password (`client_id:key`, or `key:` as
+Stripe's clients send it), checked by SHA-256 like every key (microseconds, see gateway/auth/service.py).
+`security: []` (or none at all) makes an operation public: no policy is built. An empty requirement `{}` among
+others makes credentials optional: without any the request passes anonymously; bad ones are still refused.
+An alternative naming a scheme the gateway cannot check is not served (lint warns); the others are.
 Outcomes (RFC 6750): no credentials -> 401 with a Bearer challenge; a bad token -> 401 `error="invalid_token"`; a
 good token without the scopes -> 403 `error="insufficient_scope"` naming them. Afterwards ctx.client_id,
 ctx.scopes and ctx.principal are set; the token itself goes no further than this file.
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.auth")
 REALM = 'Bearer realm="contract-gateway"'
+BASIC_REALM = 'Basic realm="contract-gateway", charset="UTF-8"'
 BEARER_TYPES = {"oauth2", "openIdConnect"}
 
 
@@ -35,6 +40,12 @@ class Alternative:
     bearer_scopes: frozenset[str] | None  # None: no bearer scheme in this set
     api_key_header: bytes | None
     api_key_scopes: frozenset[str]
+    basic_scopes: frozenset[str] | None = None  # None: no HTTP Basic scheme in this set
+
+    @property
+    def anonymous(self) -> bool:
+        """`{}`: this alternative asks for nothing."""
+        return self.bearer_scopes is None and self.api_key_header is None and self.basic_scopes is None
 
 
 def security_of(op: Operation) -> list[dict[str, list[str]]] | None:
@@ -49,31 +60,47 @@ def schemes_of(op: Operation) -> dict[str, dict[str, Any]]:
 
 
 def scheme_kind(scheme: dict[str, Any]) -> str | None:
-    """bearer | api_key | None (unsupported)."""
+    """bearer | api_key | basic | None (unsupported)."""
     kind = scheme.get("type")
-    if kind in BEARER_TYPES or (kind == "http" and str(scheme.get("scheme", "")).lower() == "bearer"):
+    http_scheme = str(scheme.get("scheme", "")).lower()
+    if kind in BEARER_TYPES or (kind == "http" and http_scheme == "bearer"):
         return "bearer"
+    if kind == "http" and http_scheme == "basic":
+        return "basic"
     if kind == "apiKey" and scheme.get("in") == "header":
         return "api_key"
     return None
 
 
+def served_requirements(requirements: Any, schemes: dict[str, Any]) -> list[dict[str, list[str]]]:
+    """The alternatives the gateway can check: those naming only supported schemes (lint warns about the rest)."""
+    out = []
+    for requirement in requirements or []:
+        requirement = requirement or {}
+        if all(isinstance(schemes.get(n), dict) and scheme_kind(schemes[n]) for n in requirement):
+            out.append(requirement)
+    return out
+
+
 def compile_alternatives(op: Operation) -> list[Alternative]:
     schemes = schemes_of(op)
     alternatives = []
-    for requirement in security_of(op) or []:
+    for requirement in served_requirements(security_of(op), schemes):
         bearer: set[str] | None = None
+        basic: set[str] | None = None
         header: bytes | None = None
         key_scopes: set[str] = set()
         for name, scopes in requirement.items():
-            scheme = schemes[name]  # lint guarantees it exists and is supported
-            if scheme_kind(scheme) == "bearer":
-                bearer = (bearer or set()) | set(scopes)
+            kind = scheme_kind(schemes[name])
+            if kind == "bearer":
+                bearer = (bearer or set()) | set(scopes or [])
+            elif kind == "basic":
+                basic = (basic or set()) | set(scopes or [])
             else:
-                header = str(scheme["name"]).lower().encode("latin-1")
-                key_scopes |= set(scopes)
+                header = str(schemes[name]["name"]).lower().encode("latin-1")
+                key_scopes |= set(scopes or [])
         alternatives.append(Alternative(frozenset(bearer) if bearer is not None else None, header,
-                                        frozenset(key_scopes)))
+                                        frozenset(key_scopes), frozenset(basic) if basic is not None else None))
     return alternatives
 
 
@@ -86,17 +113,28 @@ class AuthPolicy(BasePolicy):
         self.auth = runtime.auth
         self.alternatives = alternatives
         self.accepts_bearer = any(a.bearer_scopes is not None for a in alternatives)
+        self.accepts_basic = any(a.basic_scopes is not None for a in alternatives)
+        self.anonymous = any(a.anonymous for a in alternatives)
         self.key_headers = {a.api_key_header for a in alternatives if a.api_key_header is not None}
+        self.challenge = ", ".join(c for c, on in ((REALM, self.accepts_bearer), (BASIC_REALM, self.accepts_basic))
+                                   if on) or None
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         bearer: Principal | None = None
+        basic: Principal | None = None
         invalid: str | None = None
-        if self.accepts_bearer:
+        presented = False
+        if self.accepts_bearer or self.accepts_basic:
             header = ctx.header(b"authorization")
             if header is not None:
+                presented = True
                 scheme, _, token = header.strip().partition(" ")
-                if scheme.lower() != "bearer":
-                    invalid = "the Authorization header must use the Bearer scheme"
+                if self.accepts_basic and scheme.lower() == "basic":
+                    basic = basic_principal(self.auth, token.strip())
+                    if basic is None:
+                        invalid = "the Basic credentials are not valid"
+                elif not self.accepts_bearer or scheme.lower() != "bearer":
+                    invalid = f"the Authorization header must use the {self._schemes()} scheme"
                 else:
                     try:
                         bearer = await self.auth.verifier.verify(token.strip())
@@ -107,21 +145,31 @@ class AuthPolicy(BasePolicy):
                                                     "unreachable", retry_after_s=5) from None
         keys: dict[bytes, Principal | None] = {}
         for name in self.key_headers:
-            presented = ctx.header(name)
-            if presented is not None:
-                keys[name] = self.auth.api_key(presented.strip())
+            value = ctx.header(name)
+            if value is not None:
+                presented = True
+                keys[name] = self.auth.api_key(value.strip())
                 if keys[name] is None:
                     invalid = invalid or "the API key is not valid"
         missing_scopes: frozenset[str] | None = None
         for alt in self.alternatives:
+            if alt.anonymous:
+                continue
             principal = None
+            if alt.basic_scopes is not None:
+                if basic is None:
+                    continue
+                if not alt.basic_scopes <= basic.scopes:
+                    missing_scopes = missing_scopes or alt.basic_scopes
+                    continue
+                principal = basic
             if alt.bearer_scopes is not None:
                 if bearer is None:
                     continue
                 if not alt.bearer_scopes <= bearer.scopes:
                     missing_scopes = missing_scopes or alt.bearer_scopes
                     continue
-                principal = bearer
+                principal = principal or bearer
             if alt.api_key_header is not None:
                 key_principal = keys.get(alt.api_key_header)
                 if key_principal is None:
@@ -137,15 +185,46 @@ class AuthPolicy(BasePolicy):
                 return None
         if invalid is not None:
             log.info("refused credentials on %s: %s", self.op.key, invalid)
-            raise Unauthorized(invalid, headers={"www-authenticate": f'{REALM}, error="invalid_token", '
-                                                                     f'error_description="{invalid}"'})
+            challenge = (f'{REALM}, error="invalid_token", error_description="{invalid}"' if self.accepts_bearer
+                         else BASIC_REALM)
+            raise Unauthorized(invalid, headers={"www-authenticate": challenge})
+        if self.anonymous:
+            return self._anonymous(ctx, bearer or basic or next((p for p in keys.values() if p), None), presented)
         if missing_scopes is not None:
             needed = " ".join(sorted(missing_scopes))
             raise Forbidden(f"this operation needs the scope(s): {needed}",
                             headers={"www-authenticate": f'{REALM}, error="insufficient_scope", scope="{needed}"'},
                             extensions={"required_scopes": sorted(missing_scopes)})
         raise Unauthorized("credentials are required for this operation",
-                           headers={"www-authenticate": REALM} if self.accepts_bearer else None)
+                           headers={"www-authenticate": self.challenge} if self.challenge else None)
+
+    def _schemes(self) -> str:
+        return " or ".join(n for n, on in (("Bearer", self.accepts_bearer), ("Basic", self.accepts_basic)) if on)
+
+    @staticmethod
+    def _anonymous(ctx: RequestContext, principal: Principal | None, presented: bool) -> None:
+        """`{}` allows no credentials; a caller who did identify itself keeps its identity (limits, logs)."""
+        if principal is not None:
+            ctx.client_id = principal.client_id
+            ctx.scopes = principal.scopes
+            ctx.principal = principal.public()
+        ctx.notes["auth"] = "anonymous" if not presented else "identified, no requirement met"
+        return None
+
+
+def basic_principal(auth: Any, credentials: str) -> Principal | None:
+    """HTTP Basic credentials (RFC 7617) checked against the gateway's API keys; None when they are not valid."""
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return auth.basic(username, password)
 
 
 def build(op: Operation, runtime: Runtime) -> AuthPolicy | None:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.http.body import parse_form, parse_json, read_body
 from gateway.http.media import acceptable, match_media, media_type
-from gateway.http.params import coerce
 from gateway.http.response import Response
 from gateway.observability import metrics
 from gateway.pipeline import BasePolicy, RequestContext
@@ -49,7 +48,8 @@ class ValidationPolicy(BasePolicy):
     async def _body(self, ctx: RequestContext) -> list[Violation]:
         spec = self.body
         assert spec is not None
-        declared_media = media_type(ctx.header(b"content-type"))
+        content_type = ctx.header(b"content-type")
+        declared_media = media_type(content_type)
         length_header = ctx.header(b"content-length")
         content_length = None
         if length_header is not None:
@@ -66,36 +66,29 @@ class ValidationPolicy(BasePolicy):
             raise UnsupportedMediaType(f"{declared_media} is not accepted here; send {' or '.join(spec.declared)}")
         raw = await read_body(ctx.receive, self.body_limit, content_length)
         ctx.raw_body = raw
-        ctx.media_type = declared_media
-        if not raw:
+        # The whole header, parameters included: a pass-through upstream needs the multipart boundary and charset.
+        ctx.media_type = content_type.strip() if content_type else declared_media
+        kind, validator, decoder = spec.media[matched]
+        if not raw and kind != "form":  # an empty urlencoded form is a form with no fields: validated below
             return [Violation("body", "", "a request body is required")] if spec.required else []
-        kind, validator, field_types = spec.media[matched]
         value: Any
+        found: list[Violation] = []
         if kind == "json":
             try:
                 value = parse_json(raw)
             except MalformedRequest as exc:
                 return [Violation("body", "", exc.detail or "body is not valid JSON")]
         elif kind == "form":
-            value = _typed_form(parse_form(raw), field_types)
+            value, found = decoder.decode(raw) if decoder is not None else (parse_form(raw), [])
+        elif kind == "multipart":
+            value, found = decoder.decode(raw, content_type or "")
         else:
             ctx.body = raw
             return []
         ctx.body = value
         if validator is not None and not validator.is_valid(value):
-            return validator.violations(value, "body")
-        return []
-
-
-def _typed_form(fields: dict[str, Any], types: dict[str, tuple[str, ...]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in fields.items():
-        t = types.get(name, ("string",))
-        if t and t[0] == "array":
-            out[name] = [coerce(v, t[1:]) for v in (value if isinstance(value, list) else [value])]
-        else:
-            out[name] = coerce(value[-1] if isinstance(value, list) else value, t)
-    return out
+            return found + validator.violations(value, "body")
+        return found
 
 
 def build(op: Operation, runtime: Runtime) -> ValidationPolicy:

@@ -54,6 +54,8 @@ BASE: dict[str, Any] = {
 OP = "/paths/~1things~1{id}/put"
 BODY = OP + "/requestBody/content/application~1json/schema"
 RESP = OP + "/responses/200/content/application~1json/schema"
+# A change inside a shared schema is reported once, at the schema's own pointer (not once per operation using it).
+THING = "/components/schemas/Thing"
 Mutation = Callable[[dict[str, Any]], None]
 
 
@@ -89,32 +91,32 @@ CASES: list[tuple[str, Mutation, tuple[str, bool, str | None], tuple[str, bool, 
      ("request-body-made-required", True, OP + "/requestBody/required"), (None, False, None)),
     ("new required request property", lambda d: (thing(d)["properties"].update(shape={"type": "string"}),
                                                  thing(d)["required"].append("shape")),
-     ("required-request-property-added", True, BODY + "/properties/shape"),
-     ("response-property-removed", True, RESP + "/properties/shape")),
+     ("required-request-property-added", True, THING + "/properties/shape"),
+     ("response-property-removed", True, THING + "/properties/shape")),
     ("optional property made required", lambda d: thing(d)["required"].append("note"),
-     ("request-property-made-required", True, BODY + "/required"),
-     ("response-property-made-optional", True, RESP + "/required")),
+     ("request-property-made-required", True, THING + "/required"),
+     ("response-property-made-optional", True, THING + "/required")),
     ("enum value removed", lambda d: thing(d)["properties"]["color"]["enum"].remove("blue"),
-     ("enum-value-removed", True, BODY + "/properties/color/enum"),
-     ("enum-value-added", True, RESP + "/properties/color/enum")),
+     ("enum-value-removed", True, THING + "/properties/color/enum"),
+     ("enum-value-added", True, THING + "/properties/color/enum")),
     ("maximum lowered", lambda d: thing(d)["properties"]["size"].update(maximum=5),
-     ("maximum-narrowed", True, BODY + "/properties/size/maximum"),
-     ("maximum-widened", True, RESP + "/properties/size/maximum")),
+     ("maximum-narrowed", True, THING + "/properties/size/maximum"),
+     ("maximum-widened", True, THING + "/properties/size/maximum")),
     ("minimum raised", lambda d: thing(d)["properties"]["size"].update(minimum=3),
-     ("minimum-narrowed", True, BODY + "/properties/size/minimum"),
-     ("minimum-widened", True, RESP + "/properties/size/minimum")),
+     ("minimum-narrowed", True, THING + "/properties/size/minimum"),
+     ("minimum-widened", True, THING + "/properties/size/minimum")),
     ("maxLength lowered", lambda d: thing(d)["properties"]["name"].update(maxLength=10),
-     ("maxLength-narrowed", True, BODY + "/properties/name/maxLength"),
-     ("maxLength-widened", True, RESP + "/properties/name/maxLength")),
+     ("maxLength-narrowed", True, THING + "/properties/name/maxLength"),
+     ("maxLength-widened", True, THING + "/properties/name/maxLength")),
     ("pattern added", lambda d: thing(d)["properties"]["name"].update(pattern="^[a-z]+$"),
-     ("pattern-changed", True, BODY + "/properties/name/pattern"),
-     ("pattern-removed", True, RESP + "/properties/name/pattern")),
+     ("pattern-changed", True, THING + "/properties/name/pattern"),
+     ("pattern-removed", True, THING + "/properties/name/pattern")),
     ("format added", lambda d: thing(d)["properties"]["note"].update(format="email"),
-     ("format-changed", True, BODY + "/properties/note/format"),
-     ("format-removed", True, RESP + "/properties/note/format")),
+     ("format-changed", True, THING + "/properties/note/format"),
+     ("format-removed", True, THING + "/properties/note/format")),
     ("made nullable", lambda d: thing(d)["properties"]["note"].update(type=["string", "null"]),
-     ("schema-made-nullable", True, RESP + "/properties/note/type"),
-     ("schema-made-not-nullable", True, BODY + "/properties/note/type")),
+     ("schema-made-nullable", True, THING + "/properties/note/type"),
+     ("schema-made-not-nullable", True, THING + "/properties/note/type")),
     ("scope added to a requirement", lambda d: op(d)["security"][0]["oauth"].append("admin"),
      ("security-requirement-narrowed", True, OP + "/security"),
      ("security-alternative-added", False, OP + "/security")),
@@ -204,11 +206,33 @@ def test_cli_exit_status_and_json_output(tmp_path):
 def test_a_widened_webhook_payload_breaks_subscribers(tmp_path):
     """Subscribers receive webhook payloads: a new enum value there breaks them, like in a response."""
     with_hook = copy.deepcopy(BASE)
+    with_hook["components"]["schemas"]["Event"] = {"type": "object", "properties": {
+        "kind": {"type": "string", "enum": ["made"]}}}
     with_hook["webhooks"] = {"thingMade": {"post": {
-        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Thing"}}}},
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}}},
         "responses": {"200": {"description": "ok"}}}}}
     widened = copy.deepcopy(with_hook)
-    thing(widened)["properties"]["color"]["enum"].append("green")
+    widened["components"]["schemas"]["Event"]["properties"]["kind"]["enum"].append("remade")
     report, _ = diff_paths([write(tmp_path, "old", with_hook)], [write(tmp_path, "new", widened)])
-    hooks = [c for c in report.changes if c.pointer.startswith("/webhooks/thingMade")]
-    assert [(c.kind, c.breaking) for c in hooks] == [("enum-value-added", True)]
+    assert [(c.kind, c.breaking, c.pointer) for c in report.changes] == [
+        ("enum-value-added", True, "/components/schemas/Event/properties/kind/enum")]
+    assert "webhook thingMade" in report.changes[0].message
+
+
+def test_densely_linked_documents_compare_each_shared_schema_once(tmp_path):
+    """Every schema links six others (with cycles): the planted changes are found once each, at the schema's own
+    pointer, and a document against an identical copy has no change (this never finished before)."""
+    from bench.densedoc import generate, previous_release, with_route
+
+    new = with_route(generate(80))
+    old_path, new_path = tmp_path / "old.json", tmp_path / "new.json"
+    old_path.write_text(json.dumps(previous_release(new)))
+    new_path.write_text(json.dumps(new))
+    report, errors = diff_paths([old_path], [new_path])
+    assert errors == []
+    assert sorted((c.kind, c.pointer) for c in report.breaking) == [
+        ("enum-value-removed", "/components/schemas/Resource0/properties/status/enum"),
+        ("maximum-narrowed", "/components/schemas/Resource2/properties/amount/maximum"),
+        ("operation-removed", "/paths/~1v1~1r9~1{id}/delete")]
+    same, _ = diff_paths([new_path], [new_path])
+    assert same.changes == []
