@@ -20,6 +20,8 @@ from gateway.contracts.load import Contract, ContractError, ContractProblem, loa
 from gateway.http.router import Router
 from gateway.jobs.service import Jobs
 from gateway.jobs.status import GatewayOperationsAdapter
+from gateway.monitoring.declarations import load_declarations
+from gateway.monitoring.service import Monitoring
 from gateway.observability.logs import SENSITIVE, EventLog, install, sensitive_fields
 from gateway.observability.tracing import Tracing
 from gateway.pipeline import build_policies, completers
@@ -71,6 +73,8 @@ def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[Con
     if problems:
         return contracts, [], problems
     operations, compile_problems = compile_contracts(contracts, settings)
+    if not compile_problems:  # reconciliation rules, golden paths, SLOs, calendars (they name operations)
+        compile_problems = load_declarations(settings, contracts, operations)[1]
     return contracts, operations if not compile_problems else [], compile_problems
 
 
@@ -103,10 +107,12 @@ class Runtime:
         self.by_key = {op.key: op for op in operations}
         self.webhooks = Webhooks(self)
         self.jobs = Jobs(self, run_workers)
+        self.background = run_workers  # False for one-shot commands: no workers, no monitoring loop
         status = next((op for op in operations if op.vendor == "gateway" and op.adapter_operation == "get_operation"),
                       None)
         if status is not None:
             self.jobs.status_template = status.path.replace("{operation_id}", "{id}")
+        self.monitoring = Monitoring(self)  # gateway/monitoring/: reconciliation, SLOs, alerts, exception queue
         self.adapters: dict[str, Adapter] = {}
         self.ready = False
         self.clock = time.time  # replaceable in tests that need to be after a sunset date
@@ -143,11 +149,13 @@ class Runtime:
             op.handler = getattr(self.adapters[op.vendor], op.adapter_operation)
             if (op.node.get("x-gateway") or {}).get("emits"):
                 op.emitter = self.webhooks.emit
+        await self.monitoring.start(loop=self.background)
         self.ready = True
         log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.monitoring.stop()
         await self.jobs.stop()
         await self.webhooks.close()
         await self.auth.close()

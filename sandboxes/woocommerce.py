@@ -4,6 +4,7 @@ Faithful where the adapter depends on it: HTTP Basic auth with a consumer key/se
 `consumer_secret` query parameters), integer ids, WooCommerce's status names and error bodies, page-number
 pagination with X-WP-Total / X-WP-TotalPages, line-item prices taken from the catalogue unless subtotal/total are
 given, meta_data merged by key on update. A seeded, deterministic catalogue: SKU-123, SKU-456, SKU-789.
+Settings: record_orders (default true; false is a planted silent failure: orders are answered, never stored).
 """
 
 from __future__ import annotations
@@ -155,9 +156,12 @@ def create_sandbox() -> Sandbox:
                  "customer_note": str(body.get("customer_note", "")), "meta_data": [],
                  "payment_method": str(body.get("payment_method", ""))}
         merge_meta(order, body.get("meta_data"))
-        store.orders[store.next_id] = order
+        if store.sandbox is None or store.sandbox.state.settings["record_orders"]:
+            store.orders[store.next_id] = order
+            store.effect("orders_created")
+        else:  # the planted silent failure: the order is answered as created, and never stored
+            store.effect("orders_lost")
         store.next_id += 1
-        store.effect("orders_created")
         return json_response(order, 201)
 
     def find(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
@@ -220,6 +224,11 @@ def create_sandbox() -> Sandbox:
         if after := q.get("after"):
             cutoff = after.replace("Z", "").split("+")[0][:19]
             orders = [o for o in orders if o["date_created_gmt"] > cutoff]
+        if before := q.get("before"):
+            cutoff = before.replace("Z", "").split("+")[0][:19]
+            orders = [o for o in orders if o["date_created_gmt"] < cutoff]
+        if q.get("order") == "asc":
+            orders.reverse()
         total = len(orders)
         pages = max(1, -(-total // per_page))
         chunk = orders[(page - 1) * per_page: page * per_page]
@@ -232,7 +241,9 @@ def create_sandbox() -> Sandbox:
         Route("/wp-json/wc/v3/orders/{order_id}", get_order, methods=["GET"]),
         Route("/wp-json/wc/v3/orders/{order_id}", update_order, methods=["PUT", "POST", "PATCH"]),
     ]
+    # record_orders: false plants a silent failure: new orders are answered 201 and never stored.
     sandbox = Sandbox("woocommerce", routes, sandbox_error,
-                      broken_body=lambda: {"id": "not-an-int", "line_items": "none"}, reset=store.reset)
+                      broken_body=lambda: {"id": "not-an-int", "line_items": "none"}, reset=store.reset,
+                      settings={"record_orders": True})
     store.sandbox = sandbox
     return sandbox
