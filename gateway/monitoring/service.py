@@ -67,6 +67,7 @@ class Monitoring:
         self.burn_rates: dict[str, dict[str, float]] = {}
         self.last_judgements: list[dict[str, Any]] = []
         self.started = False
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.first_tick: float | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -125,6 +126,7 @@ class Monitoring:
         if not self.settings.enabled:
             return
         await self.store.start()
+        self.loop = asyncio.get_running_loop()  # where tests and tools submit work to this process
         self.started = True
         self._wrap_jobs()
         if loop:
@@ -157,7 +159,7 @@ class Monitoring:
             except Exception:
                 log.exception("monitoring tick failed; trying again in %s s", self.settings.tick_s)
 
-    def _spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> bool:
+    def spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> bool:
         """Run `work` in the background unless work of that name runs already in this process."""
         if name in self._tasks and not self._tasks[name].done():
             work.close()
@@ -268,9 +270,9 @@ class Monitoring:
                 stopped = last[2].get("stopped") or {}
                 wait = min(60 * 2 ** max(0, stopped.get("attempts", 1) - 1), 900)
                 if now >= stopped.get("at", 0) + wait:
-                    self._spawn(f"reconcile:{name}", self.reconciler.run(name))
+                    self.spawn(f"reconcile:{name}", self.reconciler.run(name))
             elif rule.spec.every and now - (last[0] if last else since) >= seconds(rule.spec.every):
-                self._spawn(f"reconcile:{name}", self.reconciler.run(name, now=now))
+                self.spawn(f"reconcile:{name}", self.reconciler.run(name, now=now))
         for name, path in self.decl.paths.items():
             if not path.spec.every:
                 continue
@@ -280,7 +282,7 @@ class Monitoring:
             last_at = float(await self.store.get_value(f"synthetic:{name}:at") or since)
             if now - last_at >= seconds(path.spec.every):
                 await self.store.set_value(f"synthetic:{name}:at", repr(now))
-                self._spawn(f"synthetic:{name}", self.run_path(name))
+                self.spawn(f"synthetic:{name}", self.run_path(name))
 
     async def run_path(self, name: str) -> dict[str, Any]:
         summary = await self.synthetic.run(name)
@@ -295,14 +297,14 @@ class Monitoring:
             return {"rerun": None, "detail": f"rule {rule} is no longer declared"}
         window = item["context"].get("window") or []
         since, until = (self.parse_iso(window[0]), self.parse_iso(window[1])) if len(window) == 2 else (None, None)
-        self._spawn(f"reconcile:{rule}", self.reconciler.run(rule, since, until))
+        self.spawn(f"reconcile:{rule}", self.reconciler.run(rule, since, until))
         return {"rerun": rule, "window": window}
 
     async def _requeue_path(self, item: dict[str, Any]) -> dict[str, Any]:
         path = item["source"]
         if path not in self.decl.paths:
             return {"rerun": None, "detail": f"path {path} is no longer declared"}
-        self._spawn(f"synthetic:{path}", self.run_path(path))
+        self.spawn(f"synthetic:{path}", self.run_path(path))
         return {"rerun": path}
 
     @staticmethod
