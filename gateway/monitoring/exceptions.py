@@ -21,6 +21,7 @@ One a person resolved stays resolved while the facts are unchanged; different fa
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -92,11 +93,16 @@ class ExceptionQueue:
         self.requeuers: dict[str, Requeuer] = {}  # kind -> what a requeue runs (set by the monitoring service)
 
     async def record(self, kind: str, source: str, key: str, dedupe: str, title: str, action: str,
-                     snapshot: dict[str, Any], context: dict[str, Any], now: float) -> tuple[str, bool]:
-        """Store an item, or count a new occurrence of the same one. (id, True if it is new or reopened)."""
+                     snapshot: dict[str, Any], context: dict[str, Any], now: float,
+                     facts: Any = None) -> tuple[str, bool]:
+        """Store an item, or count a new occurrence of the same one. (id, True if it is new or reopened).
+
+        `facts` (default: the snapshot) is what decides whether a resolved item saw something new and reopens."""
         snap = orjson.dumps(snapshot, option=orjson.OPT_SORT_KEYS).decode()
-        ctx = orjson.dumps(context).decode()
-        rows = await self.store.fetch("SELECT id, state, snapshot FROM cg_mon_exceptions WHERE dedupe_key = ?", dedupe)
+        digest = hashlib.sha256(orjson.dumps(snapshot if facts is None else facts,
+                                             option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+        ctx = orjson.dumps({**context, "facts": digest}).decode()
+        rows = await self.store.fetch("SELECT id, state, context FROM cg_mon_exceptions WHERE dedupe_key = ?", dedupe)
         if not rows:
             new_id = "exc_" + secrets.token_hex(12)
             await self.store.execute(
@@ -105,7 +111,7 @@ class ExceptionQueue:
                 new_id, kind, source, key, title, action, snap, ctx, now, now, now, dedupe)
             return new_id, True
         item_id, state, old = rows[0]
-        reopen = state == "requeued" or (state == "resolved" and old != snap)
+        reopen = state == "requeued" or (state == "resolved" and orjson.loads(old).get("facts") != digest)
         await self.store.execute(
             "UPDATE cg_mon_exceptions SET occurrences = occurrences + 1, last_seen_at = ?, updated_at = ?, title = ?, "
             "snapshot = ?, context = ?, state = CASE WHEN ? THEN 'open' ELSE state END, "

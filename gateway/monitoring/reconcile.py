@@ -229,7 +229,8 @@ class Reconciler:
                                         "window": [iso(since - spec.right.slack_s), iso(until + spec.right.slack_s)],
                                         "records_read": len(state["right"]["records"])}}},
                 {"rule": rule.name, "description": spec.description, "mismatch": kind, "fields": fields,
-                 "run_id": run_id, "window": [iso(since), iso(until)]}, time.time())
+                 "run_id": run_id, "window": [iso(since), iso(until)]}, time.time(),
+                facts={"kind": kind, "left": record, "right": matches})
             ids.append(item_id)
         mismatched = {f"{side}:{key}" for _, side, key, *_ in found}
         consistent = [i for k, i in open_before.items() if k in judged and k not in mismatched]
