@@ -11,6 +11,7 @@ it serves, with the file and JSON pointer of the mistake:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ from gateway.contracts.operations import TEMPLATE_VAR
 from gateway.observability.metrics import FRESHNESS_BUCKETS, LATENCY_BUCKETS
 
 from .calendar import BusinessCalendar, Calendars
-from .models import CalendarSpec, ReconcileFile, SloSpec, SyntheticFile, VolumeSpec
+from .models import CalendarSpec, PathSpec, RuleSpec, SloSpec, VolumeSpec
 from .reconcile import Rule
 from .sources import EVENTS
 from .synthetic import GoldenPath
@@ -58,13 +59,29 @@ def _validate(model: type[BaseModel], value: Any, file: str, base: str) -> tuple
         return None, [ContractProblem(file, pointer_join(base, *e["loc"]), e["msg"]) for e in exc.errors()]
 
 
-def _load(paths: list[Path], model: type[BaseModel]) -> list[tuple[str, Any, list[ContractProblem]]]:
-    out = []
+def _entries(paths: list[Path], top: str, model: type[BaseModel]) -> list[tuple[str, str, Any, list[Any]]]:
+    """(file, name, parsed entry or None, problems) for every entry under `top` of every file; each entry is
+    validated on its own, so one broken rule does not hide the problems of the others."""
+    out: list[tuple[str, str, Any, list[Any]]] = []
     for path in _files(paths):
         data, problems = read_document(path)
-        name = display(path)
-        parsed, more = (None, []) if data is None else _validate(model, data, name, "")
-        out.append((name, parsed, problems + more))
+        file = display(path)
+        if problems or data is None:
+            out.append((file, "", None, problems))
+            continue
+        entries = data.get(top) if isinstance(data, dict) else None
+        if not isinstance(entries, dict) or set(data) != {top}:
+            out.append((file, "", None, [ContractProblem(file, "", f"expected a mapping with one key, {top}: "
+                                                         f"{{name: ...}}")]))
+            continue
+        for name, value in entries.items():
+            where = pointer_join("/" + top, name)
+            if not re.match(r"^[a-z][a-z0-9-]{0,62}$", str(name)):
+                out.append((file, str(name), None, [ContractProblem(file, where, "a name is lower case letters, "
+                                                                    "digits and dashes")]))
+                continue
+            parsed, found = _validate(model, value, file, where)
+            out.append((file, str(name), parsed, found))
     return out
 
 
@@ -177,68 +194,64 @@ def load_declarations(settings: Settings, contracts: list[Contract],
 
 def _rules(settings: Settings, decl: Declarations) -> list[ContractProblem]:
     problems: list[ContractProblem] = []
-    for file, parsed, found in _load(settings.monitoring.paths(settings.monitoring.reconcile, settings.base_dir),
-                                     ReconcileFile):
+    m = settings.monitoring
+    for file, name, spec, found in _entries(m.paths(m.reconcile, settings.base_dir), "rules", RuleSpec):
         problems += found
-        if parsed is None:
+        if spec is None:
             continue
-        for name, spec in parsed.rules.items():
-            base = pointer_join("/rules", name)
-            if name in decl.rules:
-                problems.append(ContractProblem(file, base, f"rule {name!r} is also declared in "
-                                                f"{decl.rules[name].file}"))
+        base = pointer_join("/rules", name)
+        if name in decl.rules:
+            problems.append(ContractProblem(file, base, f"rule {name!r} is also declared in {decl.rules[name].file}"))
+            continue
+        for side_name, side in (("left", spec.left), ("right", spec.right)):
+            ref = side.source or side.lookup or ""
+            where = pointer_join(base, side_name, "source" if side.source else "lookup")
+            if side.lookup and side_name == "left":
+                problems.append(ContractProblem(file, where, "the left side lists records over the window "
+                                                "(source); only the right side may look them up by key"))
+            elif ref == EVENTS and side.source:
                 continue
-            for side_name, side in (("left", spec.left), ("right", spec.right)):
-                ref = side.source or side.lookup or ""
-                where = pointer_join(base, side_name, "source" if side.source else "lookup")
-                if side.lookup and side_name == "left":
-                    problems.append(ContractProblem(file, where, "the left side lists records over the window "
-                                                    "(source); only the right side may look them up by key"))
-                elif ref == EVENTS and side.source:
-                    continue
-                elif p := _ref_problem(settings, ref, file, where):
-                    problems.append(p)
-            if spec.both_ways and spec.right.lookup:
-                problems.append(ContractProblem(file, pointer_join(base, "both_ways"), "both_ways needs a right side "
-                                                "that lists its records (source), not one that looks them up"))
-            if spec.calendar and spec.calendar not in decl.calendars.by_name:
-                problems.append(ContractProblem(file, pointer_join(base, "calendar"), f"no contract declares "
-                                                f"calendar {spec.calendar!r}"))
-            decl.rules[name] = Rule(name, spec, file)
+            elif p := _ref_problem(settings, ref, file, where):
+                problems.append(p)
+        if spec.both_ways and spec.right.lookup:
+            problems.append(ContractProblem(file, pointer_join(base, "both_ways"), "both_ways needs a right side "
+                                            "that lists its records (source), not one that looks them up"))
+        if spec.calendar and spec.calendar not in decl.calendars.by_name:
+            problems.append(ContractProblem(file, pointer_join(base, "calendar"), f"no contract declares "
+                                            f"calendar {spec.calendar!r}"))
+        decl.rules[name] = Rule(name, spec, file)
     return problems
 
 
 def _paths(settings: Settings, decl: Declarations, operations: list[Operation]) -> list[ContractProblem]:
     problems: list[ContractProblem] = []
     by_key = {op.key: op for op in operations}
-    loaded = _load(settings.monitoring.paths(settings.monitoring.synthetic, settings.base_dir), SyntheticFile)
-    for file, parsed, found in loaded:
+    m = settings.monitoring
+    for file, name, spec, found in _entries(m.paths(m.synthetic, settings.base_dir), "paths", PathSpec):
         problems += found
-        if parsed is None:
+        if spec is None:
             continue
-        for name, spec in parsed.paths.items():
-            base = pointer_join("/paths", name)
-            if name in decl.paths:
-                problems.append(ContractProblem(file, base, f"path {name!r} is also declared in "
-                                                f"{decl.paths[name].file}"))
+        base = pointer_join("/paths", name)
+        if name in decl.paths:
+            problems.append(ContractProblem(file, base, f"path {name!r} is also declared in {decl.paths[name].file}"))
+            continue
+        for i, step in enumerate(spec.steps):
+            where = pointer_join(base, "steps", i)
+            op = by_key.get(step.operation)
+            if op is None:
+                near = sorted(k for k in by_key if k.split(".")[-1] == step.operation.split(".")[-1])
+                problems.append(ContractProblem(file, pointer_join(where, "operation"), f"unknown operation "
+                                                f"{step.operation!r}" + (f" (did you mean {', '.join(near)}?)"
+                                                                         if near else "")))
                 continue
-            for i, step in enumerate(spec.steps):
-                where = pointer_join(base, "steps", i)
-                op = by_key.get(step.operation)
-                if op is None:
-                    near = sorted(k for k in by_key if k.split(".")[-1] == step.operation.split(".")[-1])
-                    problems.append(ContractProblem(file, pointer_join(where, "operation"), f"unknown operation "
-                                                    f"{step.operation!r}" + (f" (did you mean {', '.join(near)}?)"
-                                                                             if near else "")))
-                    continue
-                for param in TEMPLATE_VAR.findall(op.path):
-                    if param not in step.params:
-                        problems.append(ContractProblem(file, pointer_join(where, "params"), f"{step.operation} "
-                                                        f"needs the path parameter {param!r}"))
-            if spec.calendar and spec.calendar not in decl.calendars.by_name:
-                problems.append(ContractProblem(file, pointer_join(base, "calendar"), f"no contract declares "
-                                                f"calendar {spec.calendar!r}"))
-            decl.paths[name] = GoldenPath(name, spec, file)
+            for param in TEMPLATE_VAR.findall(op.path):
+                if param not in step.params:
+                    problems.append(ContractProblem(file, pointer_join(where, "params"), f"{step.operation} "
+                                                    f"needs the path parameter {param!r}"))
+        if spec.calendar and spec.calendar not in decl.calendars.by_name:
+            problems.append(ContractProblem(file, pointer_join(base, "calendar"), f"no contract declares "
+                                            f"calendar {spec.calendar!r}"))
+        decl.paths[name] = GoldenPath(name, spec, file)
     if decl.paths and settings.monitoring.synthetic_token is None and not settings.auth.builtin.enabled:
         problems.append(ContractProblem("gateway.yaml", "/monitoring/synthetic_token", "golden paths call the "
                                         "gateway with a token: enable auth.builtin or set monitoring.synthetic_token"))

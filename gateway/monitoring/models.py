@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-4]):([0-5][0-9])$")
 _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
-_NAME = r"^[a-z][a-z0-9-]{0,62}$"
+_NAME = r"^[a-z][a-z0-9-]{0,62}$"  # rule, path and step names
 
 
 class _Model(BaseModel):
@@ -174,18 +174,6 @@ class RuleSpec(_Model):
         return v
 
 
-class ReconcileFile(_Model):
-    rules: dict[str, RuleSpec]
-
-    @field_validator("rules")
-    @classmethod
-    def _names(cls, v: dict[str, RuleSpec]) -> dict[str, RuleSpec]:
-        for name in v:
-            if not re.match(_NAME, name):
-                raise ValueError(f"rule name {name!r}: lower case letters, digits and dashes")
-        return v
-
-
 # -- synthetic golden paths (synthetic/*.yaml) ---------------------------------------------------------------------
 
 class Step(_Model):
@@ -212,16 +200,4 @@ class PathSpec(_Model):
     def _duration(cls, v: str | None) -> str | None:
         if v is not None:
             seconds(v)
-        return v
-
-
-class SyntheticFile(_Model):
-    paths: dict[str, PathSpec]
-
-    @field_validator("paths")
-    @classmethod
-    def _names(cls, v: dict[str, PathSpec]) -> dict[str, PathSpec]:
-        for name in v:
-            if not re.match(_NAME, name):
-                raise ValueError(f"path name {name!r}: lower case letters, digits and dashes")
         return v
