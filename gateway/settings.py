@@ -295,8 +295,9 @@ class MonitoringSettings(Strict):
     store's database (SQLite file or PostgreSQL), so it survives restarts and every gateway process shares it."""
 
     enabled: bool = True
-    reconcile: list[Path] = Field(default_factory=lambda: [Path("reconcile")])  # rule files or folders
-    synthetic: list[Path] = Field(default_factory=lambda: [Path("synthetic")])  # golden path files or folders
+    # Rule and golden path files or folders (relative to the config file). None by default: opted in explicitly.
+    reconcile: list[Path] = Field(default_factory=list)
+    synthetic: list[Path] = Field(default_factory=list)
     tick_s: float = Field(15, gt=0)  # how often counts are flushed and alerts evaluated
     schedules: bool = True  # run scheduled reconciliations and synthetic paths (one process at a time, by lease)
     synthetic_client: str = "synthetic"  # the client id golden paths call as (a token of the built-in issuer)

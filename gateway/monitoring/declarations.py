@@ -110,10 +110,6 @@ def _slo_problems(op: Operation) -> list[ContractProblem]:
         if reason := _bound_problem(spec.latency_ms.under / 1000, LATENCY_BUCKETS, f"{spec.latency_ms.under:g} ms",
                                     1000):
             out.append(ContractProblem(op.file, pointer_join(where, "latency_ms", "under"), reason + " (ms)"))
-        if spec.latency_ms.under >= op.deadline_s * 1000:
-            out.append(ContractProblem(op.file, pointer_join(where, "latency_ms", "under"),
-                                       f"{spec.latency_ms.under:g} ms is not below the operation's deadline "
-                                       f"({op.deadline_s:g} s): every answer would meet it"))
     if spec.freshness is not None:
         if not op.extension.get("async"):
             out.append(ContractProblem(op.file, pointer_join(where, "freshness"), "freshness applies to "

@@ -48,6 +48,7 @@ class Sampler:
     watched: dict[tuple[str, str, str], Watched]  # (api, version, operationId) -> what to count
     flushed: dict[str, float] = field(default_factory=dict)  # cumulative values already added to the store
     pending: list[tuple[str, int, float]] = field(default_factory=list)  # rows a failed flush still owes
+    _candidate: dict[str, float] = field(default_factory=dict)  # what the rows being flushed bring us to
 
     def read(self) -> dict[str, float]:
         """This process's cumulative counts now, by series kind and operation key."""

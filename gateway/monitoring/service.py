@@ -126,6 +126,8 @@ class Monitoring:
         if not self.settings.enabled:
             return
         await self.store.start()
+        # Counting starts now: what the metrics held before (another runtime in this process) is not ours to add.
+        self.sampler.flushed = self.sampler.read()
         self.loop = asyncio.get_running_loop()  # where tests and tools submit work to this process
         self.started = True
         self._wrap_jobs()
