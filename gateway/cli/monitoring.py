@@ -91,7 +91,10 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 print(f"{name}: {status}, {summary['mismatches']} mismatch(es) in {summary['window'][0]} .. "
                       f"{summary['window'][1]} (judged {summary['judged']['left']} against "
                       f"{summary['judged']['right']}, {summary['judged']['in_flight']} still in flight)")
-                for item_id in summary["exceptions"]:
+                totals = summary["totals"]
+                print("  totals: " + "; ".join(f"{side}: " + ", ".join(f"{k} {v:g}" for k, v in totals[side].items())
+                                              for side in ("left", "right")))
+                for item_id in dict.fromkeys(summary["exceptions"]):
                     print(f"  {item_id}")
             else:
                 print(f"{name}: {status}: {summary.get('vendor', '')} {summary.get('reason', '')}".rstrip())

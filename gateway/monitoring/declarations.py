@@ -63,6 +63,11 @@ def _entries(paths: list[Path], top: str, model: type[BaseModel]) -> list[tuple[
     """(file, name, parsed entry or None, problems) for every entry under `top` of every file; each entry is
     validated on its own, so one broken rule does not hide the problems of the others."""
     out: list[tuple[str, str, Any, list[Any]]] = []
+    for i, missing in enumerate(paths):
+        if not missing.exists():  # a typo must not silently turn monitoring off
+            out.append(("gateway.yaml", "", None, [ContractProblem(
+                "gateway.yaml", f"/monitoring/{'reconcile' if top == 'rules' else 'synthetic'}/{i}",
+                f"{display(missing)} does not exist")]))
     for path in _files(paths):
         data, problems = read_document(path)
         file = display(path)

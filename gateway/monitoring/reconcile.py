@@ -77,6 +77,19 @@ def _convert(value: Any, how: str | None, record: dict[str, Any]) -> Any:
     return value
 
 
+def _totals(spec: RuleSpec, left: list[dict[str, Any]], right: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts on both sides, and the sums of every compared numeric field (the left one converted): the overall
+    agreement a person checks first, before the per-key differences."""
+    out: dict[str, Any] = {"left": {"records": len(left)}, "right": {"records": len(right)}}
+    for c in spec.compare:
+        values = [_convert(field(r, c.left), c.convert, r) for r in left]
+        others = [field(r, c.right) for r in right]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values + others):
+            out["left"][f"sum_{c.left}"] = sum(values)
+            out["right"][f"sum_{c.right}"] = sum(others)
+    return out
+
+
 class Reconciler:
     def __init__(self, runtime: Runtime, store: MonitoringStore, queue: ExceptionQueue, alerts: AlertCenter,
                  rules: dict[str, Rule], owner: str) -> None:
@@ -193,10 +206,13 @@ class Reconciler:
         labels = {"left": rule.label("left"), "right": rule.label("right")}
         found: list[tuple[str, str, str, dict[str, Any], list[dict[str, Any]], list[str]]] = []
         judged: set[str] = set()
-        for record in left:
-            key = field(record, spec.left.key)
-            if key is None:
-                continue
+        by_key: dict[str, list[dict[str, Any]]] = {}
+        for record in left:  # one judgement per key (several orders may share one customer's e-mail address)
+            if (key := field(record, spec.left.key)) is not None:
+                by_key.setdefault(_norm(key), []).append(record)
+        for records in by_key.values():
+            record = records[0] if len(records) == 1 else {**records[0], "_records_with_this_key": len(records)}
+            key = field(records[0], spec.left.key)
             judged.add(f"left:{key}")
             matches = index.get(_norm(key), [])
             if not matches:
@@ -236,7 +252,7 @@ class Reconciler:
         consistent = [i for k, i in open_before.items() if k in judged and k not in mismatched]
         await self.queue.auto_resolve(consistent, f"consistent again in run {run_id}", time.time())
         summary = {"rule": rule.name, "run_id": run_id, "status": "mismatches" if found else "ok",
-                   "window": [iso(since), iso(until)], "mismatches": len(found),
+                   "window": [iso(since), iso(until)], "mismatches": len(found), "totals": _totals(spec, left, right),
                    "by_kind": {k: sum(1 for f in found if f[0] == k) for k in {f[0] for f in found}},
                    "judged": {"left": len(left), "right": len(right), "in_flight": len(in_flight)},
                    "resolved": len(consistent), "exceptions": ids}

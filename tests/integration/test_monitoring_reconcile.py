@@ -74,6 +74,7 @@ def test_a_payment_the_processor_lost_becomes_an_exception_with_both_sides_and_a
                           config_for(app, tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert cli.returncode == 1, cli.stdout + cli.stderr  # 1: mismatches found
     assert f"{RULE}: mismatches, 1 mismatch(es)" in cli.stdout and "judged 3 against 2" in cli.stdout, cli.stdout
+    assert "totals: left: records 3, sum_total 11994; right: records 2, sum_amount 7996" in cli.stdout  # counts, sums
 
     items = admin.get("/admin/exceptions", params={"kind": "reconciliation"}).json()["exceptions"]
     assert len(items) == 1, items

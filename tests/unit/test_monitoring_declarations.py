@@ -102,11 +102,14 @@ def test_gateway_check_prints_the_located_problems_and_fails(tmp_path):
     """The command line, as a person meets it: one line per problem, exit status 1, no traceback."""
     (tmp_path / "rules.yaml").write_text("rules:\n  r:\n    description: x\n    left: {source: stripe.nope, key: id}\n"
                                          "    right: {source: stripe.list_payments, key: id}\n")
-    cfg = config_file(tmp_path, {"monitoring.reconcile": [str(tmp_path / "rules.yaml")]})
+    cfg = config_file(tmp_path, {"monitoring.reconcile": [str(tmp_path / "rules.yaml")],
+                                 "monitoring.synthetic": [str(tmp_path / "golden")]})
     run = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(cfg)], capture_output=True,
                          text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 1 and "Traceback" not in run.stderr + run.stdout
     assert "rules.yaml#/rules/r/left/source: adapter 'stripe' has no operation 'nope'" in run.stdout + run.stderr
+    assert "gateway.yaml#/monitoring/synthetic/0: " in run.stdout + run.stderr and "golden does not exist" in \
+        run.stdout + run.stderr  # a typo in a path does not silently turn golden paths off
 
 
 def ts(zone: str, *when: int) -> float:
