@@ -74,10 +74,11 @@ def rule_groups(objectives: list[Objective]) -> list[dict[str, Any]]:
                 "annotations": {
                     "summary": f"{o.op.key} {o.kind} SLO burning its error budget over {long_name} and {short_name}",
                     "description": f"Objective: {o.text()} over {o.window_days} days. The bad share over "
-                                   f"{long_name} is {{{{ $value | humanizePercentage }}}}, above {factor:g}x the "
-                                   f"error budget of {o.budget * 100:g} %, and so is the last {short_name}.",
+                                   f"{long_name} and over the last {short_name} is above {factor:g}x the error "
+                                   f"budget of {o.budget * 100:g} %: at this rate the budget is gone in "
+                                   f"{o.window_days * 24 / factor:.0f} hours or less.",
                 }})
-    return [{"name": "contract-gateway-slo-recording", "interval": "30s", "rules": recording},
+    return [{"name": "contract-gateway-slo-recording", "rules": recording},
             {"name": "contract-gateway-slo-alerts", "rules": alerting}]
 
 
