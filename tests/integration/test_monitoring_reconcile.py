@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from gateway.cli import main
 from tests.browser import ARTIFACTS, render
 from tests.conftest import ROOT, TEST_KEYS
 from tests.jobsupport import ASYNC, ORDER, PAYMENT, clear_faults, fault, sandbox_stats, settle, wait_for
@@ -62,7 +63,7 @@ def config_for(app, tmp_path) -> str:
 
 
 def test_a_payment_the_processor_lost_becomes_an_exception_with_both_sides_and_an_alert(monitored, sandboxes,
-                                                                                         tmp_path):
+                                                                                         tmp_path, capsys):
     """Three paid orders, the processor loses the second payment: `gateway reconcile` (another process, the same
     store) finds exactly that order, the queue shows both sides and the next step, the alert reaches Alertmanager
     (in its own API format) and a signed webhook, and the page shows it all in a browser."""
@@ -79,6 +80,9 @@ def test_a_payment_the_processor_lost_becomes_an_exception_with_both_sides_and_a
     items = admin.get("/admin/exceptions", params={"kind": "reconciliation"}).json()["exceptions"]
     assert len(items) == 1, items
     item = items[0]
+    assert main(["exceptions", "list", "--kind", "reconciliation", "--config", config_for(app, tmp_path)]) == 0
+    listed = capsys.readouterr().out
+    assert item["id"] in listed and f"has no match at the payment processor ({RULE})" in listed
     assert item["key"] == f"left:{lost['id']}" and item["state"] == "open" and item["source"] == RULE
     assert item["title"] == f"the commerce platform {lost['id']} has no match at the payment processor ({RULE})"
     left, right = item["snapshot"]["left"], item["snapshot"]["right"]

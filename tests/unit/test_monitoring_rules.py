@@ -18,11 +18,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from gateway.cli import main
 from gateway.monitoring.promrules import dashboard, rule_groups, rules_document
 from gateway.monitoring.slo import objectives
 from gateway.observability import metrics
 from gateway.runtime import check
-from tests.conftest import demo_settings
+from tests.conftest import ROOT, demo_settings
 
 SANDBOXES = {"stripe": "http://127.0.0.1:9", "hubspot": "http://127.0.0.1:9", "woocommerce": "http://127.0.0.1:9"}
 CACHE = Path(tempfile.gettempdir()) / "cg-promtool"
@@ -111,11 +112,12 @@ def test_generated_rules_are_valid_and_the_burn_rate_alert_fires_as_the_sre_work
     """One rule file from the demo contracts; then, in promtool's own rule tests, half of getOrder's answers become
     5xx at minute 60: ten minutes later both paging pairs fire (1h/5m and 6h/30m), and not before."""
     objs = demo_objectives()
-    text = rules_document(objs)
+    path = tmp_path / "slo-rules.yaml"
+    assert main(["slo", "rules", "--config", str(ROOT / "gateway.yaml"), "-o", str(path)]) == 0
+    text = path.read_text()
+    assert text == rules_document(objs)
     doc = yaml.safe_load(text)
     assert {r.get("alert") for g in doc["groups"] for r in g["rules"]} == {None, "GatewaySLOBurnRate"}
-    path = tmp_path / "slo-rules.yaml"
-    path.write_text(text)
     tool = promtool()
     if tool is None:
         schema_check_rules(doc)
@@ -153,8 +155,11 @@ def annotations(objs, long: str, short: str) -> dict:
 
 def test_generated_dashboard_is_a_grafana_dashboard_whose_queries_prometheus_parses(tmp_path):
     objs = demo_objectives()
-    board = dashboard(objs)
-    jsonschema.validate(json.loads(json.dumps(board)), DASHBOARD_SCHEMA)
+    out = tmp_path / "dashboard.json"
+    assert main(["slo", "dashboard", "--config", str(ROOT / "gateway.yaml"), "-o", str(out)]) == 0
+    board = json.loads(out.read_text())
+    assert board == json.loads(json.dumps(dashboard(objs)))
+    jsonschema.validate(board, DASHBOARD_SCHEMA)
     assert len(board["panels"]) == 3 * len(objs) and len({p["id"] for p in board["panels"]}) == len(board["panels"])
     exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
     rules = {"groups": [{"name": "dashboard-queries", "rules": [
