@@ -39,13 +39,13 @@ def tick(app: Any, at: float | None = None) -> None:
     on_loop(app, app.runtime.monitoring.tick())
 
 
-def rules_file(tmp: Path, **changes: Any) -> Path:
+def rules_file(tmp: Path, name: str = "reconcile.yaml", **changes: Any) -> Path:
     """The demo reconciliation rules with `settle: 0s` (nothing the test just made is 'in flight')."""
     doc = yaml.safe_load((ROOT / "reconcile" / "orders.yaml").read_text())
     for rule in doc["rules"].values():
         rule["settle"] = "0s"
         rule.update(changes)
-    path = tmp / "reconcile.yaml"
+    path = tmp / name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime
 
@@ -201,3 +202,26 @@ def test_requeueing_a_dead_letter_twice_at_once_runs_it_once(monitored, sandboxe
     assert sandbox_stats(stripe)["effects"]["payment_intents_created"] == 1  # the key made the replay a no-op
     assert admin.post(f"/admin/exceptions/{dead['id']}/requeue").status_code == 409
     assert admin.post("/admin/exceptions/exc_000000000000000000000000/requeue").status_code == 404
+
+
+def test_rules_and_golden_paths_run_on_their_schedule_in_the_gateway(monitored, tmp_path):
+    """With schedules on, the evaluation starts each rule once its `every` has passed (and not at start-up), and
+    the golden path every five minutes; their last runs show on the status the page reads."""
+    from tests.monitoringsupport import rules_file
+
+    every_minute = rules_file(tmp_path, "every-minute.yaml", every="1m")
+    app, client, admin = monitored(**{"monitoring.schedules": True, "monitoring.reconcile": [str(every_minute)]})
+    now = time.time()
+    tick(app, now)
+    on_loop(app, app.runtime.monitoring.idle())
+    assert all(r["last_run"] is None for r in admin.get("/admin/monitoring").json()["rules"])
+    tick(app, now + 61)
+    on_loop(app, app.runtime.monitoring.idle())
+    status = admin.get("/admin/monitoring").json()
+    assert {r["rule"]: r["last_run"]["state"] for r in status["rules"]} == {
+        "paid-orders-have-one-payment": "done", "order-customers-in-crm": "done",
+        "delivered-orders-have-a-delivery-event": "done"}
+    assert status["paths"][0]["last_run"] is None
+    tick(app, now + 301)
+    on_loop(app, app.runtime.monitoring.idle())
+    assert admin.get("/admin/monitoring").json()["paths"][0]["last_run"]["status"] == "ok"
