@@ -23,6 +23,8 @@ RUN pip install --no-cache-dir --no-deps .
 
 # Contracts and configuration are meant to be mounted over these defaults.
 COPY contracts ./contracts
+COPY reconcile ./reconcile
+COPY synthetic ./synthetic
 COPY gateway.yaml ./gateway.yaml
 
 USER 10001

@@ -17,7 +17,9 @@ CONFIG_ENV = "GATEWAY_CONFIG"
 def create_app(settings: Settings) -> Edge:
     """The ASGI app. Raises ContractError (every problem listed) if any contract cannot be served."""
     runtime = Runtime.build(settings)
-    return Edge(runtime, build_shell(runtime))
+    edge = Edge(runtime, build_shell(runtime))
+    runtime.monitoring.synthetic.app = edge  # golden paths run through the whole gateway, in process
+    return edge
 
 
 def create_app_from_env() -> Edge:

@@ -20,6 +20,8 @@ from gateway.contracts.load import Contract, ContractError, ContractProblem, loa
 from gateway.http.router import Router
 from gateway.jobs.service import Jobs
 from gateway.jobs.status import GatewayOperationsAdapter
+from gateway.monitoring.declarations import load_declarations
+from gateway.monitoring.service import Monitoring
 from gateway.observability.logs import SENSITIVE, EventLog, install, sensitive_fields
 from gateway.observability.tracing import Tracing
 from gateway.pipeline import build_policies, completers
@@ -85,7 +87,8 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
         if not problems:
             operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
             if not problems:
-                return contracts, operations, [], warnings_of(entry)
+                problems = load_declarations(settings, contracts, operations)[1]
+                return contracts, operations if not problems else [], problems, warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
     problems += lint(contracts, settings)
@@ -97,6 +100,8 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
     operations, compile_problems = compile_contracts(contracts, settings, exported=exported)
     if not compile_problems:
         cache.store(contracts, exported, warnings)
+        # Reconciliation rules, golden paths, SLOs, calendars name operations: checked on every start (not cached).
+        compile_problems = load_declarations(settings, contracts, operations)[1]
     return contracts, operations if not compile_problems else [], compile_problems, warnings
 
 
@@ -131,10 +136,12 @@ class Runtime:
         self.by_key = {op.key: op for op in operations}
         self.webhooks = Webhooks(self)
         self.jobs = Jobs(self, run_workers)
+        self.background = run_workers  # False for one-shot commands: no workers, no monitoring loop
         status = next((op for op in operations if op.vendor == "gateway" and op.adapter_operation == "get_operation"),
                       None)
         if status is not None:
             self.jobs.status_template = status.path.replace("{operation_id}", "{id}")
+        self.monitoring = Monitoring(self)  # gateway/monitoring/: reconciliation, SLOs, alerts, exception queue
         self.adapters: dict[str, Adapter] = {}
         self.ready = False
         self.clock = time.time  # replaceable in tests that need to be after a sunset date
@@ -173,11 +180,13 @@ class Runtime:
             op.handler = getattr(self.adapters[op.vendor], op.adapter_operation)
             if (op.node.get("x-gateway") or {}).get("emits"):
                 op.emitter = self.webhooks.emit
+        await self.monitoring.start(loop=self.background)
         self.ready = True
         log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.monitoring.stop()
         await self.jobs.stop()
         await self.webhooks.close()
         await self.auth.close()

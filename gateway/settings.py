@@ -285,6 +285,44 @@ class ObservabilitySettings(Strict):
     metrics: MetricsSettings = MetricsSettings()
 
 
+class AlertmanagerSettings(Strict):
+    """An Alertmanager (or anything speaking its API v2): firing alerts are POSTed to {url}/api/v2/alerts and sent
+    again every `resend_every_s` while they fire, as Prometheus does; a resolved one is sent once with its endsAt."""
+
+    url: str = Field(pattern=r"^https?://")
+    resend_every_s: float = Field(60, gt=0)
+    timeout_s: float = Field(5, gt=0)
+
+
+class AlertSettings(Strict):
+    """Where alerts go besides the operator page. Signed webhooks: any `webhooks.subscriptions` entry that lists
+    `alert.firing` / `alert.resolved` in its events (Standard Webhooks, retried and dead-lettered like any event)."""
+
+    alertmanager: list[AlertmanagerSettings] = Field(default_factory=list)
+    repeat_after_s: float = Field(4 * 3600, gt=0)  # a webhook subscriber hears of a still-firing alert again
+    external_url: str | None = Field(None, pattern=r"^https?://")  # links in alerts (default: server host:port)
+
+
+class MonitoringSettings(Strict):
+    """Failures that throw no exception (gateway/monitoring/, docs/monitoring.md): reconciliation, volume
+    anomalies, SLO burn rates, synthetic golden paths, alerts and the exception queue. State lives in the job
+    store's database (SQLite file or PostgreSQL), so it survives restarts and every gateway process shares it."""
+
+    enabled: bool = True
+    # Rule and golden path files or folders (relative to the config file). None by default: opted in explicitly.
+    reconcile: list[Path] = Field(default_factory=list)
+    synthetic: list[Path] = Field(default_factory=list)
+    tick_s: float = Field(15, gt=0)  # how often counts are flushed and alerts evaluated
+    schedules: bool = True  # run scheduled reconciliations and synthetic paths (one process at a time, by lease)
+    synthetic_client: str = "synthetic"  # the client id golden paths call as (a token of the built-in issuer)
+    synthetic_token: SecretStr | None = None  # or this bearer token, when the built-in issuer is off
+    ewma_alpha: float = Field(0.3, gt=0, le=1)  # weight of the newest week in a volume baseline
+    alerts: AlertSettings = AlertSettings()
+
+    def paths(self, which: list[Path], base_dir: Path) -> list[Path]:
+        return [p if p.is_absolute() else (base_dir / p) for p in which]
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -304,6 +342,7 @@ class Settings(Strict):
     stores: StoreSettings = StoreSettings()
     webhooks: WebhookSettings = WebhookSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.

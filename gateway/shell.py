@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.admin.access import build_require_admin
 from gateway.admin.dlq import build_dlq_routes
+from gateway.admin.exceptions import build_exception_routes
 from gateway.admin.limits import build_usage_routes
 from gateway.admin.ops import build_ops_routes
 from gateway.auth.routes import build_auth_routes
@@ -120,5 +121,6 @@ def build_shell(runtime: Runtime) -> FastAPI:
     app.include_router(build_dlq_routes(runtime, require_admin))
     app.include_router(build_usage_routes(runtime, require_admin))
     app.include_router(build_ops_routes(runtime, require_admin))
+    app.include_router(build_exception_routes(runtime, require_admin))
     app.include_router(build_webhook_routes(runtime))
     return app

@@ -3,6 +3,7 @@
     POST  /crm/v3/objects/contacts/search   filterGroups (EQ, NEQ, HAS_PROPERTY, NOT_HAS_PROPERTY), query, sorts,
                                             properties, limit (1-200), after (an offset, at most 10,000 results)
     POST  /crm/v3/objects/contacts          201; 409 CONFLICT "Contact already exists. Existing ID: <id>"
+    POST  /crm/v3/objects/contacts/batch/read   up to 100 by id or idProperty=email; 207 with errors for unknown
     GET   /crm/v3/objects/contacts/{id}     ?properties=a,b (unset ones come back null); 404 OBJECT_NOT_FOUND
     PATCH /crm/v3/objects/contacts/{id}     200; an empty string clears a property
 
@@ -293,7 +294,36 @@ def create_sandbox(burst_limit: int = 100, window_ms: int = 10_000, daily_limit:
             result["paging"] = {"next": {"after": str(start + limit)}}
         return json_response(result)
 
+    async def batch_read(request: Request) -> Response:
+        """Read up to 100 contacts by id or by a unique property (idProperty=email); unknown ones are reported in
+        `errors` with status 207, as HubSpot does."""
+        body = await json_body(request)
+        if isinstance(body, Response):
+            return body
+        inputs, id_property = body.get("inputs"), body.get("idProperty") or "hs_object_id"
+        if not isinstance(inputs, list) or not 1 <= len(inputs) <= 100 or not all(
+                isinstance(i, dict) and isinstance(i.get("id"), str) for i in inputs):
+            return hubspot_error(400, "inputs must be a list of 1 to 100 objects with an id")
+        if id_property not in ("hs_object_id", "email"):
+            return hubspot_error(400, f"idProperty {id_property} is not a unique property")
+        found, missing = [], []
+        for item in inputs:
+            key = item["id"].strip().lower() if id_property == "email" else item["id"]
+            contact = by_email(key) if id_property == "email" else contacts.get(key)
+            (found if contact is not None else missing).append(contact if contact is not None else item["id"])
+        wanted = body.get("properties")
+        stamp = _now()
+        result: dict[str, Any] = {"status": "COMPLETE", "results": [view(c, _wanted(wanted)) for c in found],
+                                  "startedAt": stamp, "completedAt": stamp}
+        if missing:
+            result.update(numErrors=1, errors=[{
+                "status": "error", "category": "OBJECT_NOT_FOUND", "context": {"ids": missing},
+                "message": "Could not get some CONTACT objects, they may be deleted or not exist. "
+                           "Check that ids are valid."}])
+        return json_response(result, 207 if missing else 200)
+
     routes = [
+        Route(CONTACTS + "/batch/read", hubspot(batch_read), methods=["POST"]),
         Route(CONTACTS + "/search", hubspot(search), methods=["POST"]),
         Route(CONTACTS, hubspot(create), methods=["POST"]),
         Route(CONTACTS + "/{contact_id}", hubspot(read), methods=["GET"]),

@@ -1,6 +1,7 @@
 """A Stripe simulator: the PaymentIntents and Refunds endpoints the Stripe adapter calls, answering as Stripe does.
 
     POST /v1/payment_intents                 create (and confirm, with `confirm=true` and a payment method)
+    GET  /v1/payment_intents                 list (newest first, created[gte|lte...], starting_after, limit)
     GET  /v1/payment_intents/{intent}        retrieve
     POST /v1/payment_intents/{intent}/capture
     POST /v1/refunds
@@ -11,6 +12,8 @@ module is the PaymentIntent and Refund behaviour behind it, with Stripe's object
 Test payment methods are Stripe's own: pm_card_visa, pm_card_mastercard and pm_card_amex are approved;
 pm_card_chargeDeclined and pm_card_chargeDeclinedInsufficientFunds are declined (402 card_error). A partial
 capture releases the rest of the authorisation, which Stripe reports as refunded on the charge.
+Settings: lose_succeeded_payments (N: the next N succeeded payments vanish after they were reported; a planted
+silent failure for reconciliation).
 Simplified: one account, cards only, refunds need a captured charge, no webhooks, no 3-D Secure.
 
 Effects counted in `sandbox.state.effects`: payment_intents_created, charges_created (one per successful
@@ -57,9 +60,10 @@ ALLOWED = {  # the parameters each endpoint accepts; anything else is Stripe's p
     "retrieve": {"expand", "client_secret"},
     "capture": {"amount_to_capture", "expand", "metadata", "final_capture"},
     "refund": {"payment_intent", "charge", "amount", "reason", "metadata", "expand"},
+    "list": {"created", "limit", "starting_after", "ending_before", "customer", "expand"},
 }
 EXPANDABLE = {"create": {"latest_charge"}, "retrieve": {"latest_charge"}, "capture": {"latest_charge"},
-              "refund": {"charge", "payment_intent"}}
+              "refund": {"charge", "payment_intent"}, "list": {"data.latest_charge"}}
 RETURN_URL_NEEDED = (
     "A `return_url` must be specified because this Payment Intent is configured to automatically accept the payment "
     "methods enabled in the Dashboard, some of which may require a full page redirect to succeed. If you do not want "
@@ -199,7 +203,44 @@ def create_sandbox() -> Sandbox:
         effect("payment_intents_created")
         if confirming:
             confirm(pi)
-        return expand_intent(pi, params.get("expand", []))
+        answer = expand_intent(pi, params.get("expand", []))
+        maybe_lose(pi)
+        return answer
+
+    def maybe_lose(pi: dict[str, Any]) -> None:
+        """The planted silent failure (setting lose_succeeded_payments: N): the next N payments that succeed are
+        reported as succeeded (answer and event), then vanish from the account."""
+        if pi["status"] == "succeeded" and sandbox.state.settings["lose_succeeded_payments"] > 0:
+            sandbox.state.settings["lose_succeeded_payments"] -= 1
+            store.intents.pop(pi["id"], None)
+            effect("payments_lost")
+
+    def list_intents(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
+        """GET /v1/payment_intents: newest first; `created` as a number or {gt, gte, lt, lte}; cursor paging."""
+        limit = integer(params, "limit")
+        limit = 10 if limit is None else limit
+        if not 1 <= limit <= 100:
+            raise StripeError(400, "This value must be between 1 and 100.", param="limit")
+        created = params.get("created")
+        bounds = created if isinstance(created, dict) else {} if created is None else {"eq": created}
+        if unknown := sorted(set(bounds) - {"gt", "gte", "lt", "lte", "eq"}):
+            raise StripeError(400, f"Received unknown parameter: created[{unknown[0]}]", code="parameter_unknown",
+                              param=f"created[{unknown[0]}]")
+        limits = {op: integer(bounds, op) for op in bounds}
+        tests = {"gt": lambda c, v: c > v, "gte": lambda c, v: c >= v, "lt": lambda c, v: c < v,
+                 "lte": lambda c, v: c <= v, "eq": lambda c, v: c == v}
+        found = [pi for pi in reversed(list(store.intents.values()))
+                 if all(tests[op](pi["created"], v) for op, v in limits.items() if v is not None)]
+        if (after := text(params, "starting_after")) is not None:
+            ids = [pi["id"] for pi in found]
+            if after not in store.intents:
+                raise StripeError(400, f"No such payment_intent: '{after}'", code="resource_missing",
+                                  param="starting_after")
+            found = found[ids.index(after) + 1:] if after in ids else []
+        page = found[:limit]
+        expand = ["latest_charge"] if "data.latest_charge" in params.get("expand", []) else []
+        return {"object": "list", "data": [expand_intent(pi, expand) for pi in page],
+                "has_more": len(found) > limit, "url": "/v1/payment_intents"}
 
     def retrieve_intent(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
         return expand_intent(intent(path["intent"]), params.get("expand", []))
@@ -224,7 +265,9 @@ def create_sandbox() -> Sandbox:
         pi.update(status="succeeded", amount_received=amount, amount_capturable=0)
         effect("captures")
         sandbox.emit("payment_intent.succeeded", dict(pi))
-        return expand_intent(pi, params.get("expand", []))
+        answer = expand_intent(pi, params.get("expand", []))
+        maybe_lose(pi)
+        return answer
 
     def create_refund(path: Mapping[str, str], params: dict[str, Any]) -> dict[str, Any]:
         pi_id, charge_id = text(params, "payment_intent"), text(params, "charge")
@@ -272,6 +315,7 @@ def create_sandbox() -> Sandbox:
 
     routes = [
         route("/v1/payment_intents", create_intent, "create", "POST"),
+        route("/v1/payment_intents", list_intents, "list", "GET"),
         route("/v1/payment_intents/{intent}", retrieve_intent, "retrieve", "GET"),
         route("/v1/payment_intents/{intent}/capture", capture_intent, "capture", "POST"),
         route("/v1/refunds", create_refund, "refund", "POST"),
@@ -279,5 +323,6 @@ def create_sandbox() -> Sandbox:
         Route("/{path:path}", unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
     ]
     sandbox = Sandbox("stripe", routes, fault_response, reset=store.reset,
-                      broken_body=lambda: {"object": "payment_intent", "id": 42, "amount": "39.98"})
+                      broken_body=lambda: {"object": "payment_intent", "id": 42, "amount": "39.98"},
+                      settings={"lose_succeeded_payments": 0})
     return sandbox

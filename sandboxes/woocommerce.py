@@ -5,11 +5,13 @@ Faithful where the adapter depends on it: HTTP Basic auth with a consumer key/se
 pagination with X-WP-Total / X-WP-TotalPages, line-item prices taken from the catalogue unless subtotal/total are
 given, meta_data merged by key on update. A seeded, deterministic catalogue: SKU-123, SKU-456, SKU-789.
 
-Listing orders filters as WooCommerce's REST API does, and by nothing it does not offer: `status`, `after` (the site's
-time zone is UTC here, so `dates_are_gmt` changes nothing), and `search`, WooCommerce's order search: the term, case
-insensitive, anywhere in the billing address (with e-mail and phone), the shipping address or a line item's name,
-or a numeric term equal to the order id. There is no filter by meta data: a client that looks for an order by a meta
-value narrows the list with these filters and compares the value itself.
+Listing orders filters as WooCommerce's REST API does, and by nothing it does not offer: `status`, `after`,
+`before`, `order` (the site's time zone is UTC here, so `dates_are_gmt` changes nothing), and `search`,
+WooCommerce's order search: the term, case insensitive, anywhere in the billing address (with e-mail and phone), the
+shipping address or a line item's name, or a numeric term equal to the order id. There is no filter by meta data: a
+client that looks for an order by a meta value narrows the list with these filters and compares the value itself.
+
+Settings: record_orders (default true; false is a planted silent failure: orders are answered, never stored).
 """
 
 from __future__ import annotations
@@ -172,9 +174,12 @@ def create_sandbox() -> Sandbox:
                  "customer_note": str(body.get("customer_note", "")), "meta_data": [],
                  "payment_method": str(body.get("payment_method", ""))}
         merge_meta(order, body.get("meta_data"))
-        store.orders[store.next_id] = order
+        if store.sandbox is None or store.sandbox.state.settings["record_orders"]:
+            store.orders[store.next_id] = order
+            store.effect("orders_created")
+        else:  # the planted silent failure: the order is answered as created, and never stored
+            store.effect("orders_lost")
         store.next_id += 1
-        store.effect("orders_created")
         return json_response(order, 201)
 
     def find(request: Request) -> tuple[dict[str, Any] | None, Response | None]:
@@ -239,6 +244,11 @@ def create_sandbox() -> Sandbox:
             orders = [o for o in orders if o["date_created_gmt"] > cutoff]
         if term := q.get("search", "").strip():
             orders = [o for o in orders if matches_search(o, term)]
+        if before := q.get("before"):
+            cutoff = before.replace("Z", "").split("+")[0][:19]
+            orders = [o for o in orders if o["date_created_gmt"] < cutoff]
+        if q.get("order") == "asc":
+            orders.reverse()
         total = len(orders)
         pages = max(1, -(-total // per_page))
         chunk = orders[(page - 1) * per_page: page * per_page]
@@ -251,7 +261,9 @@ def create_sandbox() -> Sandbox:
         Route("/wp-json/wc/v3/orders/{order_id}", get_order, methods=["GET"]),
         Route("/wp-json/wc/v3/orders/{order_id}", update_order, methods=["PUT", "POST", "PATCH"]),
     ]
+    # record_orders: false plants a silent failure: new orders are answered 201 and never stored.
     sandbox = Sandbox("woocommerce", routes, sandbox_error,
-                      broken_body=lambda: {"id": "not-an-int", "line_items": "none"}, reset=store.reset)
+                      broken_body=lambda: {"id": "not-an-int", "line_items": "none"}, reset=store.reset,
+                      settings={"record_orders": True})
     store.sandbox = sandbox
     return sandbox

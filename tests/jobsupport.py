@@ -66,7 +66,8 @@ def config_file(tmp: Path, overrides: dict[str, Any]) -> Path:
     """gateway.yaml with dotted-key overrides, written to `tmp` (for `gateway worker` / `gateway dlq` processes)."""
     raw = yaml.safe_load((ROOT / "gateway.yaml").read_text())
     apply_overrides(raw, {"contracts": [str(ROOT / "contracts")], "auth.builtin.keys_dir": str(TEST_KEYS),
-                          **overrides})
+                          "monitoring.reconcile": [str(ROOT / "reconcile")],
+                          "monitoring.synthetic": [str(ROOT / "synthetic")], **overrides})
     path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

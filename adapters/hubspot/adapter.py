@@ -119,3 +119,21 @@ class HubSpotAdapter(Adapter):
         customers = [c for c in map(customer_from_contact, found["results"]) if c is not None]
         return AdapterResult(200, {"data": customers, "next_cursor": next_cursor(found)},
                              vendor_request_id=correlation_id)
+
+    # -- reconciliation (gateway/monitoring/): not routed from any contract -------------------------------------------
+
+    @operation
+    async def find_customers(self, call: AdapterCall) -> AdapterResult:
+        """Contacts by e-mail address, up to 100 at once (POST /crm/v3/objects/contacts/batch/read with
+        idProperty=email); addresses HubSpot does not know are simply absent from the answer."""
+        inputs = [{"id": str(email)} for email in call.params["keys"]]
+        headers = {"authorization": "Bearer " + self.settings.secret("access_token"), "accept": "application/json"}
+        # A batch read changes nothing: safe to retry like a GET.
+        response = await self.client.request("POST", CONTACTS + "/batch/read", json={
+            "properties": list(PROPERTIES), "idProperty": "email", "inputs": inputs}, headers=headers, call=call,
+            request_id=call.request_id, read_only=True)
+        if response.status >= 300:
+            raise problem_from_response(self.vendor, response)
+        body = response.json()
+        customers = [c for c in map(customer_from_contact, body["results"]) if c is not None]
+        return AdapterResult(200, {"data": customers}, vendor_request_id=response.header("x-hubspot-correlation-id"))

@@ -102,3 +102,24 @@ class StripeAdapter(Adapter):
         params = refund_params(payment_intent_id(call.params["payment_id"]), call.body)
         refund, stripe_id = await self._stripe(call, "POST", "/v1/refunds", params)
         return AdapterResult(201, refund_from_stripe(refund), vendor_request_id=stripe_id)
+
+    # -- reconciliation (gateway/monitoring/): not routed from any contract -------------------------------------------
+
+    @operation
+    async def list_payments(self, call: AdapterCall) -> AdapterResult:
+        """PaymentIntents created in [since, until] (GET /v1/payment_intents, newest first, `starting_after` paging)."""
+        params: dict[str, Any] = {"created": {"gte": _unix(call.params["since"]), "lte": _unix(call.params["until"])},
+                                  "limit": int(call.params.get("limit", 100)), "expand": ["data.latest_charge"]}
+        if call.params.get("cursor"):
+            params["starting_after"] = call.params["cursor"]
+        page, stripe_id = await self._stripe(call, "GET", "/v1/payment_intents", params)
+        data = page["data"]
+        return AdapterResult(200, {"data": [payment_from_intent(pi) for pi in data],
+                                   "next_cursor": data[-1]["id"] if page["has_more"] and data else None},
+                             vendor_request_id=stripe_id)
+
+
+def _unix(value: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())

@@ -145,3 +145,34 @@ class WooCommerceAdapter(Adapter):
         meta = mapping.meta_list(**{mapping.META_DELIVERED_AT: delivered_at, mapping.META_CARRIER: body.get("carrier"),
                                     mapping.META_TRACKING: body.get("tracking_number")})
         return await self._update(call, {"status": "completed", "meta_data": meta})
+
+    # -- reconciliation and volume (gateway/monitoring/): not routed from any contract --------------------------------
+
+    @operation
+    async def reconcile_orders(self, call: AdapterCall) -> AdapterResult:
+        """Orders created in [since, until], oldest first, a page at a time (cursor: WooCommerce's page number)."""
+        page = int(call.params.get("cursor") or 1)
+        # WooCommerce compares after/before strictly, to the second: widen by one so both ends are included.
+        query: dict[str, str] = {"page": str(page), "per_page": str(call.params.get("limit", 100)),
+                                 "orderby": "date", "order": "asc", "after": _shift(call.params["since"], -1),
+                                 "before": _shift(call.params["until"], 1), "dates_are_gmt": "true"}
+        if call.params.get("status"):
+            query["status"] = ",".join(mapping.TO_WC_STATUS[s] for s in call.params["status"]
+                                       if s in mapping.TO_WC_STATUS)
+        response = await self._call(call, "GET", "/orders", params=query)
+        pages = int(response.header("x-wp-totalpages") or "1")
+        return AdapterResult(200, {"data": [mapping.order_from_wc(o) for o in response.json()],
+                                   "next_cursor": str(page + 1) if page < pages else None})
+
+    @operation
+    async def count_orders(self, call: AdapterCall) -> AdapterResult:
+        """How many orders the store holds (X-WP-Total of a one-item page): its growth is what it recorded."""
+        response = await self._call(call, "GET", "/orders", params={"per_page": "1", "page": "1"})
+        return AdapterResult(200, {"total": int(response.header("x-wp-total") or "0")})
+
+
+def _shift(when: str, seconds: int) -> str:
+    from datetime import timedelta
+
+    moved = datetime.fromisoformat(when.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return moved.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")

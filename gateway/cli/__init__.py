@@ -6,15 +6,16 @@
     jobs.py        worker, dlq
     trace.py       trace
     auth.py        hash-secret, api-key, token
+    monitoring.py  reconcile, slo, exceptions, synthetic
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import auth, contracts, init, jobs, serve, trace
+from . import auth, contracts, init, jobs, monitoring, serve, trace
 
-GROUPS = (contracts, init, serve, jobs, trace, auth)
+GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring)
 
 
 def main(argv: list[str] | None = None) -> int:

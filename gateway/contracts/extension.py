@@ -29,6 +29,9 @@ On an operation:
       limits: {writes: {rate: 20/second, burst: 40}}   # more buckets (or new numbers for one of the API's)
       async: {mode: allowed, ordering_key: order_id}    # 202 + status resource (Prefer: respond-async)
       emits: order.delivered             # after success, an event for webhook subscribers
+      slo: {availability: 99.9, latency_ms: {p: 95, under: 250}}   # gateway/monitoring (docs/monitoring.md)
+      volume: {band: {below: 0.5, above: 3}}                         # hourly throughput vs a learned baseline
+      calendar: payments-desk            # its jobs run only in these business hours (root `calendars:`)
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -41,6 +44,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.monitoring.models import CalendarSpec, SloSpec, VolumeSpec
 from gateway.settings import BucketSpec
 
 
@@ -93,6 +97,7 @@ class ApiExtension(_Ext):
     timeout_s: float | None = Field(None, gt=0, le=300)
     route: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")  # the default route
     bracketed_arrays: bool | None = None  # tolerance for a[]=x / a[0]=x (docs/contracts.md); default on
+    calendars: dict[str, CalendarSpec] | None = None  # business calendars (gateway/monitoring/calendar.py)
 
 
 class PathExtension(_Ext):
@@ -113,3 +118,7 @@ class OperationExtension(_Ext):
     limits: dict[str, BucketSpec] | None = None  # buckets this operation consumes (same name: replaces the API's)
     async_: AsyncWork | None = Field(None, alias="async")
     emits: str | None = Field(None, pattern=r"^[a-z]+\.[a-z_]+$")  # an event for webhook subscribers
+    # Monitoring (gateway/monitoring/, docs/monitoring.md): objectives, volume baselines, business hours for jobs.
+    slo: SloSpec | None = None
+    volume: VolumeSpec | None = None
+    calendar: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")

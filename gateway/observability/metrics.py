@@ -99,6 +99,49 @@ webhook_deliveries_total = Counter(
     "gateway_webhook_deliveries_total", "Outbound webhook delivery attempts, by outcome",
     ["subscription", "outcome"], registry=REGISTRY)
 
+# -- monitoring (gateway/monitoring/, docs/monitoring.md) -----------------------------------------------------------
+FRESHNESS_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0)
+job_completion_seconds = Histogram(
+    "gateway_job_completion_seconds", "Asynchronous operations: from acceptance (202) until the vendor's success",
+    ["api", "version", "operation"], buckets=FRESHNESS_BUCKETS, registry=REGISTRY)
+reconcile_mismatches = Gauge(
+    "gateway_reconcile_mismatches", "Mismatches the last complete run of a reconciliation rule found", ["rule"],
+    registry=REGISTRY, multiprocess_mode="mostrecent")
+reconcile_runs_total = Counter(
+    "gateway_reconcile_runs_total", "Reconciliation runs by how they ended (ok, mismatches, paused, failed)",
+    ["rule", "status"], registry=REGISTRY)
+reconcile_last_run_timestamp = Gauge(
+    "gateway_reconcile_last_run_timestamp_seconds", "When a rule's last run ended, by its status",
+    ["rule", "status"], registry=REGISTRY, multiprocess_mode="max")
+synthetic_runs_total = Counter(
+    "gateway_synthetic_runs_total", "Synthetic golden path runs by outcome (ok, failed)", ["path", "outcome"],
+    registry=REGISTRY)
+synthetic_step_seconds = Histogram(
+    "gateway_synthetic_step_seconds", "Each step of a synthetic golden path", ["path", "step"],
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
+volume_anomalies_total = Counter(
+    "gateway_volume_anomalies_total", "Hours judged anomalous, by series kind (requests, recorded, error_ratio, "
+    "latency_p95) and direction", ["operation", "kind", "direction"], registry=REGISTRY)
+slo_burn_rate = Gauge(
+    "gateway_slo_burn_rate", "Error budget burn rate per SLO and window, as the gateway evaluates it",
+    ["operation", "slo", "window"], registry=REGISTRY, multiprocess_mode="mostrecent")
+alerts_firing = Gauge(
+    "gateway_alerts_firing", "Alerts firing now (silenced ones included), by family", ["family"],
+    registry=REGISTRY, multiprocess_mode="mostrecent")
+alert_notifications_total = Counter(
+    "gateway_alert_notifications_total", "Alert notifications sent, by receiver kind and outcome",
+    ["receiver", "outcome"], registry=REGISTRY)
+exceptions_open = Gauge(
+    "gateway_exceptions_open", "The exception queue's backlog: items waiting for a person, by kind", ["kind"],
+    registry=REGISTRY, multiprocess_mode="mostrecent")
+exceptions_oldest_age_seconds = Gauge(
+    "gateway_exceptions_oldest_age_seconds", "Age of the oldest item waiting in the exception queue, by kind",
+    ["kind"], registry=REGISTRY, multiprocess_mode="mostrecent")
+exception_resolution_seconds = Histogram(
+    "gateway_exception_resolution_seconds", "Time from an exception's creation to its resolution, by kind",
+    ["kind"], buckets=(60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 86400.0, 3 * 86400.0, 7 * 86400.0),
+    registry=REGISTRY)
+
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 

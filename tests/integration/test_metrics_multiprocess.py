@@ -29,6 +29,7 @@ def requests_counted(text: str, operation: str) -> float:
 def test_two_workers_one_set_of_metrics(sandboxes, redis_url, tmp_path):
     config = yaml.safe_load((ROOT / "gateway.yaml").read_text())
     config["contracts"] = [str(ROOT / "contracts")]
+    config["monitoring"] = {"reconcile": [str(ROOT / "reconcile")], "synthetic": [str(ROOT / "synthetic")]}
     for name, url in sandboxes.urls.items():
         config["vendors"][name]["base_url"] = url
     config["auth"]["builtin"]["keys_dir"] = str(TEST_KEYS)
