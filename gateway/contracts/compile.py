@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.contracts.validators import SchemaValidator
+from gateway.http.admission import PRIORITIES
 from gateway.http.media import is_json
 from gateway.http.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.mappings import load_mapping
@@ -85,6 +86,7 @@ class Operation:
     handler: Callable[..., Any] | None = None
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)
+    priority: int = 2  # admission order under overload: 0 critical, 1 high, 2 normal, 3 low (x-gateway.priority)
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -167,6 +169,7 @@ def _compile(raw: RawOperation, contract: Contract, bundler: SchemaBundler, sett
         extension=merged, api_extension=api_ext, node=raw.node, contract=contract,
         mapping=load_mapping(api_ext["mapping"]) if api_ext.get("mapping") else None,
         deadline_s=float(merged.get("timeout_s") or settings.request.deadline_s),
+        priority=PRIORITIES[merged.get("priority") or "normal"],
     )
 
 

@@ -11,6 +11,7 @@ At the document root (applies to every operation of the API):
       limits:                     # buckets every operation consumes; plans in gateway.yaml override the numbers
         requests: {quota: 100000/day}
       version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
+      priority: normal            # critical | high | normal | low: what is shed last and first under overload
 
 On an operation:
 
@@ -25,6 +26,7 @@ On an operation:
       limits: {writes: {rate: 20/second, burst: 40}}   # more buckets (or new numbers for one of the API's)
       async: {mode: allowed, ordering_key: order_id}    # 202 + status resource (Prefer: respond-async)
       emits: order.delivered             # after success, an event for webhook subscribers
+      priority: high                     # under overload (gateway/http/admission.py): critical | high | normal | low
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -38,6 +40,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.settings import BucketSpec
+
+Priority = Literal["critical", "high", "normal", "low"]
 
 
 class _Ext(BaseModel):
@@ -87,6 +91,7 @@ class ApiExtension(_Ext):
     # Opt in to header selection: paths without the version prefix pick the version from this header.
     version_header: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,63}$")
     timeout_s: float | None = Field(None, gt=0, le=300)
+    priority: Priority | None = None
 
 
 class OperationExtension(_Ext):
@@ -100,3 +105,4 @@ class OperationExtension(_Ext):
     limits: dict[str, BucketSpec] | None = None  # buckets this operation consumes (same name: replaces the API's)
     async_: AsyncWork | None = Field(None, alias="async")
     emits: str | None = Field(None, pattern=r"^[a-z]+\.[a-z_]+$")  # an event for webhook subscribers
+    priority: Priority | None = None  # shed order under overload (default normal)
