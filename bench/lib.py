@@ -114,6 +114,9 @@ class Result:
     errors: int
     cpu_us: float = float("nan")  # CPU time (user + system) the system under test spent per request
     requests: int = 0
+    socket_errors: int = 0
+    seconds: int = 0
+    overload: Overload | None = None
 
     def row(self) -> str:
         return (f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.cpu_us:,.0f} | "
@@ -150,19 +153,81 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+# Lua for wrk that stamps each request's X-Request-ID with its send time (the gateway echoes the caller's id) and
+# sorts the answers by status: served (2xx), shed (503) and other, each with its own latency distribution. wrk's
+# own latency figures mix all answers; under overload what matters is the latency of the requests served and that
+# every refusal is fast. Systems that do not echo the id are counted as "unstamped" (wrk's own figures apply).
+STAMPED = r"""
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } cg_ts; int clock_gettime(int, cg_ts *); ]]
+local ts = ffi.new("cg_ts")
+local function now_us() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3 end
+ok, shed, other, unstamped = {}, {}, 0, 0
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+local headers = {}
+function request()
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["X-Request-ID"] = string.format("%.0f", now_us())
+  return wrk.format(nil, nil, headers)
+end
+function response(status, headers, body)
+  local sent = tonumber(headers["x-request-id"] or headers["X-Request-ID"] or "")
+  if sent == nil then unstamped = unstamped + 1; return end
+  local ms = (now_us() - sent) / 1000
+  if status >= 200 and status < 300 then ok[#ok + 1] = ms elseif status == 503 then shed[#shed + 1] = ms
+  else other = other + 1 end
+end
+local function pct(list, q)
+  if #list == 0 then return -1 end
+  table.sort(list)
+  return list[math.max(1, math.ceil(#list * q))]
+end
+function done(summary, latency, requests)
+  local all_ok, all_shed, n_other, n_unstamped = {}, {}, 0, 0
+  for _, t in ipairs(threads) do
+    for _, v in ipairs(t:get("ok")) do all_ok[#all_ok + 1] = v end
+    for _, v in ipairs(t:get("shed")) do all_shed[#all_shed + 1] = v end
+    n_other = n_other + t:get("other"); n_unstamped = n_unstamped + t:get("unstamped")
+  end
+  io.write(string.format("CG ok=%d ok_p50=%.3f ok_p99=%.3f ok_max=%.3f shed=%d shed_p50=%.3f shed_max=%.3f " ..
+    "other=%d unstamped=%d\n", #all_ok, pct(all_ok, 0.5), pct(all_ok, 0.99), pct(all_ok, 1.0), #all_shed,
+    pct(all_shed, 0.5), pct(all_shed, 1.0), n_other, n_unstamped))
+end
+"""
+
+
+@dataclass
+class Overload:
+    """The answers of a stamped run sorted by status (None where the system does not echo X-Request-ID)."""
+
+    served: int
+    served_p50_ms: float
+    served_p99_ms: float
+    served_max_ms: float
+    shed: int
+    shed_p50_ms: float
+    shed_max_ms: float
+    other: int
+    unstamped: int
+
+
 def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method: str = "GET",
         body: bytes | None = None, headers: dict[str, str] | None = None, pid: int | None = None,
-        warmup: bool = True) -> Result:
+        warmup: bool = True, stamped: bool = False) -> Result:
     """Run wrk pinned to the load CPU and parse req/s, p50, p99 and non-2xx/socket errors.
 
     With `pid`, also the CPU time that process (and its children) spent per request: unlike req/s, this hardly
-    moves when other work competes for the machine, so it is the figure to compare optimisations by."""
+    moves when other work competes for the machine, so it is the figure to compare optimisations by.
+    `stamped`: time every answer from its own request and sort served / shed (Result.overload)."""
     binary = require("wrk", "apt-get install wrk")
     lines = [f'wrk.method = "{method}"']
     if body is not None:
         lines.append("wrk.body = [==[" + body.decode() + "]==]")
     for k, v in (headers or {}).items():
         lines.append(f'wrk.headers["{k}"] = "{v}"')
+    if stamped:
+        lines.append(STAMPED)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lines) + "\n")
     try:
@@ -183,7 +248,16 @@ def wrk(name: str, url: str, *, seconds: int = 10, connections: int = 32, method
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))
+    socket_errors = 0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        errors += sum(int(x) for x in m.groups())
+        socket_errors = sum(int(x) for x in m.groups())
+    errors += socket_errors
     requests = int(m.group(1)) if (m := re.search(r"(\d+) requests in", out)) else 0
-    return Result(name, rps, p50, p99, errors, cpu / requests * 1e6 if requests else float("nan"), requests)
+    result = Result(name, rps, p50, p99, errors, cpu / requests * 1e6 if requests else float("nan"), requests,
+                    socket_errors=socket_errors, seconds=seconds)
+    if stamped and (m := re.search(r"^CG (.*)$", out, re.M)):
+        values = dict(pair.split("=") for pair in m.group(1).split())
+        result.overload = Overload(int(values["ok"]), float(values["ok_p50"]), float(values["ok_p99"]),
+                                   float(values["ok_max"]), int(values["shed"]), float(values["shed_p50"]),
+                                   float(values["shed_max"]), int(values["other"]), int(values["unstamped"]))
+    return result

@@ -105,6 +105,55 @@ def policies(tmp: Path) -> list[tuple[str, float]]:
     ]
 
 
+def admission(tmp: Path) -> list[tuple[str, float]]:
+    """What admission control costs a request when there is room (the normal case), and what a shed request costs
+    the gateway from routing to its 503 (uvicorn's parsing of the request not included)."""
+    from collections import deque
+
+    from gateway.http.admission import PRIORITIES, Admission, Waiter
+    from gateway.http.edge import Edge
+    from gateway.settings import AdmissionSettings
+
+    room = Admission(AdmissionSettings())
+
+    def enter_leave() -> None:
+        room.enter("k", PRIORITIES["normal"])
+        room.leave()
+
+    settings = load_settings(bench_config(tmp, BENCH / "contract.yaml"), {
+        "observability.logging.output": "none", "request.admission.max_limit": 1,
+        "request.admission.min_limit": 1, "request.admission.max_queue_delay_ms": 0.001,
+        "request.admission.shed_hold_ms": 0})
+    runtime = Runtime.build(settings, install_logs=False)
+    edge = Edge(runtime, shell=None)
+    assert edge.admission is not None
+    edge.admission.in_flight = 1  # full: every request is shed
+    edge.admission.drain_per_s = 1.0
+    edge.admission._loop = LOOP  # no probe timer in the benchmark
+    # This client already has a request waiting: each further one would wait too long, and is shed at once.
+    edge.admission.queues[PRIORITIES["normal"]]["Bearer x"] = deque([Waiter(LOOP.create_future(), "Bearer x",
+                                                                             PRIORITIES["normal"], 0.0)])
+    scope = {"type": "http", "method": "GET", "path": "/v1/orders/ord_12345678", "raw_path": b"/v1/orders/ord_12345678",
+             "query_string": b"", "headers": [(b"authorization", b"Bearer x"), (b"host", b"bench")],
+             "client": ("127.0.0.1", 5000)}
+    sent: list[Any] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def shed() -> None:
+        sent.clear()
+        await edge(scope, receive, send)
+
+    value = us(shed, 20_000)
+    assert sent[0]["status"] == 503, sent[0]
+    return [("admission, room for the request (enter + leave)", us(enter_leave, 200_000)),
+            ("admission, a shed request: routing, 503 problem, metrics (access log off)", value)]
+
+
 def jwt(tmp: Path) -> list[tuple[str, float]]:
     settings = AuthSettings(builtin=BuiltinIssuerSettings(enabled=True, keys_dir=tmp / "jwt-keys",
                                                           generate_missing_keys=True, algorithm="RS256"))
@@ -252,7 +301,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        rows = jwt(tmp) + limiters(args.redis or None) + policies(tmp)
+        rows = jwt(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
         print("| policy | µs per call |\n|---|---:|")
         for label, value in rows:
             print(f"| {label} | {value:,.1f} |")

@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,45 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
     return config
 
 
+def haproxy_config(tmp: Path, upstream: str, key_file: str) -> Path:
+    """HAProxy as a peer: RS256 verified natively (jwt_verify) with issuer, audience, expiry and scope checks, the
+    /v1 prefix stripped, forwarded to the same nginx upstream. One thread, like the Python systems."""
+    host_port = upstream.removeprefix("http://")
+    config = tmp / "haproxy.cfg"
+    config.write_text(f"""
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+frontend api
+  bind 127.0.0.1:{PEER_PORT}
+  http-request deny status 401 unless {{ req.hdr(authorization) -m beg "Bearer " }}
+  http-request set-var(txn.alg) http_auth_bearer,jwt_header_query('$.alg')
+  http-request set-var(txn.iss) http_auth_bearer,jwt_payload_query('$.iss')
+  http-request set-var(txn.aud) http_auth_bearer,jwt_payload_query('$.aud')
+  http-request set-var(txn.exp) http_auth_bearer,jwt_payload_query('$.exp','int')
+  http-request set-var(txn.scope) http_auth_bearer,jwt_payload_query('$.scope')
+  http-request deny status 401 unless {{ var(txn.alg) -m str RS256 }}
+  http-request deny status 401 unless {{ var(txn.iss) -m str https://idp.bench }}
+  http-request deny status 401 unless {{ var(txn.aud) -m str bench }}
+  http-request deny status 401 unless {{ http_auth_bearer,jwt_verify(txn.alg,"{key_file}") -m int 1 }}
+  http-request set-var(txn.now) date()
+  http-request deny status 401 if {{ var(txn.exp),sub(txn.now) -m int lt 0 }}
+  http-request deny status 403 if {{ method GET }} ! {{ var(txn.scope) -m sub orders:read }}
+  http-request deny status 403 if {{ method POST }} ! {{ var(txn.scope) -m sub orders:write }}
+  http-request replace-path ^/v1(/orders.*) \\1
+  default_backend upstream
+backend upstream
+  server nginx {host_port}
+""")
+    return config
+
+
 def check(base: str, token: str, body: bytes) -> None:
     """One GET and one POST through the system before it is measured: wrong answers must not look fast."""
     for method, path, data, expected in (("GET", "/v1/orders/ord_12345678", None, 200),
@@ -125,7 +165,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per measurement (after 2 s warm-up)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the median round is reported")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", default="32",
+                        help="wrk connections, comma-separated: the first is the main table; each further one "
+                             "(e.g. --connections 32,512) is an overload run: answers sorted into served and shed, "
+                             "each with its own latency (bench/lib.py STAMPED)")
     parser.add_argument("--transports", default="h1",
                         help="vendor transports to run the gateway with, comma-separated (h1, the default one; "
                              "aiohttp; httpx)")
@@ -150,6 +193,9 @@ def main() -> None:
     python = peers_python(peers)
     body = (peers / "body.json").read_bytes()
     rounds: dict[tuple[str, str], list[Result]] = {}
+    sweep: dict[tuple[str, str, int], list[Result]] = {}
+    base_connections, *overload_connections = (int(c) for c in args.connections.split(","))
+    args.base_connections = base_connections
     single: dict[tuple[str, str], Result] = {}
     rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp_name, nginx_upstream() as upstream:
@@ -181,6 +227,15 @@ def main() -> None:
                 yield f"http://127.0.0.1:{PEER_PORT}"
 
         @contextmanager
+        def haproxy() -> Iterator[str]:
+            pids.clear()
+            cmd = pinned(GATEWAY_CPU, [shutil.which("haproxy") or "/usr/sbin/haproxy", "-db", "-f",
+                                       str(haproxy_config(tmp, upstream, key_file))])
+            with process(cmd, PEER_PORT, log=tmp / "haproxy.log") as proc:
+                pids["peer"] = proc.pid
+                yield f"http://127.0.0.1:{PEER_PORT}"
+
+        @contextmanager
         def direct() -> Iterator[str]:
             yield upstream
 
@@ -194,7 +249,9 @@ def main() -> None:
                      for ref, src in ((ref, source_at(ref, tmp)) for ref in args.baseline)],
                    System("naive FastAPI proxy", lambda: peer("peers.naive:app"), "peer"),
                    System("Connexion 3.3", lambda: peer("peers.connexion_app:app"), "peer"),
-                   System("FastAPI no-op, no upstream (Python ceiling)", lambda: peer("peers.noop:app"), "peer")]
+                   System("FastAPI no-op, no upstream (Python ceiling)", lambda: peer("peers.noop:app"), "peer"),
+                   *([System("HAProxy 2.x + RS256 JWT (jwt_verify)", haproxy, "peer")]
+                     if shutil.which("haproxy") or Path("/usr/sbin/haproxy").exists() else [])]
         if args.no_peers:
             systems = [s for s in systems if s.kind != "peer"]
         if args.only:
@@ -216,7 +273,13 @@ def main() -> None:
                     pid = pids.get("gateway") or pids.get("peer")
                     for method, request in requests.items():
                         rounds.setdefault((system.name, method), []).append(
-                            wrk(system.name, seconds=args.seconds, connections=args.connections, pid=pid, **request))
+                            wrk(system.name, seconds=args.seconds, connections=base_connections, pid=pid,
+                                **request))
+                        for c in overload_connections:
+                            if system.kind != "direct":
+                                sweep.setdefault((system.name, method, c), []).append(
+                                    wrk(system.name, seconds=args.seconds, connections=c, pid=pid, stamped=True,
+                                        **request))
                     if spy is not None:
                         spy.wait()
                     if n == 0 and args.single:
@@ -229,6 +292,8 @@ def main() -> None:
         if not args.only:
             rss["gateway with the demo contracts (gateway.yaml), after start-up"] = demo_rss(tmp)
     report(rounds, args)
+    if sweep:
+        report_overload(rounds, sweep, args)
     if single:
         report_single(single, args)
     print("\n| gateway process | RSS MB |\n|---|---:|")
@@ -285,7 +350,7 @@ def _median_round(results: list[Result]) -> Result:
 
 def report(rounds: dict[tuple[str, str], list[Result]], args: argparse.Namespace) -> None:
     print(f"\n{platform.node()}: {os.cpu_count()} CPUs ({_cpu_model()}), Python {platform.python_version()}; "
-          f"system under test on CPU {GATEWAY_CPU}, one worker; nginx + wrk -c{args.connections} on the other; "
+          f"system under test on CPU {GATEWAY_CPU}, one worker; nginx + wrk -c{args.base_connections} on the other; "
           f"{args.seconds} s per run, median of {args.repeat} rounds\n")
     print("| system | method | req/s | req/s best | p50 ms | p99 ms | added p50 ms | CPU µs/req | × naive | "
           "× Connexion | errors |")
@@ -311,6 +376,32 @@ def report(rounds: dict[tuple[str, str], list[Result]], args: argparse.Namespace
     if args.json:
         args.json.write_text(json.dumps({f"{n} {m}": [r.__dict__ for r in rs] for (n, m), rs in rounds.items()},
                                         indent=1))
+
+
+def report_overload(rounds: dict[tuple[str, str], list[Result]], sweep: dict[tuple[str, str, int], list[Result]],
+                    args: argparse.Namespace) -> None:
+    """Many more callers than one core serves promptly: what was served, how fast, and how fast the rest heard."""
+    print("\n**Overload** (median round): served = 2xx answers, shed = 503; latencies per kind from each request's "
+          "own send time (X-Request-ID stamped by wrk, echoed by the gateway; '-' for systems that do not echo it: "
+          "wrk's all-answer figures are shown instead)\n")
+    print(f"| system | method | connections | served req/s | vs -c{args.base_connections} | served p50 ms | "
+          "served p99 ms | shed /s | shed max ms | slowest answer ms | socket errors |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, method, c), results in sweep.items():
+        med = _median_round(results)
+        o = med.overload
+        base = rounds.get((name, method))
+        if o is not None and o.unstamped == 0:
+            served_rps = o.served / med.seconds
+            cells = [f"{served_rps:,.0f}", f"{o.served_p50_ms:.2f}", f"{o.served_p99_ms:.2f}",
+                     f"{o.shed / med.seconds:,.0f}", f"{o.shed_max_ms:.1f}" if o.shed else "",
+                     f"{max(o.served_max_ms, o.shed_max_ms):.1f}"]
+        else:  # not echoed: every answer counted as served, wrk's latencies
+            served_rps = med.rps * (1 - (med.errors - med.socket_errors) / max(med.requests, 1))
+            cells = [f"{served_rps:,.0f}", f"{med.p50_ms:.2f}", f"{med.p99_ms:.2f}", "-", "-", "-"]
+        ratio = f"{served_rps / _median_round(base).rps:.2f}" if base else ""
+        print(f"| {name} | {method} | {c} | {cells[0]} | {ratio} | {cells[1]} | {cells[2]} | {cells[3]} | "
+              f"{cells[4]} | {cells[5]} | {sum(r.socket_errors for r in results)} |")
 
 
 def report_single(single: dict[tuple[str, str], Result], args: argparse.Namespace) -> None:

@@ -27,6 +27,7 @@ Raise a `GatewayError` subclass anywhere on the request path; the edge renders i
         │   └── VendorCredentialsRejected  502     vendor-credentials-rejected
         ├── VendorUnavailable              503     vendor-unavailable     (Retry-After)
         ├── DependencyUnavailable          503     dependency-unavailable (our own store: Redis, job store)
+        ├── Overloaded                     503     overloaded             (shed at admission; Retry-After)
         └── VendorTimeout                  504     vendor-timeout
 
 Messages never contain credentials or raw request values beyond what the caller needs to locate a problem.
@@ -231,6 +232,15 @@ class DependencyUnavailable(ServerProblem):
 
     def __init__(self, detail: str | None = None, *, retry_after_s: float = 1.0) -> None:
         super().__init__(detail, headers={"retry-after": str(max(1, round(retry_after_s)))})
+
+
+class Overloaded(ServerProblem):
+    """The gateway is at capacity and refused the request before doing any work for it; retry after Retry-After."""
+
+    status, slug, title = 503, "overloaded", "The gateway is overloaded"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"retry-after": str(retry_after_s)})
 
 
 class VendorTimeout(ServerProblem):

@@ -17,6 +17,7 @@ from gateway.auth.service import AuthService
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
+from gateway.http.admission import Admission
 from gateway.http.router import Router
 from gateway.jobs.service import Jobs
 from gateway.jobs.status import GatewayOperationsAdapter
@@ -132,6 +133,8 @@ class Runtime:
             else MemoryStore())
         self.scopes = declared_scopes(contracts)
         self.router = Router(operations)
+        admission = settings.request.admission
+        self.admission = Admission(admission) if admission.enabled else None
         self.versions = VersionIndex(operations, lambda: self.clock())
         self.by_key = {op.key: op for op in operations}
         self.webhooks = Webhooks(self)
@@ -164,6 +167,8 @@ class Runtime:
             raise ContractError([ContractProblem("gateway.yaml", "/auth/builtin/keys_dir", str(exc))]) from None
 
     async def startup(self) -> None:
+        if self.admission is not None:
+            self.admission.start()
         await self.jobs.start()
         used = {op.vendor for op in self.operations}
         for name in sorted(used):
@@ -186,6 +191,8 @@ class Runtime:
 
     async def shutdown(self) -> None:
         self.ready = False
+        if self.admission is not None:
+            self.admission.stop()
         await self.monitoring.stop()
         await self.jobs.stop()
         await self.webhooks.close()

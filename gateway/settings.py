@@ -133,12 +133,36 @@ class ServerSettings(Strict):
     workers: int = Field(1, ge=1)
 
 
+class AdmissionSettings(Strict):
+    """Admission control of each worker process (gateway/http/admission.py): an adaptive concurrency limit that
+    follows the event loop's delay, a queue bounded by the time a request may wait, fair shares per client."""
+
+    enabled: bool = True
+    min_limit: int = Field(16, ge=1)
+    max_limit: int = Field(10_000, ge=1)  # the limit while the loop keeps up (requests past admission at once)
+    target_loop_delay_ms: float = Field(10.0, gt=0)  # the loop answering later than this means the CPU is full
+    probe_interval_ms: float = Field(5.0, gt=0)
+    window_ms: float = Field(100.0, gt=0)  # the limit is adjusted once per window
+    increase_ratio: float = Field(0.1, gt=0, le=1)
+    decrease_factor: float = Field(0.8, gt=0, lt=1)
+    max_queue_delay_ms: float = Field(20.0, gt=0)  # a request that would wait longer is shed at once
+    shed_hold_ms: float = Field(50.0, ge=0)  # a shed answer leaves this long after the request came in
+    retry_after_s: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AdmissionSettings:
+        if self.min_limit > self.max_limit:
+            raise ValueError("admission: min_limit must not exceed max_limit")
+        return self
+
+
 class RequestSettings(Strict):
     body_max_bytes: int = Field(1_048_576, ge=1)
     # The whole request, every vendor attempt and backoff included, must finish within this (504 after).
     deadline_s: float = Field(20.0, gt=0)
     # Stop the vendor work of a request whose caller has disconnected (costs a small task per request).
     cancel_on_disconnect: bool = True
+    admission: AdmissionSettings = AdmissionSettings()
 
 
 class LimitSettings(Strict):

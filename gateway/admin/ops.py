@@ -92,6 +92,7 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
     rejections: dict[tuple[str, str, str], float] = {}
     vendors: dict[tuple[str, str], float] = {}
     gauges: dict[str, float] = {}
+    shed: dict[str, float] = {}
     for sample in metrics.samples():
         name, labels, value = sample.name, sample.labels, sample.value
         if name == "gateway_requests_total":
@@ -110,8 +111,13 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
         elif name == "gateway_vendor_attempt_seconds_count":
             key = (labels["vendor"], labels["outcome"])
             vendors[key] = vendors.get(key, 0.0) + value
-        elif name in ("gateway_jobs_queue_depth", "gateway_jobs_oldest_age_seconds", "gateway_jobs_dead"):
+        elif name in ("gateway_jobs_queue_depth", "gateway_jobs_oldest_age_seconds", "gateway_jobs_dead",
+                      "gateway_admission_loop_delay_seconds"):
             gauges[name] = max(gauges.get(name, 0.0), value)
+        elif name in ("gateway_admission_limit", "gateway_admission_in_flight", "gateway_admission_queued"):
+            gauges[name] = gauges.get(name, 0.0) + value
+        elif name == "gateway_admission_shed_total":
+            shed[labels["reason"]] = shed.get(labels["reason"], 0.0) + value
     operations = []
     for (api, version, operation), row in sorted(ops.items()):
         buckets = sorted(hist.get((api, version, operation), {}).items())
@@ -131,6 +137,13 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
         "jobs": {"queue_depth": int(gauges.get("gateway_jobs_queue_depth", 0)),
                  "oldest_age_s": round(gauges.get("gateway_jobs_oldest_age_seconds", 0.0), 1),
                  "dead_letters": int(gauges.get("gateway_jobs_dead", 0))},
+        # Admission control (gateway/http/admission.py), summed over worker processes; the gauges move once per
+        # measurement window.
+        "admission": {"limit": int(gauges.get("gateway_admission_limit", 0)),
+                      "in_flight": int(gauges.get("gateway_admission_in_flight", 0)),
+                      "queued": int(gauges.get("gateway_admission_queued", 0)),
+                      "loop_delay_ms": round(gauges.get("gateway_admission_loop_delay_seconds", 0.0) * 1000, 2),
+                      "shed": {reason: int(n) for reason, n in sorted(shed.items())}},
     }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.contracts.validators import SchemaValidator
+from gateway.http.admission import PRIORITIES
 from gateway.http.forms import FormDecoder, MultipartDecoder
 from gateway.http.media import is_json
 from gateway.http.params import DEFAULT_STYLE, ParameterSet, ParamSpec
@@ -86,6 +87,7 @@ class Operation:
     handler: Callable[..., Any] | None = None
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)
+    priority: int = 2  # admission order under overload: 0 critical, 1 high, 2 normal, 3 low (x-gateway.priority)
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -271,6 +273,7 @@ def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Va
         extension=merged, api_extension=api_ext, node=raw.node, contract=contract,
         mapping=load_mapping(api_ext["mapping"]) if api_ext.get("mapping") else None,
         deadline_s=float(merged.get("timeout_s") or settings.request.deadline_s),
+        priority=PRIORITIES[merged.get("priority") or "normal"],
     )
 
 

@@ -13,6 +13,7 @@ At the document root (applies to every operation of the API):
       version_header: API-Version # also serve the paths without the /vN prefix, version chosen by this header
       route: upstream.forward     # the default route of every operation that names none (a third-party document)
       bracketed_arrays: true      # accept a[]=x / a[0]=x for array query parameters and form fields (default)
+      priority: normal            # critical | high | normal | low: what is shed last and first under overload
 
 On a path item (applies to its operations that name no route): `route` and `upstream_path`.
 
@@ -32,6 +33,7 @@ On an operation:
       slo: {availability: 99.9, latency_ms: {p: 95, under: 250}}   # gateway/monitoring (docs/monitoring.md)
       volume: {band: {below: 0.5, above: 3}}                         # hourly throughput vs a learned baseline
       calendar: payments-desk            # its jobs run only in these business hours (root `calendars:`)
+      priority: high                     # under overload (gateway/http/admission.py): critical | high | normal | low
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -46,6 +48,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.monitoring.models import CalendarSpec, SloSpec, VolumeSpec
 from gateway.settings import BucketSpec
+
+Priority = Literal["critical", "high", "normal", "low"]
 
 
 class _Ext(BaseModel):
@@ -98,6 +102,7 @@ class ApiExtension(_Ext):
     route: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z_][A-Za-z0-9_]*$")  # the default route
     bracketed_arrays: bool | None = None  # tolerance for a[]=x / a[0]=x (docs/contracts.md); default on
     calendars: dict[str, CalendarSpec] | None = None  # business calendars (gateway/monitoring/calendar.py)
+    priority: Priority | None = None
 
 
 class PathExtension(_Ext):
@@ -122,3 +127,4 @@ class OperationExtension(_Ext):
     slo: SloSpec | None = None
     volume: VolumeSpec | None = None
     calendar: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    priority: Priority | None = None  # shed order under overload (default normal)

@@ -17,12 +17,14 @@ import time
 from typing import Any
 
 from gateway.dispatch import dispatch
+from gateway.http.admission import PRIORITY_NAMES, Waiter, client_key
 from gateway.http.body import ClientDisconnected
 from gateway.http.response import Receive, Response, Send, send_response
+from gateway.observability import metrics
 from gateway.observability.access import Observer
 from gateway.observability.tracing import valid_traceparent
 from gateway.pipeline import RequestContext
-from gateway.problems import PROBLEM_JSON, GatewayError, InternalError, NotFound
+from gateway.problems import PROBLEM_JSON, GatewayError, InternalError, NotFound, Overloaded
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.edge")
@@ -88,6 +90,11 @@ class Edge:
         self.renderer = runtime.renderer
         self.cancel_on_disconnect = runtime.settings.request.cancel_on_disconnect
         self.observer = Observer(runtime)
+        self.admission = runtime.admission
+        # API-key headers identify a client before authentication, as Authorization does (admission fairness).
+        self.key_headers = frozenset(h for op in runtime.operations for p in op.policies
+                                     for h in getattr(p, "key_headers", ()))
+        self._shed_counters: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -118,11 +125,36 @@ class Edge:
         ctx.trace_from_caller = from_caller
         if self.runtime.tracing.tracer is not None:
             ctx.span = self.runtime.tracing.start_request(ctx)
+        admission = self.admission
+        if admission is not None:
+            waiter = admission.enter(client_key(scope, self.key_headers), op.priority)
+            if waiter is not None and not await admission.wait(waiter):
+                return await self._shed(ctx, waiter, send)
         try:
             response = await self.run(ctx)
         except ClientDisconnected:
             self.observer.finish(ctx, Response(CLIENT_CLOSED))  # logged and counted as 499, nginx's convention
             return None
+        finally:
+            if admission is not None:
+                admission.leave()
+        self.observer.finish(ctx, response)
+        response.headers.append((b"x-request-id", ctx.request_id.encode()))
+        await send_response(send, response)
+
+    async def _shed(self, ctx: RequestContext, waiter: Waiter, send: Send) -> None:
+        """503 overloaded: nothing ran for this request (no policy, no body read, no vendor call)."""
+        assert self.admission is not None
+        ctx.stage = "admission"
+        ctx.notes["problem"] = "overloaded"
+        counter = self._shed_counters.get((ctx.op.key, waiter.reason))
+        if counter is None:
+            op = ctx.op
+            counter = self._shed_counters[(op.key, waiter.reason)] = metrics.admission_shed_total.labels(
+                op.api, op.version, op.operation_id, PRIORITY_NAMES[op.priority], waiter.reason)
+        counter.inc()
+        response = self.problem(Overloaded("the gateway is at capacity; retry after the time in Retry-After",
+                                           retry_after_s=self.admission.settings.retry_after_s), ctx.request_id)
         self.observer.finish(ctx, response)
         response.headers.append((b"x-request-id", ctx.request_id.encode()))
         await send_response(send, response)

@@ -146,6 +146,24 @@ exception_resolution_seconds = Histogram(
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
+admission_shed_total = Counter(
+    "gateway_admission_shed_total", "Requests shed at admission (503 overloaded) before any work, by why: "
+    "queue_full (would wait longer than the target), queue_timeout, displaced (a fairer or higher-priority request "
+    "took its place)", ["api", "version", "operation", "priority", "reason"], registry=REGISTRY)
+admission_limit = Gauge(
+    "gateway_admission_limit", "The adaptive concurrency limit (summed over worker processes)", registry=REGISTRY,
+    multiprocess_mode="livesum")
+admission_in_flight = Gauge(
+    "gateway_admission_in_flight", "Requests past admission right now", registry=REGISTRY,
+    multiprocess_mode="livesum")
+admission_queued = Gauge(
+    "gateway_admission_queued", "Requests waiting for admission right now", registry=REGISTRY,
+    multiprocess_mode="livesum")
+admission_loop_delay_seconds = Gauge(
+    "gateway_admission_loop_delay_seconds", "The event loop's largest delay in the last window (what the limit "
+    "follows)", registry=REGISTRY, multiprocess_mode="max")
+
+
 def _registry() -> CollectorRegistry:
     """This process's registry, or a collector of every worker's samples in multiprocess mode."""
     if not MULTIPROCESS:

@@ -1,0 +1,195 @@
+"""Overload (issue 21): a flood against a gateway with a small admission limit, over real sockets.
+
+The gateway runs as `gateway serve` in its own process, in front of an upstream that takes 50 ms per request (a
+slow vendor: slots stay busy, so the queue fills). One client floods with many connections at once; a second
+client sends one request at a time meanwhile. Proven: shed requests are 503 `overloaded` with Retry-After and never
+reach a policy or the vendor; health answers throughout; the second client keeps its share; the limit the loop
+delay lowered comes back once the flood stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.services import free_port, stop_process
+
+CONTRACT = {
+    "openapi": "3.1.0",
+    "info": {"title": "Things", "version": "1.0.0"},
+    "servers": [{"url": "/v1"}],
+    "x-gateway": {"api": "things", "limits": {"daily": {"quota": "1000000/day"}}},
+    "security": [{"bearer": ["things:read"]}],
+    "components": {"securitySchemes": {"bearer": {"type": "oauth2", "flows": {"clientCredentials": {
+        "tokenUrl": "/oauth/token", "scopes": {"things:read": "read"}}}}}},
+    "paths": {"/things/{id}": {"get": {
+        "operationId": "getThing",
+        "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "x-gateway": {"route": "slow.forward", "upstream_path": "/things/{id}"},
+        "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "503": {"description": "overloaded"}}}}},
+}
+
+
+@pytest.fixture
+def overloaded_gateway(tmp_path: Path):
+    upstream_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.slow_upstream", str(upstream_port)], cwd=ROOT)
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    (tmp_path / "things.yaml").write_text(yaml.safe_dump(CONTRACT))
+    config = {
+        "contracts": [str(tmp_path / "things.yaml")],
+        "vendors": {"slow": {"adapter": "http", "base_url": upstream_url}},
+        "auth": {"builtin": {"enabled": True, "keys_dir": str(tmp_path / "keys"), "generate_missing_keys": True}},
+        "limits": {"backend": "memory"},
+        "jobs": {"sqlite_path": str(tmp_path / "jobs.db"), "workers": 0},
+        "observability": {"logging": {"output": str(tmp_path / "gateway.log")}},
+        # A small limit the loop delay can lower (target 2 ms: a flood makes the loop that late), a queue of what
+        # drains in 100 ms, refusals answered at once.
+        "request": {"admission": {"min_limit": 2, "max_limit": 6, "target_loop_delay_ms": 2,
+                                  "probe_interval_ms": 1, "window_ms": 20, "max_queue_delay_ms": 100,
+                                  "shed_hold_ms": 0}},
+    }
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def token(client: str, scopes: str) -> str:
+        return subprocess.run([sys.executable, "-m", "gateway", "token", "--config", str(path), "--client", client,
+                               "--scopes", scopes], capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+
+    wait_ready(upstream_url + "/_seen", upstream)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/readyz", proc)
+        tokens = {"flood": token("flooder", "things:read"), "other": token("steady", "things:read"),
+                  "admin": token("operator", "gateway:admin")}
+        yield base, tokens, lambda: httpx.get(upstream_url + "/_seen").json(), tmp_path / "gateway.log"
+    finally:
+        stop_process(proc)
+        stop_process(upstream)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)  # polling: the process is still starting
+    output = proc.stdout.read().decode() if proc.stdout and proc.poll() is not None else ""
+    pytest.fail(f"{url} did not answer: {output}")
+
+
+def admission(base: str, admin_token: str) -> dict[str, Any]:
+    return httpx.get(base + "/admin/ops/data", headers={"authorization": f"Bearer {admin_token}"},
+                     timeout=5).json()["admission"]
+
+
+async def _flood(base: str, token: str, seconds: float, connections: int) -> Counter[int]:
+    """Many keep-alive connections, each sending its next request as soon as the last one is answered (a client
+    that ignores Retry-After). Plain asyncio streams: an HTTP client library would be the bottleneck here."""
+    host, port = base.removeprefix("http://").split(":")
+    statuses: Counter[int] = Counter()
+    stop = time.monotonic() + seconds
+
+    async def one_connection(n: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = (f"GET /v1/things/flood-{n} HTTP/1.1\r\nHost: {host}\r\n"
+                   f"Authorization: Bearer {token}\r\n\r\n").encode()
+        try:
+            while time.monotonic() < stop:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head[9:12])
+                fields = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:] if b": " in line)
+                body = await reader.readexactly(int(fields[b"content-length"]))
+                statuses[status] += 1
+                if status == 503:
+                    assert fields[b"retry-after"] == b"1"
+                    assert b"/overloaded" in body
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_connection(n) for n in range(connections)))
+    return statuses
+
+
+async def _steady(base: str, token: str, seconds: float) -> list[tuple[int, float]]:
+    answers: list[tuple[int, float]] = []
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers={"authorization": f"Bearer {token}"}) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            r = await client.get("/v1/things/mine")
+            answers.append((r.status_code, time.monotonic() - started))
+    return answers
+
+
+async def _health(base: str, seconds: float) -> list[int]:
+    statuses: list[int] = []
+    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            statuses.append((await client.get("/healthz")).status_code)
+            await asyncio.sleep(0.05)  # a probe's own pace, as an orchestrator's would be
+    return statuses
+
+
+async def _watch_limit(base: str, admin_token: str, seconds: float) -> list[int]:
+    seen: list[int] = []
+    async with httpx.AsyncClient(base_url=base, timeout=2,
+                                 headers={"authorization": f"Bearer {admin_token}"}) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            seen.append((await client.get("/admin/ops/data")).json()["admission"]["limit"])
+            await asyncio.sleep(0.05)  # sampling the gauge a few times per window
+    return seen
+
+
+def test_a_flood_is_shed_early_and_fairly_and_the_limit_recovers(overloaded_gateway):
+    """Shed requests reach neither a policy nor the vendor, health stays 200, the second client keeps its share,
+    and the limit lowered under the flood is back at its start once the flood stops."""
+    base, tokens, upstream, log = overloaded_gateway
+
+    async def scenario() -> tuple[Counter[int], list[tuple[int, float]], list[int], list[int]]:
+        return await asyncio.gather(_flood(base, tokens["flood"], 2.0, 60), _steady(base, tokens["other"], 2.0),
+                                    _health(base, 2.0), _watch_limit(base, tokens["admin"], 2.0))
+
+    flood, steady, health, limits = asyncio.run(scenario())
+    seen = upstream()
+    assert flood[503] > 0 and flood[200] > 0, flood
+    assert set(flood) <= {200, 503}, flood
+    # The vendor heard exactly the admitted requests, nothing of the shed ones.
+    assert seen["flooder"] == flood[200]
+    # Nor did any policy run for them: the client's daily quota counted only what was admitted.
+    usage = httpx.get(f"{base}/admin/limits/flooder", headers={"authorization": f"Bearer {tokens['admin']}"}).json()
+    daily = next(b for b in usage["buckets"] if b["name"] == "daily")
+    assert daily["limit"] - daily["remaining"] == flood[200]
+    # The steady client kept its share: nearly all of its requests served while the flood's were shed.
+    served = sum(1 for status, _ in steady if status == 200)
+    assert served >= 0.9 * len(steady) and served == seen["steady"], (Counter(s for s, _ in steady), seen)
+    assert flood[200] < 0.05 * sum(flood.values()), flood
+    assert health and set(health) == {200}
+    assert min(limits) < 6, limits  # the flood made the loop late: the limit came down
+    deadline = time.monotonic() + 5
+    while admission(base, tokens["admin"])["limit"] < 6:
+        assert time.monotonic() < deadline, admission(base, tokens["admin"])
+        time.sleep(0.05)  # polling the gauge, which moves once per window
+    state = admission(base, tokens["admin"])
+    assert state["queued"] == 0 and sum(state["shed"].values()) == flood[503]
+    lines = [line for line in log.read_text().splitlines() if '"stage":"admission"' in line]
+    assert len(lines) == flood[503] and all('"problem":"overloaded"' in line for line in lines)
