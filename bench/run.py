@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--transports", default="h1",
                         help="vendor transports to run the gateway with, comma-separated (h1, the default one; "
-                             "aiohttp; httpx)")
+                             "aiohttp)")
     parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
                         help="also run the gateway as it was at this git revision (memory limiter), in the same "
                              "run: before/after figures for an optimisation (repeatable)")
