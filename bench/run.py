@@ -171,7 +171,7 @@ def main() -> None:
                              "each with its own latency (bench/lib.py STAMPED)")
     parser.add_argument("--transports", default="h1",
                         help="vendor transports to run the gateway with, comma-separated (h1, the default one; "
-                             "aiohttp; httpx)")
+                             "aiohttp)")
     parser.add_argument("--baseline", action="append", default=[], metavar="GIT_REF",
                         help="also run the gateway as it was at this git revision (memory limiter), in the same "
                              "run: before/after figures for an optimisation (repeatable)")

@@ -42,7 +42,7 @@ def main() -> None:
     results: list[Result] = []
     with nginx_upstream() as upstream, tempfile.TemporaryDirectory() as tmp:
         results.append(wrk("nginx direct GET", upstream + "/orders/ord_12345678", seconds=args.seconds))
-        for transport in ("aiohttp", "httpx"):
+        for transport in ("h1", "aiohttp"):
             cfg = config(Path(tmp), upstream, transport)
             cmd = pinned(GATEWAY_CPU, [str(VENV_BIN / "gateway"), "serve", "--config", str(cfg)])
             with process(cmd, PORT, env={"GATEWAY_LOG_LEVEL": "WARNING"}):

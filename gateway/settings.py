@@ -24,12 +24,13 @@ class Strict(BaseModel):
 
 
 class TimeoutSettings(Strict):
-    """Per vendor: how long each phase of one vendor call may take, and the whole call."""
+    """Per vendor: how long one attempt may take. An attempt ends at connect_s + read_s (connecting, then the
+    whole answer) or total_s, whichever is sooner, and never later than the request's deadline."""
 
     connect_s: float = Field(2.0, gt=0)
-    read_s: float = Field(10.0, gt=0)
-    write_s: float = Field(10.0, gt=0)
-    pool_s: float = Field(2.0, gt=0)
+    read_s: float = Field(10.0, gt=0)  # the answer, once the request is sent
+    write_s: float = Field(10.0, gt=0)  # unused since the httpx transport went; accepted so configurations load
+    pool_s: float = Field(2.0, gt=0)  # likewise
     total_s: float = Field(15.0, gt=0)
 
 
@@ -357,7 +358,7 @@ class Settings(Strict):
     request: RequestSettings = RequestSettings()
     response_validation: Literal["enforce", "report"] = "enforce"
     problem_type_base: str = "https://contract-gateway.dev/problems/"
-    transport: Literal["h1", "aiohttp", "httpx"] = "h1"
+    transport: Literal["h1", "aiohttp"] = "h1"  # the vendor transport (adapters/transport/)
     vendors: dict[str, VendorSettings] = Field(default_factory=dict)
     auth: AuthSettings = AuthSettings()
     idempotency: IdempotencySettings = IdempotencySettings()

@@ -11,8 +11,8 @@ What it does: HTTP/1.1 over TCP or TLS, keep-alive with an idle expiry, at most 
 `max_response_bytes` (as sent or decompressed) refused while reading (`AnswerTooLarge`). What it does not:
 redirects (vendor calls never follow them), proxies, cookies, HTTP/2, HEAD requests, bodies delimited only by the
 vendor closing the connection (HTTP/1.0 style). Header names and values with CR or LF are refused (no smuggling).
-Errors: `ConnectFailed` (nothing was sent, safe to retry), `Disconnected` (the vendor closed the connection before
-a complete answer), `AnswerTooLarge`, `asyncio.TimeoutError`.
+Errors (the seam's, adapters/transport/__init__.py): `ConnectFailed` (nothing was sent, safe to retry),
+`Disconnected` (the vendor closed the connection before a complete answer), `AnswerTooLarge`, `TransportTimeout`.
 A request on a reused connection that the vendor had closed meanwhile (no byte of answer) is sent again once on a
 new connection when the method is idempotent.
 """
@@ -29,23 +29,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from . import AnswerTooLarge, ConnectFailed, Disconnected, TransportTimeout
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # safe to send twice (RFC 9110)
-
-
-class ConnectFailed(ConnectionError):
-    """The connection could not be made: the request was never sent."""
-
-
-class Disconnected(ConnectionError):
-    """The connection closed before the answer was complete."""
-
-    def __init__(self, message: str, *, received: bool) -> None:
-        super().__init__(message)
-        self.received = received  # whether any byte of the answer arrived
-
-
-class AnswerTooLarge(Exception):
-    """The answer (or what it decompresses to) is larger than the pool's `max_response_bytes`."""
 
 
 class Headers(dict[str, str]):
@@ -271,14 +257,19 @@ class H1Pool:
             lines.append(body)
         return b"".join(lines)
 
-    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes | None = None,
-                      timeout_s: float | None = None) -> H1Response:
-        """One request (`path` includes any query string). Raises ConnectFailed, Disconnected or TimeoutError."""
+    async def send(self, method: str, path: str, headers: dict[str, str], body: bytes | None = None,
+                   timeout_s: float | None = None) -> H1Response:
+        """One request (`path` includes any query string). Raises ConnectFailed, Disconnected, AnswerTooLarge or
+        TransportTimeout."""
         data = self._encode(method, path, headers, body)
         if timeout_s is None:
             return await self._exchange(method, data)
-        async with asyncio.timeout(timeout_s):
-            return await self._exchange(method, data)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self._exchange(method, data)
+        except TimeoutError as exc:
+            raise TransportTimeout(f"no complete answer from {self.host}:{self.port} within {timeout_s:.3g} s") \
+                from exc
 
     async def _exchange(self, method: str, data: bytes) -> H1Response:
         for attempt in (1, 2):

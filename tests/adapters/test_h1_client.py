@@ -90,7 +90,7 @@ async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(upstre
     server, url = upstream
     pool = H1Pool(url + "/base")
     for _ in range(3):
-        r = await pool.request("POST", "/orders?x=1", {"content-type": "application/json"}, b'{"a":1}')
+        r = await pool.send("POST", "/orders?x=1", {"content-type": "application/json"}, b'{"a":1}')
         assert (r.status, r.body, r.headers.get("Content-Type")) == (200, b"{}", "application/json")
     assert server.connections == 1
     first = server.requests[0]
@@ -103,10 +103,10 @@ async def test_chunked_and_gzip_answers_are_decoded(upstream):
     server, url = upstream
     pool = H1Pool(url)
     server.mode = "chunked"
-    r = await pool.request("GET", "/", {})
+    r = await pool.send("GET", "/", {})
     assert (r.body, r.headers.get("x-request-id")) == (b"hello world", "v-1")
     server.mode = "gzip"
-    assert (await pool.request("GET", "/", {})).body == b'{"ok":true}'
+    assert (await pool.send("GET", "/", {})).body == b'{"ok":true}'
     await pool.close()
 
 
@@ -115,7 +115,7 @@ async def test_connection_close_is_honoured(upstream):
     pool = H1Pool(url)
     server.mode = "close"
     for _ in range(2):
-        assert (await pool.request("POST", "/", {}, b"x")).status == 201
+        assert (await pool.send("POST", "/", {}, b"x")).status == 201
     assert server.connections == 2
     await pool.close()
 
@@ -123,16 +123,16 @@ async def test_connection_close_is_honoured(upstream):
 async def test_no_answer_is_an_error_and_idempotent_requests_on_a_stale_connection_are_resent(upstream):
     server, url = upstream
     pool = H1Pool(url)
-    await pool.request("GET", "/", {})
+    await pool.send("GET", "/", {})
     server.mode = "drop"
     with pytest.raises(Disconnected):
-        await pool.request("POST", "/", {}, b"x")  # not idempotent: never sent twice
+        await pool.send("POST", "/", {}, b"x")  # not idempotent: never sent twice
     assert len(server.requests) == 2
     server.mode = "ok"
-    await pool.request("GET", "/", {})
+    await pool.send("GET", "/", {})
     server.mode = "drop"
     with pytest.raises(Disconnected):
-        await pool.request("GET", "/", {})
+        await pool.send("GET", "/", {})
     assert len(server.requests) == 5  # the GET on the reused connection was sent once more on a new one
     await pool.close()
 
@@ -142,22 +142,22 @@ async def test_timeouts_connect_failures_and_the_connection_limit(upstream):
     pool = H1Pool(url, max_connections=2)
     server.mode = "slow"
     with pytest.raises(TimeoutError):
-        await pool.request("GET", "/", {}, timeout_s=0.1)
+        await pool.send("GET", "/", {}, timeout_s=0.1)
     assert pool.open == 0  # a timed-out connection is not reused
     server.mode = "ok"
-    results = await asyncio.gather(*(pool.request("GET", "/", {}) for _ in range(10)))
+    results = await asyncio.gather(*(pool.send("GET", "/", {}) for _ in range(10)))
     assert all(r.status == 200 for r in results) and pool.open <= 2
     await pool.close()
     with pytest.raises(ConnectFailed):
-        await H1Pool("http://127.0.0.1:9").request("GET", "/", {})
+        await H1Pool("http://127.0.0.1:9").send("GET", "/", {})
 
 
 async def test_an_interim_answer_is_skipped_and_never_handed_to_the_next_caller(upstream):
     server, url = upstream
     pool = H1Pool(url)
     server.mode = "interim"
-    first = await pool.request("POST", "/", {}, b"for-A")
-    second = await pool.request("POST", "/", {}, b"for-B")
+    first = await pool.send("POST", "/", {}, b"for-A")
+    second = await pool.send("POST", "/", {}, b"for-B")
     assert (first.status, first.body) == (200, b"for-A")
     assert (second.status, second.body) == (200, b"for-B")
     assert server.connections == 1
@@ -168,7 +168,7 @@ async def test_header_values_that_would_split_the_request_are_refused(upstream):
     server, url = upstream
     pool = H1Pool(url)
     with pytest.raises(ValueError):
-        await pool.request("GET", "/", {"x-note": "a\r\nGET /admin HTTP/1.1"})
+        await pool.send("GET", "/", {"x-note": "a\r\nGET /admin HTTP/1.1"})
     assert server.requests == []
     await pool.close()
 
@@ -181,8 +181,8 @@ async def test_an_answer_over_the_size_limit_is_refused_while_reading(upstream, 
     try:
         server.mode = mode
         with pytest.raises(AnswerTooLarge, match="limit of 1000000"):
-            await pool.request("GET", "/big", {})
+            await pool.send("GET", "/big", {})
         server.mode = "ok"
-        assert (await pool.request("GET", "/small", {})).body == b"{}"
+        assert (await pool.send("GET", "/small", {})).body == b"{}"
     finally:
         await pool.close()
