@@ -144,9 +144,9 @@ class Monitoring:
         if self.started:
             try:
                 await self.tick(lead=False)  # the last counts of this process
+                await self.store.release(LEADER, self.owner)
             except Exception as exc:
                 log.warning("monitoring: last flush failed: %s", exc)
-            await self.store.release(LEADER, self.owner)
         await self.alerts.close()
         await self.store.close()
         self.started = False
@@ -158,8 +158,13 @@ class Monitoring:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("monitoring tick failed; trying again in %s s", self.settings.tick_s)
+            except Exception as exc:
+                if isinstance(exc, OSError) or type(exc).__module__.startswith("psycopg"):
+                    # the store cannot be reached (PostgreSQL down): said in one line, no traceback
+                    log.warning("monitoring tick failed, the store cannot be reached (%s); trying again in %s s",
+                                str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.settings.tick_s)
+                else:
+                    log.exception("monitoring tick failed; trying again in %s s", self.settings.tick_s)
 
     def spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> bool:
         """Run `work` in the background unless work of that name runs already in this process."""

@@ -13,8 +13,9 @@ Tables (all prefixed `cg_mon_`, next to the jobs table, created if missing):
     state       small named values and leases (which process runs the evaluations and the schedules)
 
 One connection of its own (SQLite, WAL, calls in a worker thread one at a time, as the job store does) or a small
-psycopg pool (PostgreSQL): the job store is not touched. SQL is written once with `?` placeholders and standard
-`ON CONFLICT` upserts, which both databases speak.
+pool of its own (PostgreSQL, gateway/jobs/pgpool.py, connecting when a statement needs it, so the gateway starts while
+PostgreSQL is down and monitoring catches up when it answers): the job store is not touched. SQL is written once
+with `?` placeholders and standard `ON CONFLICT` upserts, which both databases speak.
 """
 
 from __future__ import annotations
@@ -76,22 +77,16 @@ class MonitoringStore:
         self._db: sqlite3.Connection | None = None
         self._pool: Any = None
         self._lock = asyncio.Lock()
+        self._schema_ready = False
 
     async def start(self) -> None:
         if self.dialect == "postgres":
-            from psycopg_pool import AsyncConnectionPool
+            # No connection yet: the gateway starts (unready) while PostgreSQL is down; the tables are created by
+            # the first statement that reaches it (see _pg), and every tick tries again.
+            from gateway.jobs.pgpool import PgPool
 
-            self._pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False, timeout=5,
-                                             check=AsyncConnectionPool.check_connection,
-                                             kwargs={"autocommit": True, "connect_timeout": 3})
-            await self._pool.open(wait=True, timeout=10)
-            async with self._pool.connection() as conn:
-                await conn.execute("SELECT pg_advisory_lock(4711019)")  # two processes creating tables at once
-                try:
-                    for statement in filter(str.strip, SCHEMA.split(";")):
-                        await conn.execute(statement)
-                finally:
-                    await conn.execute("SELECT pg_advisory_unlock(4711019)")
+            assert self.dsn is not None
+            self._pool = PgPool(self.dsn, max_size=4, connect_timeout_s=3)
             return
 
         def open_db() -> sqlite3.Connection:
@@ -109,6 +104,7 @@ class MonitoringStore:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
+            self._schema_ready = False
         if self._db is not None:
             db, self._db = self._db, None
             await asyncio.to_thread(db.close)
@@ -148,6 +144,8 @@ class MonitoringStore:
     async def _pg(self, statements: list[tuple[str, tuple[Any, ...]]], fetch: bool) -> list[tuple[Any, ...]]:
         if self._pool is None:
             raise RuntimeError("the monitoring store is not open")
+        if not self._schema_ready:
+            await self._create_schema()
         rows: list[tuple[Any, ...]] = []
         async with self._pool.connection() as conn, conn.transaction():
             for sql, params in statements:
@@ -155,6 +153,19 @@ class MonitoringStore:
                 if fetch and cur.description is not None:
                     rows = await cur.fetchall()
         return rows
+
+    async def _create_schema(self) -> None:
+        async with self._lock:
+            if self._schema_ready:
+                return
+            async with self._pool.connection() as conn:
+                await conn.execute("SELECT pg_advisory_lock(4711019)")  # two processes creating tables at once
+                try:
+                    for statement in filter(str.strip, SCHEMA.split(";")):
+                        await conn.execute(statement)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock(4711019)")
+            self._schema_ready = True
 
     async def fetch(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return await self.run([(sql, params)], fetch=True)
