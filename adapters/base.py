@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -82,10 +83,29 @@ def operation(fn: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
+Handler = Callable[[AdapterCall], Awaitable[AdapterResult]]
+
+
 class Adapter:
-    """Base class of every vendor adapter. Subclasses set `name` and decorate methods with `@operation`."""
+    """Base class of every vendor adapter. Subclasses set `name` and decorate methods with `@operation`.
+
+    The `@operation` methods of a class (and of its bases) make its operation table, `OPERATIONS`, built once when
+    the class is defined: what a contract's `x-gateway.route` may name, what `gateway check` checks routes against,
+    and where `handler()` binds each compiled operation at start-up.
+    """
 
     name: ClassVar[str] = ""
+    OPERATIONS: ClassVar[dict[str, Callable[..., Awaitable[AdapterResult]]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table = {n: f for base in reversed(cls.__mro__[1:]) for n, f in getattr(base, "OPERATIONS", {}).items()}
+        for n, f in vars(cls).items():
+            if getattr(f, "__gateway_operation__", False):
+                table[n] = f
+            elif n in table:  # overridden by a method that is not an operation
+                del table[n]
+        cls.OPERATIONS = table
 
     def __init__(self, vendor: str, settings: VendorSettings, client: VendorClient) -> None:
         self.vendor = vendor
@@ -94,7 +114,12 @@ class Adapter:
 
     @classmethod
     def operations(cls) -> set[str]:
-        return {n for n in dir(cls) if getattr(getattr(cls, n, None), "__gateway_operation__", False)}
+        return set(cls.OPERATIONS)
+
+    def handler(self, operation: str) -> Handler:
+        """The bound method for one entry of the operation table (KeyError if the adapter has no such operation)."""
+        function = self.OPERATIONS[operation]
+        return types.MethodType(function, self)  # type: ignore[return-value]
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:

@@ -112,7 +112,7 @@ def start_up(cfg: Path, port: int) -> tuple[float, int]:
 def per_request(tmp: Path) -> list[tuple[str, float]]:
     """µs of routing + request validation for one GET: the demo's contract, and the same GET with query
     parameters on generated documents of 20 and of 500 operations (it must not grow with the operations)."""
-    from gateway.pipeline import RequestContext
+    from gateway.context import RequestContext
     from gateway.runtime import Runtime
     from gateway.settings import load_settings
 

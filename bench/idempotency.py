@@ -20,8 +20,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.context import RequestContext  # noqa: E402
 from gateway.http.response import Response  # noqa: E402
-from gateway.pipeline import RequestContext  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from gateway.settings import load_settings  # noqa: E402
 

@@ -25,8 +25,8 @@ from lib import BENCH, ORDER, best_us
 from adapters.base import AdapterResult
 from gateway.auth.config import AuthSettings, BuiltinIssuerSettings
 from gateway.auth.service import AuthService
+from gateway.context import RequestContext
 from gateway.dispatch import render
-from gateway.pipeline import RequestContext
 from gateway.problems import ProblemRenderer, RequestInvalid, Unauthorized, Violation
 from gateway.runtime import Runtime, check
 from gateway.settings import load_settings

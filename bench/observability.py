@@ -23,12 +23,12 @@ from lib import best_us
 
 from adapters.base import AdapterCall
 from adapters.client import VendorClient, VendorResponse
+from gateway.context import RequestContext
 from gateway.http.edge import correlation
 from gateway.http.response import Response
 from gateway.observability.access import Observer
 from gateway.observability.logs import EventLog
 from gateway.observability.tracing import Tracing
-from gateway.pipeline import RequestContext
 from gateway.runtime import Runtime, check
 from gateway.settings import LoggingSettings, TracingSettings, load_settings
 from gateway.stores.limiter import Decision

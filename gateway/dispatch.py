@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import orjson
 
 from adapters.base import AdapterCall, AdapterResult
+from gateway.context import RequestContext
 from gateway.http.response import Response
 from gateway.observability import metrics
 from gateway.observability.logs import SENSITIVE
-from gateway.pipeline import RequestContext
 from gateway.problems import UpstreamContractViolation, Violation
 
 if TYPE_CHECKING:

@@ -7,31 +7,27 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
-from adapters.base import Adapter
 from adapters.client import VendorClient
 from adapters.registry import adapter_class
 from gateway.auth.keys import SigningKeyProblem, load_signing_keys
-from gateway.auth.service import AuthService
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
 from gateway.contracts.load import Contract, ContractError, ContractProblem, load_contracts
 from gateway.http.admission import Admission
 from gateway.http.router import Router
-from gateway.jobs.service import Jobs
 from gateway.jobs.status import GatewayOperationsAdapter
 from gateway.monitoring.declarations import load_declarations
 from gateway.monitoring.service import Monitoring
 from gateway.observability.logs import SENSITIVE, EventLog, install, sensitive_fields
-from gateway.observability.tracing import Tracing
-from gateway.pipeline import build_policies, completers
+from gateway.pipeline import build_policies
+from gateway.policies.base import completers
 from gateway.problems import ProblemRenderer
+from gateway.services import build_services
 from gateway.settings import Settings, VendorSettings
-from gateway.stores.idempotency import IdempotencyStore, MemoryStore, RedisStore
-from gateway.stores.limiter import Limiter, MemoryLimiter, RedisLimiter
 from gateway.versions import VersionIndex
-from gateway.webhooks.service import Webhooks
 
 log = logging.getLogger("gateway")
 
@@ -107,51 +103,69 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
 
 
 class Runtime:
-    """Everything the edge needs per request, built at start-up and read-only afterwards."""
+    """The running gateway: its services (gateway/services.py) and what the edge needs per request, built at
+    start-up and read-only afterwards (operations are bound to their policies and adapter handlers once)."""
 
     def __init__(self, settings: Settings, contracts: list[Contract], operations: list[Operation],
                  run_workers: bool = True, install_logs: bool = True) -> None:
         self.settings = settings
         self.contracts = contracts
-        self.operations = operations
         self.renderer = ProblemRenderer(settings.problem_type_base)
         obs = settings.observability
         SENSITIVE.update(sensitive_fields(c.data for c in contracts), (f.lower() for f in obs.logging.mask_fields))
-        self.events = EventLog(obs.logging, settings.base_dir)
-        if install_logs:  # stdlib log records become JSON lines of self.events
-            install(self.events)
-        self.tracing = Tracing(obs.tracing)
+        events = EventLog(obs.logging, settings.base_dir)
+        if install_logs:  # stdlib log records become JSON lines of events
+            install(events)
+        self.services = services = build_services(settings, events, run_workers)
+        self.events = events
+        self.tracing = services.tracing
+        self.auth = services.auth
+        self.limiter = services.limiter
+        self.idempotency_store = services.idempotency_store
+        self.jobs = services.jobs
+        self.webhooks = services.webhooks
+        self.adapters = services.adapters
         self.started_at = time.time()
-        self.auth = AuthService(settings.auth, settings.base_dir)
-        self.limiter: Limiter = (
-            RedisLimiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
-            if settings.limits.backend == "redis" and settings.redis_url else MemoryLimiter())
-        self.idempotency_store: IdempotencyStore = (
-            RedisStore(settings.redis_url, timeout_s=settings.stores.timeout_s,
-                       probe_interval_s=settings.stores.probe_interval_s)
-            if settings.idempotency.backend == "redis" and settings.redis_url
-            else MemoryStore())
         self.scopes = declared_scopes(contracts)
-        self.router = Router(operations)
         admission = settings.request.admission
         self.admission = Admission(admission) if admission.enabled else None
-        self.versions = VersionIndex(operations, lambda: self.clock())
-        self.by_key = {op.key: op for op in operations}
-        self.webhooks = Webhooks(self)
-        self.jobs = Jobs(self, run_workers)
         self.background = run_workers  # False for one-shot commands: no workers, no monitoring loop
         status = next((op for op in operations if op.vendor == "gateway" and op.adapter_operation == "get_operation"),
                       None)
         if status is not None:
             self.jobs.status_template = status.path.replace("{operation_id}", "{id}")
-        self.monitoring = Monitoring(self)  # gateway/monitoring/: reconciliation, SLOs, alerts, exception queue
-        self.adapters: dict[str, Adapter] = {}
         self.ready = False
-        self.clock = time.time  # replaceable in tests that need to be after a sunset date
         self.extras: dict[str, Any] = {}  # per-feature state (stores, metrics...) keyed by feature name
+        for name in sorted({op.vendor for op in operations}):
+            vendor = settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal")
+            client = VendorClient(name, vendor, settings.transport, limiter=self.limiter)
+            client.events = events
+            adapter = adapter_class(vendor.adapter)(name, vendor, client)
+            if isinstance(adapter, GatewayOperationsAdapter):
+                adapter.jobs = self.jobs.store
+            self.adapters[name] = adapter  # connects when the gateway starts (startup)
+        # Each operation bound once, then frozen: its policies, its adapter's handler (from the adapter's operation
+        # table: a reader follows op.handler from dispatch to the vendor call), its event emitter if it emits.
+        self.operations = []
         for op in operations:
-            op.policies = build_policies(op, self)
-            op.completers = completers(op.policies)
+            policies = build_policies(op, services)
+            self.operations.append(op.bind(policies=policies, completers=completers(policies),
+                                           handler=self.adapters[op.vendor].handler(op.adapter_operation),
+                                           emitter=self.webhooks.emit if op.emits else None))
+        self.by_key = {op.key: op for op in self.operations}
+        services.operations.update(self.by_key)  # the job runner and webhooks run the bound operations
+        self.router = Router(self.operations)
+        self.versions = VersionIndex(self.operations, lambda: self.clock())
+        self.monitoring = Monitoring(self)  # gateway/monitoring/: reconciliation, SLOs, alerts, exception queue
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """time.time, unless a test moved it (to be after a sunset date): every stage reads the services' clock."""
+        return self.services.clock
+
+    @clock.setter
+    def clock(self, clock: Callable[[], float]) -> None:
+        self.services.clock = clock
 
     @classmethod
     def build(cls, settings: Settings, install_logs: bool = True) -> Runtime:
@@ -170,21 +184,9 @@ class Runtime:
         if self.admission is not None:
             self.admission.start()
         await self.jobs.start()
-        used = {op.vendor for op in self.operations}
-        for name in sorted(used):
-            vendor = self.settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal")
-            client = VendorClient(name, vendor, self.settings.transport, limiter=self.limiter)
-            client.events = self.events
-            client.tracing = self.tracing if self.tracing.tracer is not None else None
-            adapter = adapter_class(vendor.adapter)(name, vendor, client)
-            if isinstance(adapter, GatewayOperationsAdapter):
-                adapter.jobs = self.jobs.store
+        for adapter in self.adapters.values():
+            adapter.client.tracing = self.tracing if self.tracing.tracer is not None else None
             await adapter.startup()
-            self.adapters[name] = adapter
-        for op in self.operations:
-            op.handler = getattr(self.adapters[op.vendor], op.adapter_operation)
-            if (op.node.get("x-gateway") or {}).get("emits"):
-                op.emitter = self.webhooks.emit
         await self.monitoring.start(loop=self.background)
         self.ready = True
         log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
@@ -201,6 +203,5 @@ class Runtime:
         await self.limiter.close()
         for adapter in self.adapters.values():
             await adapter.shutdown()
-        self.adapters.clear()
         self.tracing.shutdown()
         self.events.close()

@@ -8,7 +8,7 @@ and the merged `x-gateway` settings (gateway.yaml < contract root < operation) a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,10 @@ class ResponseSpec:
         return found
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, eq=False)
 class Operation:
-    """One compiled contract operation. Built at start-up; read-only afterwards."""
+    """One compiled contract operation, frozen. Compiled from the contract, then bound once at start-up
+    (gateway/runtime.py) to its policies and its adapter's handler by `bind()`, which returns a new object."""
 
     api: str
     version: str
@@ -81,10 +82,10 @@ class Operation:
     api_extension: dict[str, Any]
     node: dict[str, Any]
     contract: Contract
-    policies: tuple[Any, ...] = ()
+    policies: tuple[Any, ...] = ()  # gateway/policies/, in the order they run (gateway/pipeline.py)
     completers: tuple[Any, ...] = ()  # the policies with an async on_complete
     emitter: Callable[..., Any] | None = None  # publishes x-gateway.emits events after success (webhooks)
-    handler: Callable[..., Any] | None = None
+    handler: Callable[..., Any] | None = None  # the adapter's method for adapter_operation (Adapter.handler)
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)
     priority: int = 2  # admission order under overload: 0 critical, 1 high, 2 normal, 3 low (x-gateway.priority)
@@ -93,6 +94,15 @@ class Operation:
     @property
     def key(self) -> str:
         return f"{self.api}.{self.version}.{self.operation_id}"
+
+    @property
+    def emits(self) -> str | None:
+        """The event type a success of this operation emits (x-gateway.emits), if any."""
+        return (self.node.get("x-gateway") or {}).get("emits") or None
+
+    def bind(self, **bound: Any) -> Operation:
+        """This operation with its policies, handler or emitter set: a new frozen object."""
+        return replace(self, **bound)
 
 
 def api_identity(contract: Contract) -> tuple[str, str]:

@@ -1,9 +1,9 @@
 """The ASGI entry point: route contract operations through their pipeline; hand everything else to the shell.
 
-Socket -> uvicorn -> Edge.__call__ -> Router.match -> op.policies (gateway/pipeline.py) -> dispatch (adapter,
-response validation) -> send. Paths no contract declares go to the FastAPI shell (docs, health, admin), whose own
-404 is a problem+json too. Any GatewayError becomes problem+json here; anything else is a bug: logged, and a 500
-problem that reveals nothing.
+Socket (gateway/http/server.py) -> Edge.__call__ -> Router.match -> admission -> pipeline.run (op.policies, then
+dispatch: the adapter call and response validation) -> send. Paths no contract declares go to the FastAPI shell
+(docs, health, admin), whose own 404 is a problem+json too. Any GatewayError becomes problem+json; anything else is
+a bug: logged, and a 500 problem that reveals nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import secrets
 import time
 from typing import Any
 
+from gateway import pipeline
+from gateway.context import RequestContext
 from gateway.dispatch import dispatch
 from gateway.http.admission import PRIORITY_NAMES, Waiter, client_key
 from gateway.http.body import ClientDisconnected
@@ -23,8 +25,7 @@ from gateway.http.response import Receive, Response, Send, send_response
 from gateway.observability import metrics
 from gateway.observability.access import Observer
 from gateway.observability.tracing import valid_traceparent
-from gateway.pipeline import RequestContext
-from gateway.problems import PROBLEM_JSON, GatewayError, InternalError, NotFound, Overloaded
+from gateway.problems import PROBLEM_JSON, GatewayError, NotFound, Overloaded
 from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.edge")
@@ -176,38 +177,8 @@ class Edge:
         await self.shell(scope, receive, send_with_id)
 
     async def run(self, ctx: RequestContext) -> Response:
-        op = ctx.op
-        response: Response | None = None
-        try:
-            try:
-                for policy in op.policies:
-                    ctx.stage = policy.name
-                    if ctx.span is None:
-                        response = await policy.on_request(ctx)
-                    else:
-                        response = await self.runtime.tracing.policy(ctx, policy)
-                    if response is not None:
-                        break
-                if response is None:
-                    ctx.stage = "dispatch"
-                    response = await self._dispatch(ctx)
-            except GatewayError as err:
-                ctx.notes["problem"] = err.slug
-                response = self.problem(err, ctx.request_id)
-            except (ClientDisconnected, asyncio.CancelledError):
-                raise
-            except Exception:
-                log.exception("unhandled error in %s", op.key, extra={"request_id": ctx.request_id})
-                ctx.notes["problem"] = "internal-error"
-                response = self.problem(InternalError("the gateway failed unexpectedly; the request id identifies "
-                                                      "the failure in our logs"), ctx.request_id)
-            for policy in op.policies:
-                policy.on_response(ctx, response)
-        finally:
-            # Awaited even when the request is abandoned (response None): e.g. releasing an idempotency claim.
-            for policy in op.completers:
-                await policy.on_complete(ctx, response)
-        return response
+        """The request through its policies and the adapter call (gateway/pipeline.py)."""
+        return await pipeline.run(ctx, self._dispatch, self.problem, self.runtime.tracing)
 
     async def _dispatch(self, ctx: RequestContext) -> Response:
         """The adapter call; abandoned (cancelled) if the caller disconnects meanwhile: no work for nobody.

@@ -19,6 +19,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,11 +33,11 @@ from .model import Job, NewJob, Outcome, RetrySchedule, StoreDown, iso
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
 
     from .model import JobStore
 
 log = logging.getLogger("gateway.jobs")
+Handler = Callable[[Job], Awaitable[Outcome]]  # runs one attempt of a job of one kind
 
 
 def operation_job(op: Operation, schedule: RetrySchedule, *, params: dict[str, Any], body: Any,
@@ -72,9 +73,9 @@ def classify(error: GatewayError | Exception | None, status: int | None, attempt
 class JobRunner:
     """Claims and runs jobs with bounded concurrency, per vendor too; wakes early when work is enqueued here."""
 
-    def __init__(self, runtime: Runtime, store: JobStore, concurrency: int, lease_s: float, poll_s: float,
-                 vendor_concurrency: int) -> None:
-        self.runtime = runtime
+    def __init__(self, operations: Mapping[str, Operation], store: JobStore, concurrency: int, lease_s: float,
+                 poll_s: float, vendor_concurrency: int) -> None:
+        self.operations = operations
         self.store = store
         self.concurrency = concurrency
         self.lease_s = lease_s
@@ -86,7 +87,7 @@ class JobRunner:
         self.wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self.handlers = {"operation": self._run_operation}
+        self.handlers: dict[str, Handler] = {"operation": self._run_operation}
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
@@ -179,7 +180,7 @@ class JobRunner:
                 log.warning("cannot extend the lease of %s: %s", job.id, exc)
 
     async def _run_operation(self, job: Job) -> Outcome:
-        op = self.runtime.by_key.get(job.name)
+        op = self.operations.get(job.name)
         started = time.monotonic()
         at = iso(time.time())
         if op is None:  # the contract no longer has this operation: nobody can run it

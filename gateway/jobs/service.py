@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.observability import metrics
@@ -12,8 +13,10 @@ from .runner import JobRunner
 from .sqlite import SqliteJobStore
 
 if TYPE_CHECKING:
-    from gateway.runtime import Runtime
+    from gateway.contracts.compile import Operation
     from gateway.settings import Settings
+
+    from .runner import Handler
 
 
 def job_store(settings: Settings, timeout_s: float | None = None) -> JobStore:
@@ -29,15 +32,18 @@ def job_store(settings: Settings, timeout_s: float | None = None) -> JobStore:
 
 
 class Jobs:
-    def __init__(self, runtime: Runtime, run_workers: bool) -> None:
-        self.settings = runtime.settings.jobs
-        self.store = job_store(runtime.settings)
+    def __init__(self, settings: Settings, operations: Mapping[str, Operation], run_workers: bool) -> None:
+        self.settings = settings.jobs
+        self.store = job_store(settings)
         workers = self.settings.workers if run_workers else 0
-        self.runner = JobRunner(runtime, self.store, workers, self.settings.lease_s, self.settings.poll_s,
+        self.runner = JobRunner(operations, self.store, workers, self.settings.lease_s, self.settings.poll_s,
                                 self.settings.vendor_concurrency) if workers else None
-        if self.runner is not None:
-            self.runner.handlers.update(webhook_in=runtime.webhooks.process, webhook_out=runtime.webhooks.deliver)
         self.status_template = "/v1/operations/{id}"
+
+    def handle(self, **handlers: Handler) -> None:
+        """Run jobs of these kinds (besides `operation`) with these handlers, e.g. webhook deliveries."""
+        if self.runner is not None:
+            self.runner.handlers.update(handlers)
 
     def status_url(self, job_id: str) -> str:
         return self.status_template.replace("{id}", job_id)

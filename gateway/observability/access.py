@@ -17,8 +17,8 @@ from gateway.observability.tracing import trace_id_of
 from gateway.stores.limiter import Decision
 
 if TYPE_CHECKING:
+    from gateway.context import RequestContext
     from gateway.http.response import Response
-    from gateway.pipeline import RequestContext
     from gateway.runtime import Runtime
 
 INFO = 20

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from gateway.settings import TracingSettings
 
 if TYPE_CHECKING:
-    from gateway.pipeline import Policy, RequestContext
+    from gateway.context import RequestContext
+    from gateway.policies.base import Policy
 
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _ZERO_TRACE = "0" * 32

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.context import RequestContext
 from gateway.contracts.load import pointer_parts
 from gateway.http.response import Response
 from gateway.jobs.model import RetrySchedule, StoreDown
 from gateway.jobs.runner import operation_job
 from gateway.observability import metrics
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import DependencyUnavailable
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
 
 
 def prefers_async(prefer: str | None) -> bool:
@@ -35,9 +36,9 @@ def prefers_async(prefer: str | None) -> bool:
 class AsyncPolicy(BasePolicy):
     name = "async"
 
-    def __init__(self, op: Operation, runtime: Runtime, config: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, services: Services, config: dict[str, Any]) -> None:
         self.op = op
-        self.runtime = runtime
+        self.services = services
         self.required = config.get("mode", "allowed") == "required"
         self.schedule = RetrySchedule(config.get("max_attempts", 8), config.get("backoff_base_s", 2.0),
                                       config.get("backoff_cap_s", 3600.0), config.get("max_age_s", 86_400.0))
@@ -65,25 +66,25 @@ class AsyncPolicy(BasePolicy):
                             request_id=ctx.request_id, ordering_key=self._ordering(ctx),
                             traceparent=ctx.traceparent, tracestate=ctx.tracestate)
         try:
-            stored = await self.runtime.jobs.store.enqueue(job)
+            stored = await self.services.jobs.store.enqueue(job)
         except StoreDown as exc:
             if getattr(exc, "maybe_done", False):  # sent, but the store never answered: it may have been stored
                 raise DependencyUnavailable("the job store did not answer in time, so the work may or may not have "
                                             "been stored; retry with the same Idempotency-Key to be sure it runs "
                                             "once") from None
             raise DependencyUnavailable("the work could not be stored; nothing was accepted") from None
-        self.runtime.jobs.notify()
+        self.services.jobs.notify()
         self.accepted.inc()
         ctx.notes["job_id"] = stored.id
         response = Response.json(202, stored.status_document())
-        response.header("location", self.runtime.jobs.status_url(stored.id))
+        response.header("location", self.services.jobs.status_url(stored.id))
         if preferred:
             response.header("preference-applied", "respond-async")
         return response
 
 
-def build(op: Operation, runtime: Runtime) -> AsyncPolicy | None:
+def build(op: Operation, services: Services) -> AsyncPolicy | None:
     config = (op.node.get("x-gateway") or {}).get("async")
     if not config:
         return None
-    return AsyncPolicy(op, runtime, config)
+    return AsyncPolicy(op, services, config)

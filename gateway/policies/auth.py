@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.auth.tokens import InvalidToken, IssuerUnreachable, Principal
+from gateway.context import RequestContext
 from gateway.http.response import Response
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import DependencyUnavailable, Forbidden, Unauthorized
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
 
 log = logging.getLogger("gateway.auth")
 REALM = 'Bearer realm="contract-gateway"'
@@ -107,10 +108,10 @@ def compile_alternatives(op: Operation) -> list[Alternative]:
 class AuthPolicy(BasePolicy):
     name = "auth"
 
-    def __init__(self, op: Operation, runtime: Runtime, alternatives: list[Alternative]) -> None:
-        assert runtime.auth is not None
+    def __init__(self, op: Operation, services: Services, alternatives: list[Alternative]) -> None:
+        assert services.auth is not None
         self.op = op
-        self.auth = runtime.auth
+        self.auth = services.auth
         self.alternatives = alternatives
         self.accepts_bearer = any(a.bearer_scopes is not None for a in alternatives)
         self.accepts_basic = any(a.basic_scopes is not None for a in alternatives)
@@ -227,8 +228,8 @@ def basic_principal(auth: Any, credentials: str) -> Principal | None:
     return auth.basic(username, password)
 
 
-def build(op: Operation, runtime: Runtime) -> AuthPolicy | None:
+def build(op: Operation, services: Services) -> AuthPolicy | None:
     alternatives = compile_alternatives(op)
     if not alternatives:
         return None  # public operation
-    return AuthPolicy(op, runtime, alternatives)
+    return AuthPolicy(op, services, alternatives)

@@ -24,15 +24,16 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from gateway.context import RequestContext
 from gateway.http.response import Response
 from gateway.observability import metrics
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import DependencyUnavailable, IdempotencyConflict, IdempotencyKeyReused, RequestInvalid, Violation
 from gateway.stores.idempotency import Stored, StoreUnavailable
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
 
 log = logging.getLogger("gateway.idempotency")
 HEADER = b"idempotency-key"
@@ -45,11 +46,11 @@ NOT_REPLAYED = {b"x-request-id", b"content-length", b"content-type", b"date", b"
 class IdempotencyPolicy(BasePolicy):
     name = "idempotency"
 
-    def __init__(self, op: Operation, runtime: Runtime, required: bool) -> None:
+    def __init__(self, op: Operation, services: Services, required: bool) -> None:
         self.op = op
         self.required = required
-        self.store = runtime.idempotency_store
-        self.settings = runtime.settings.idempotency
+        self.store = services.idempotency_store
+        self.settings = services.settings.idempotency
         self.replays = metrics.idempotency_replays_total.labels(op.api, op.version, op.operation_id)
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
@@ -116,8 +117,8 @@ class IdempotencyPolicy(BasePolicy):
                       self.op.key)
 
 
-def build(op: Operation, runtime: Runtime) -> IdempotencyPolicy | None:
+def build(op: Operation, services: Services) -> IdempotencyPolicy | None:
     mode = op.extension.get("idempotency") or ("optional" if op.method in ("POST", "PATCH") else "off")
     if mode == "off":
         return None
-    return IdempotencyPolicy(op, runtime, mode == "required")
+    return IdempotencyPolicy(op, services, mode == "required")

@@ -16,15 +16,16 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.context import RequestContext
 from gateway.http.response import Response
 from gateway.observability import metrics
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import DependencyUnavailable, RateLimited
 from gateway.stores.limiter import Bucket, Decision, LimiterUnavailable, parse_quota, parse_rate
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
     from gateway.settings import BucketSpec, LimitSettings
 
 log = logging.getLogger("gateway.ratelimit")
@@ -81,12 +82,12 @@ class ClientAddress:
 class RateLimitPolicy(BasePolicy):
     name = "ratelimit"
 
-    def __init__(self, op: Operation, runtime: Runtime, declared: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, services: Services, declared: dict[str, Any]) -> None:
         from gateway.settings import BucketSpec
 
         self.op = op
-        self.runtime = runtime
-        self.settings = runtime.settings.limits
+        self.services = services
+        self.settings = services.settings.limits
         base = {name: BucketSpec.model_validate(spec) for name, spec in declared.items()}
         self.plans: dict[str | None, tuple[Bucket, ...]] = {None: tuple(to_bucket(n, s) for n, s in base.items())}
         for plan, specs in self.settings.plans.items():
@@ -109,7 +110,7 @@ class RateLimitPolicy(BasePolicy):
         if time.monotonic() < self.down_until:
             return self._unavailable(ctx, None)  # failed a moment ago: do not stall on it again yet
         try:
-            decision = await self.runtime.limiter.hit(key, buckets)
+            decision = await self.services.limiter.hit(key, buckets)
         except LimiterUnavailable as exc:
             return self._unavailable(ctx, exc)
         ctx.notes["ratelimit"] = decision
@@ -153,8 +154,8 @@ class RateLimitPolicy(BasePolicy):
             f'"{s.bucket.name}";r={s.remaining};t={math.ceil(s.reset_s)}' for s in decision.states).encode()))
 
 
-def build(op: Operation, runtime: Runtime) -> RateLimitPolicy | None:
+def build(op: Operation, services: Services) -> RateLimitPolicy | None:
     declared = declared_limits(op)
     if not declared:
         return None
-    return RateLimitPolicy(op, runtime, declared)
+    return RateLimitPolicy(op, services, declared)

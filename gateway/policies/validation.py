@@ -9,16 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gateway.context import RequestContext
 from gateway.http.body import parse_form, parse_json, read_body
 from gateway.http.media import acceptable, match_media, media_type
 from gateway.http.response import Response
 from gateway.observability import metrics
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import MalformedRequest, NotAcceptable, RequestInvalid, UnsupportedMediaType, Violation
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
 
 
 class ValidationPolicy(BasePolicy):
@@ -91,5 +92,5 @@ class ValidationPolicy(BasePolicy):
         return found
 
 
-def build(op: Operation, runtime: Runtime) -> ValidationPolicy:
-    return ValidationPolicy(op, runtime.settings.request.body_max_bytes)
+def build(op: Operation, services: Services) -> ValidationPolicy:
+    return ValidationPolicy(op, services.settings.request.body_max_bytes)

@@ -19,14 +19,15 @@ from datetime import UTC, date, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
+from gateway.context import RequestContext
 from gateway.http.response import Response
 from gateway.observability import metrics
-from gateway.pipeline import BasePolicy, RequestContext
+from gateway.policies.base import BasePolicy
 from gateway.problems import Gone
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
+    from gateway.services import Services
 
 
 def _epoch(value: Any) -> float | None:
@@ -51,9 +52,9 @@ def deprecation_of(op: Operation) -> dict[str, Any] | None:
 class VersioningPolicy(BasePolicy):
     name = "versioning"
 
-    def __init__(self, op: Operation, runtime: Runtime, block: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, services: Services, block: dict[str, Any]) -> None:
         self.op = op
-        self.runtime = runtime
+        self.services = services
         self.since = _epoch(block.get("date"))
         self.sunset = _epoch(block.get("sunset"))
         self.successor = block.get("successor")
@@ -74,7 +75,7 @@ class VersioningPolicy(BasePolicy):
         self.counters: dict[str | None, Any] = {}
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
-        if self.sunset is not None and self.runtime.clock() >= self.sunset:
+        if self.sunset is not None and self.services.clock() >= self.sunset:
             detail = f"{self.op.api} {self.op.version} was retired"
             ext: dict[str, Any] = {"sunset": datetime.fromtimestamp(self.sunset, UTC).isoformat()}
             if self.successor:
@@ -94,8 +95,8 @@ class VersioningPolicy(BasePolicy):
         response.headers.extend(self.headers)
 
 
-def build(op: Operation, runtime: Runtime) -> VersioningPolicy | None:
+def build(op: Operation, services: Services) -> VersioningPolicy | None:
     block = deprecation_of(op)
     if not block:
         return None
-    return VersioningPolicy(op, runtime, block)
+    return VersioningPolicy(op, services, block)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,17 +32,21 @@ from gateway.problems import GatewayError, VendorUnavailable
 from .signatures import sign_standard
 
 if TYPE_CHECKING:
+    from adapters.base import Adapter
     from gateway.contracts.compile import Operation
-    from gateway.runtime import Runtime
-    from gateway.settings import SubscriptionSettings
+    from gateway.jobs.service import Jobs
+    from gateway.settings import SubscriptionSettings, WebhookSettings
 
 log = logging.getLogger("gateway.webhooks")
 
 
 class Webhooks:
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        self.settings = runtime.settings.webhooks
+    def __init__(self, settings: WebhookSettings, jobs: Jobs, adapters: Mapping[str, Adapter],
+                 operations: Mapping[str, Operation]) -> None:
+        self.settings = settings
+        self.jobs = jobs  # deliveries and inbound events are jobs
+        self.adapters = adapters  # inbound events act on the commerce vendor (filled when the gateway starts)
+        self.operations = operations
         self.schedule = RetrySchedule(self.settings.max_attempts, self.settings.backoff_base_s,
                                       self.settings.backoff_cap_s, self.settings.max_age_s)
         self.breakers: dict[str, VendorBreaker] = {}
@@ -65,12 +70,12 @@ class Webhooks:
         n = 0
         for sub in self.subscriptions():
             if "*" in sub.events or event_type in sub.events:
-                await self.runtime.jobs.store.enqueue(NewJob(
+                await self.jobs.store.enqueue(NewJob(
                     "webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
                     dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule))
                 n += 1
         if n:
-            self.runtime.jobs.notify()
+            self.jobs.notify()
         return n
 
     async def deliver(self, job: Job) -> Outcome:
@@ -121,10 +126,10 @@ class Webhooks:
         job = NewJob("webhook_in", f"{vendor}:{event_type}", {"event": event}, vendor=vendor,
                      dedupe_key=f"in:{vendor}:{event_id}", request_id=request_id,
                      ordering_key=_order_of(event) and f"orders:order_id:{_order_of(event)}")
-        stored = await self.runtime.jobs.store.enqueue(job)
+        stored = await self.jobs.store.enqueue(job)
         fresh = stored.id == job.id
         if fresh:
-            self.runtime.jobs.notify()
+            self.jobs.notify()
         metrics.webhooks_received_total.labels(vendor, "accepted" if fresh else "duplicate").inc()
         return stored, fresh
 
@@ -139,7 +144,7 @@ class Webhooks:
         if config is None or action is None or not order_id:
             return Outcome("succeeded", {"at": at, "ms": 0, "status": "ignored"},
                            result={"ignored": f"nothing to do for {event_type}"})
-        adapter = self.runtime.adapters.get(config.commerce_vendor)
+        adapter = self.adapters.get(config.commerce_vendor)
         if adapter is None:
             return Outcome("dead", {"at": at, "ms": 0, "error": f"vendor {config.commerce_vendor} not configured"},
                            problem={"title": "No commerce vendor", "detail": config.commerce_vendor})
@@ -149,7 +154,7 @@ class Webhooks:
         call = AdapterCall(action, {"order_id": order_id}, body or None, request_id=job.request_id or job.id,
                            idempotency_key=f"cg_{job.id}", deadline=time.monotonic() + 20)
         try:
-            result = await getattr(adapter, action)(call)
+            result = await adapter.handler(action)(call)
         except GatewayError as exc:
             from gateway.jobs.runner import classify
 
@@ -158,7 +163,7 @@ class Webhooks:
                                    "status": exc.status, "error": f"{exc.slug}: {exc.detail}"},
                            problem={"type": exc.slug, "status": exc.status, "detail": exc.detail}, retry_in_s=delay)
         if action == "mark_delivered":
-            op = self.runtime.by_key.get("orders.v2.markOrderDelivered")
+            op = self.operations.get("orders.v2.markOrderDelivered")
             if op is not None and op.mapping is not None:
                 result = op.mapping.from_canonical(op.operation_id, result)
                 await self.emit(op, result.body, job.request_id or job.id)
