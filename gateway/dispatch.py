@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -27,16 +27,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.dispatch")
 
 
+def adapter_call(op: Operation, *, params: dict[str, Any], body: Any, request_id: str, client_id: str | None,
+                 idempotency_key: str | None, scopes: frozenset[str], raw_body: bytes | None, query_string: bytes,
+                 media_type: str | None, traceparent: str | None, tracestate: str | None, span: Any = None,
+                 earlier_attempt_since: float | None = None) -> AdapterCall:
+    """What the adapter is asked to do for one attempt of `op`: a request now, or a job later (gateway/jobs/)."""
+    return AdapterCall(
+        operation_id=op.operation_id, params=params, body=body, request_id=request_id, client_id=client_id,
+        idempotency_key=idempotency_key, scopes=scopes, options=op.route_options, method=op.method,
+        raw_body=raw_body, query_string=query_string, media_type=media_type,
+        deadline=time.monotonic() + op.deadline_s, traceparent=traceparent, tracestate=tracestate, span=span,
+        earlier_attempt_since=earlier_attempt_since)
+
+
 async def dispatch(ctx: RequestContext) -> Response:
     op = ctx.op
-    call = AdapterCall(
-        operation_id=op.operation_id, params=ctx.params, body=ctx.body, request_id=ctx.request_id,
-        client_id=ctx.client_id, idempotency_key=ctx.idempotency_key, scopes=ctx.scopes,
-        options=op.route_options, method=op.method, raw_body=ctx.raw_body,
-        query_string=ctx.scope["query_string"], media_type=ctx.media_type,
-        deadline=time.monotonic() + op.deadline_s, traceparent=ctx.traceparent, tracestate=ctx.tracestate,
-        span=ctx.span, earlier_attempt_since=ctx.notes.get("earlier_attempt_since"),
-    )
+    call = adapter_call(op, params=ctx.params, body=ctx.body, request_id=ctx.request_id, client_id=ctx.client_id,
+                        idempotency_key=ctx.idempotency_key, scopes=ctx.scopes, raw_body=ctx.raw_body,
+                        query_string=ctx.scope["query_string"], media_type=ctx.media_type,
+                        traceparent=ctx.traceparent, tracestate=ctx.tracestate, span=ctx.span,
+                        earlier_attempt_since=ctx.notes.get("earlier_attempt_since"))
     try:
         result = await execute(op, call)
     finally:

@@ -12,49 +12,15 @@ client maps four errors to our problem tree and nothing else. `MockTransport` an
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gateway.settings import VendorSettings
 
 
-class ConnectFailed(ConnectionError):
-    """The connection could not be made: the request was never sent (safe to retry)."""
+from .base import AnswerTooLarge, ConnectFailed, Disconnected, Transport, TransportTimeout
 
-
-class Disconnected(ConnectionError):
-    """The connection closed before the answer was complete."""
-
-    def __init__(self, message: str, *, received: bool) -> None:
-        super().__init__(message)
-        self.received = received  # whether any byte of the answer arrived
-
-
-class AnswerTooLarge(Exception):
-    """The answer (or what it decompresses to) is larger than `pool.max_response_bytes`."""
-
-
-class TransportTimeout(TimeoutError):
-    """No complete answer within the time given to `send`."""
-
-
-class Answer(Protocol):
-    """What a transport hands back: status, headers (looked up by any-case name) and the whole body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-
-class Transport(Protocol):
-    async def send(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
-                   timeout_s: float | None) -> Answer:
-        """One request to the transport's origin. Raises ConnectFailed, Disconnected, AnswerTooLarge or
-        TransportTimeout, nothing else (a bug aside)."""
-        ...
-
-    async def close(self) -> None: ...
+__all__ = ["AnswerTooLarge", "ConnectFailed", "Disconnected", "Transport", "TransportTimeout", "build_transport"]
 
 
 def build_transport(name: str, settings: VendorSettings) -> Transport:

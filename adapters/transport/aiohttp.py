@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from . import AnswerTooLarge, ConnectFailed, Disconnected, TransportTimeout
+from .base import AnswerTooLarge, ConnectFailed, Disconnected, TransportTimeout
 
 if TYPE_CHECKING:
     from gateway.settings import VendorSettings

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from . import AnswerTooLarge, ConnectFailed, Disconnected, TransportTimeout
+from .base import AnswerTooLarge, ConnectFailed, Disconnected, TransportTimeout
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})  # safe to send twice (RFC 9110)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import Disconnected, TransportTimeout
+from .base import Disconnected, TransportTimeout
 
 
 class Headers(dict[str, str]):

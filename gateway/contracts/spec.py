@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from .load import ContractProblem, pointer_join
+from .problems import ContractProblem, pointer_join
 
 SWAGGER_HINT = ("Swagger 2.0: convert it to OpenAPI 3 (e.g. `npx swagger2openapi FILE -o openapi.yaml`), then "
                 "check it again")

@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from adapters.base import AdapterCall
-from gateway.dispatch import execute, render
+from gateway.dispatch import adapter_call, execute, render
 from gateway.observability import metrics
 from gateway.problems import ClientProblem, GatewayError, VendorUnavailable
 
@@ -187,21 +186,19 @@ class JobRunner:
             attempt = {"at": at, "ms": 0, "error": f"operation {job.name} no longer exists"}
             return Outcome("dead", attempt, problem={"title": "Operation no longer exists", "detail": job.name})
         p = job.payload
-        call = AdapterCall(operation_id=op.operation_id, params=p["params"], body=p["body"],
-                           request_id=job.request_id or job.id, client_id=job.client_id,
-                           # Without a key of the caller's, the job id is the key: vendors that honour keys then
-                           # see one effect however often the job runs (retries, a dead worker, a replay).
-                           idempotency_key=p.get("idempotency_key") or f"cg_{job.id}",
-                           scopes=frozenset(p.get("scopes", [])),
-                           options=op.route_options, method=op.method,
-                           raw_body=base64.b64decode(p["raw_body"]) if p.get("raw_body") else None,
-                           query_string=p.get("query_string", "").encode("latin-1"), media_type=p.get("media_type"),
-                           deadline=time.monotonic() + op.deadline_s,
-                           # The vendor sees the trace of the request that was accepted, however late the job runs.
-                           traceparent=p.get("traceparent"), tracestate=p.get("tracestate"),
-                           # Not the first attempt (a retry, a worker that died, a replay): an earlier one may have
-                           # had its effect at the vendor; adapters of vendors without idempotency keys look first.
-                           earlier_attempt_since=job.created_at if job.attempts > 1 or job.history else None)
+        call = adapter_call(op, params=p["params"], body=p["body"], request_id=job.request_id or job.id,
+                            client_id=job.client_id,
+                            # Without a key of the caller's, the job id is the key: vendors that honour keys then
+                            # see one effect however often the job runs (retries, a dead worker, a replay).
+                            idempotency_key=p.get("idempotency_key") or f"cg_{job.id}",
+                            scopes=frozenset(p.get("scopes", [])),
+                            raw_body=base64.b64decode(p["raw_body"]) if p.get("raw_body") else None,
+                            query_string=p.get("query_string", "").encode("latin-1"), media_type=p.get("media_type"),
+                            # The vendor sees the trace of the request that was accepted, however late the job runs.
+                            traceparent=p.get("traceparent"), tracestate=p.get("tracestate"),
+                            # Not the first attempt (a retry, a worker that died, a replay): an earlier one may have
+                            # had its effect at the vendor; adapters of vendors without idempotency keys look first.
+                            earlier_attempt_since=job.created_at if job.attempts > 1 or job.history else None)
         error: Exception | None = None
         status: int | None = None
         body: Any = None

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
-from gateway.http.server import CoalescingTransport
+from gateway.http.coalescing import CoalescingTransport
 
 
 class RedisUnavailable(Exception):

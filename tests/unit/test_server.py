@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from gateway.http.server import CoalescingTransport
+from gateway.http.coalescing import CoalescingTransport
 from tests.conftest import ServerThread
 
 
