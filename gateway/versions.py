@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.contracts.compile import Operation
+from gateway.contracts.extension import epoch
 from gateway.http.router import Router
 from gateway.problems import ClientProblem, NotFound
 
@@ -36,6 +37,7 @@ class VersionInfo:
     base_path: str
     status: str  # current | deprecated | retired (after sunset)
     sunset: str | None
+    sunset_at: float | None = None  # the sunset as epoch seconds
 
     def as_dict(self) -> dict[str, Any]:
         return {"version": self.version, "status": self.status, "sunset": self.sunset, "base_path": self.base_path}
@@ -53,9 +55,11 @@ class VersionIndex:
             base = op.route_options.get("base_path", "")
             info = self.versions.setdefault(op.api, {}).get(op.version)
             if info is None:
-                block = op.api_extension.get("deprecation") or {}
-                info = VersionInfo(op.api, op.version, base, "deprecated" if block else "current",
-                                   str(block["sunset"]) if block.get("sunset") else None)
+                block = op.api_config.deprecation
+                declared = block is not None and bool(block.model_fields_set)
+                sunset = block.sunset if block is not None else None
+                info = VersionInfo(op.api, op.version, base, "deprecated" if declared else "current",
+                                   str(sunset) if sunset else None, epoch(sunset))
                 self.versions[op.api][op.version] = info
             if op.api_extension.get("version_header"):
                 self.header[op.api] = op.api_extension["version_header"].lower()
@@ -64,12 +68,10 @@ class VersionIndex:
         self.routers = {key: Router(ops) for key, ops in unversioned.items()}  # type: ignore[arg-type]
 
     def listing(self, api: str) -> list[dict[str, Any]]:
-        from gateway.policies.versioning import _epoch
-
         out = []
         for info in sorted(self.versions.get(api, {}).values(), key=lambda i: int(i.version[1:])):
             entry = info.as_dict()
-            if info.sunset and self.clock() >= (_epoch(info.sunset) or 0):
+            if info.sunset_at is not None and self.clock() >= info.sunset_at:
                 entry["status"] = "retired"
             out.append(entry)
         return out

@@ -20,6 +20,7 @@ from gateway.http.params import DEFAULT_STYLE, ParameterSet, ParamSpec
 from gateway.mappings import load_mapping
 from gateway.settings import Settings
 
+from .extension import ApiExtension, OperationExtension
 from .load import Contract, ContractProblem, display, pointer_join
 from .operations import RawOperation, base_path, iter_operations
 from .schema import Mode, SchemaProblem, SchemaSet
@@ -80,6 +81,9 @@ class Operation:
     response_validation: str
     extension: dict[str, Any]
     api_extension: dict[str, Any]
+    # x-gateway validated once (gateway/contracts/extension.py): the typed form the policies read.
+    config: OperationExtension
+    api_config: ApiExtension
     node: dict[str, Any]
     contract: Contract
     policies: tuple[Any, ...] = ()  # gateway/policies/, in the order they run (gateway/pipeline.py)
@@ -281,10 +285,19 @@ def _compile(raw: RawOperation, contract: Contract, plan: _Plan, validators: _Va
                        "base_path": base_path(contract.data), **(op_ext.get("options") or {})},
         response_validation=merged.get("response_validation") or settings.response_validation,
         extension=merged, api_extension=api_ext, node=raw.node, contract=contract,
+        config=OperationExtension.model_validate(op_ext), api_config=_api_config(contract),
         mapping=load_mapping(api_ext["mapping"]) if api_ext.get("mapping") else None,
         deadline_s=float(merged.get("timeout_s") or settings.request.deadline_s),
         priority=PRIORITIES[merged.get("priority") or "normal"],
     )
+
+
+def _api_config(contract: Contract) -> ApiExtension:
+    """The document's root x-gateway, validated once per document (every operation shares it)."""
+    found = contract.__dict__.get("_api_config")
+    if found is None:
+        found = contract.__dict__["_api_config"] = ApiExtension.model_validate(contract.data.get("x-gateway") or {})
+    return found  # type: ignore[no-any-return]
 
 
 def _resolved(contract: Contract, node: Any, file: Path, pointer: str) -> tuple[Any, Path, str]:

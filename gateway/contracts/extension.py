@@ -71,6 +71,11 @@ class Deprecation(_Ext):
         return self
 
 
+def epoch(value: dt.date | dt.datetime | None) -> float | None:
+    """A deprecation date as UTC epoch seconds (a date means its midnight UTC)."""
+    return None if value is None else _as_dt(value).timestamp()
+
+
 def _as_dt(value: dt.date | dt.datetime) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -23,6 +23,7 @@ from gateway.problems import DependencyUnavailable
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
+    from gateway.contracts.extension import AsyncWork
     from gateway.services import Services
 
 
@@ -36,13 +37,13 @@ def prefers_async(prefer: str | None) -> bool:
 class AsyncPolicy(BasePolicy):
     name = "async"
 
-    def __init__(self, op: Operation, services: Services, config: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, services: Services, config: AsyncWork) -> None:
         self.op = op
         self.services = services
-        self.required = config.get("mode", "allowed") == "required"
-        self.schedule = RetrySchedule(config.get("max_attempts", 8), config.get("backoff_base_s", 2.0),
-                                      config.get("backoff_cap_s", 3600.0), config.get("max_age_s", 86_400.0))
-        self.ordering_key = config.get("ordering_key")
+        self.required = config.mode == "required"
+        self.schedule = RetrySchedule(config.max_attempts, config.backoff_base_s, config.backoff_cap_s,
+                                      config.max_age_s)
+        self.ordering_key = config.ordering_key
         self.accepted = metrics.jobs_accepted_total.labels(op.key)
 
     def _ordering(self, ctx: RequestContext) -> str | None:
@@ -84,7 +85,7 @@ class AsyncPolicy(BasePolicy):
 
 
 def build(op: Operation, services: Services) -> AsyncPolicy | None:
-    config = (op.node.get("x-gateway") or {}).get("async")
-    if not config:
+    config = op.config.async_  # x-gateway.async, validated and with its defaults (gateway/contracts/extension.py)
+    if config is None:
         return None
     return AsyncPolicy(op, services, config)

@@ -15,11 +15,12 @@ Runs after auth (so calls are counted per client) and before validation (a retir
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.context import RequestContext
+from gateway.contracts.extension import Deprecation, epoch
 from gateway.http.response import Response
 from gateway.observability import metrics
 from gateway.policies.base import BasePolicy
@@ -30,34 +31,20 @@ if TYPE_CHECKING:
     from gateway.services import Services
 
 
-def _epoch(value: Any) -> float | None:
-    """A date or datetime from YAML (or an ISO string) as UTC epoch seconds; a date means its midnight UTC."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00")) if "T" in value else date.fromisoformat(value)
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
-    raise ValueError(f"not a date: {value!r}")
-
-
-def deprecation_of(op: Operation) -> dict[str, Any] | None:
-    """The operation's deprecation block (operation level wins over the API's), or None."""
-    own = (op.node.get("x-gateway") or {}).get("deprecation")
-    return own if own is not None else op.api_extension.get("deprecation")
+def deprecation_of(op: Operation) -> Deprecation | None:
+    """The operation's deprecation (operation level wins over the API's), validated at compile time, or None."""
+    return op.config.deprecation or op.api_config.deprecation
 
 
 class VersioningPolicy(BasePolicy):
     name = "versioning"
 
-    def __init__(self, op: Operation, services: Services, block: dict[str, Any]) -> None:
+    def __init__(self, op: Operation, services: Services, block: Deprecation) -> None:
         self.op = op
         self.services = services
-        self.since = _epoch(block.get("date"))
-        self.sunset = _epoch(block.get("sunset"))
-        self.successor = block.get("successor")
+        self.since = epoch(block.date)
+        self.sunset = epoch(block.sunset)
+        self.successor = block.successor
         headers: list[tuple[bytes, bytes]] = []
         if self.since is not None:
             headers.append((b"deprecation", f"@{int(self.since)}".encode()))
@@ -65,8 +52,8 @@ class VersioningPolicy(BasePolicy):
             when = datetime.fromtimestamp(self.sunset, UTC)
             headers.append((b"sunset", format_datetime(when, usegmt=True).encode()))
         links = []
-        if block.get("link"):
-            links.append(f'<{block["link"]}>; rel="deprecation"; type="text/html"')
+        if block.link:
+            links.append(f'<{block.link}>; rel="deprecation"; type="text/html"')
         if self.successor:
             links.append(f'<{self.successor}>; rel="successor-version"')
         if links:
@@ -97,6 +84,6 @@ class VersioningPolicy(BasePolicy):
 
 def build(op: Operation, services: Services) -> VersioningPolicy | None:
     block = deprecation_of(op)
-    if not block:
+    if block is None or not block.model_fields_set:  # `deprecation: {}` says nothing
         return None
     return VersioningPolicy(op, services, block)
