@@ -10,8 +10,10 @@ Semantics (what a partner can rely on):
 
 One decision covers every bucket a request consumes (say a per-client rate and a daily quota) in ONE atomic step:
 all are checked, and only if every one admits the request are they all charged. With Redis that step is one Lua
-script, one round trip, shared by any number of gateway processes; the keys of one client share a hash tag
-(`{client}`), so the script also runs on Redis Cluster. Keys expire on their own.
+script, one round trip, shared by any number of gateway processes. Keys expire on their own. One Redis (or a
+primary whose address Sentinel or the platform keeps current) is supported; Redis Cluster is not: the client
+(gateway/stores/redis_pipe.py) does not follow MOVED/ASK redirections. The keys of one client share a hash tag
+(`{client}`) all the same, so the script would need no change on a cluster.
 """
 
 from __future__ import annotations
@@ -292,7 +294,7 @@ class RedisLimiter:
         self.sha = hashlib.sha1(_LUA.encode()).hexdigest()
 
     def _keys(self, key: str, buckets: tuple[Bucket, ...]) -> list[str]:
-        # {key} is the hash tag: every bucket of one client lands in one Redis Cluster slot.
+        # {key} is a hash tag: every bucket of one client would land in one slot of a cluster (not supported yet).
         return [f"{self.prefix}{{{key}}}:{b.name}" for b in buckets]
 
     @staticmethod
