@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_import_contracts_hold():
     """.importlinter: edge -> pipeline -> policies -> services, adapters see only the gateway's public surface."""
-    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "--config", str(ROOT / ".importlinter")],
+    out = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), str(ROOT / ".importlinter")],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 broken" in out.stdout

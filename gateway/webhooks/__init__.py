@@ -1,0 +1,1 @@
+"""Webhooks in (vendors calling us) and out (us calling partners): gateway/webhooks/service.py."""
