@@ -222,6 +222,8 @@ def test_a_store_outage_is_a_503_and_nothing_is_accepted_then_it_recovers(env, s
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"ALTER DATABASE {db} ALLOW_CONNECTIONS true")
     assert len(jobs_in(env.dsn)) == before
+    # The store's breaker asks PostgreSQL again every probe interval (0.25 s): ready again within about a second.
+    wait_for("the job store to answer again", lambda: client.get("/readyz").status_code == 200, timeout_s=5)
     again = client.post("/v2/orders", json=ORDER, headers=ASYNC)
     assert again.status_code == 202
     assert settle(client, again.headers["location"])["state"] == "succeeded"
