@@ -35,7 +35,7 @@ fuzz-deep: FUZZ_EXAMPLES = 200
 fuzz-deep: export CORPUS_DEEP = 1
 fuzz-deep: fuzz
 
-## The benchmark (README "Performance"): nginx upstream, gateway and peers on one core each, wrk; prints the table.
+## The benchmark (docs/performance.md): nginx upstream, gateway and peers on one core each, wrk; prints the table.
 ## Needs nginx, wrk, taskset and Redis on 127.0.0.1:6379; the peers are installed into bench/.peers-venv on first use.
 ## Options: make bench BENCH_ARGS="--seconds 5 --repeat 1 --no-peers"; micro-benchmarks: make bench-micro
 bench: $(INSTALLED)

@@ -1,6 +1,6 @@
 """VendorClient: the one way adapters reach a vendor over HTTP.
 
-One client per vendor, created at start-up: a pooled connection set, explicit connect/read/write/pool timeouts and
+One client per vendor, created at start-up: a pooled connection set, explicit connect and read timeouts and
 a total deadline, the caller's request id forwarded, transport failures translated into our error tree here and
 nowhere else. Every call passes the vendor's circuit breaker and is retried (exponential backoff with full jitter,
 Retry-After honoured, within the request's deadline and the vendor's retry budget) only when that is safe: an

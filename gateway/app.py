@@ -33,11 +33,11 @@ def create_app_from_env() -> Edge:
 def freeze_startup() -> None:
     """Move everything built at start-up (compiled contracts, validators, settings, imported modules) out of the
     garbage collector's sight: it lives as long as the process, and full collections walking it on the request
-    path were the benchmark's p99 (README "Performance"). Then collect the young generation less often."""
+    path were the benchmark's p99 (docs/performance.md). Then collect the young generation less often."""
     gc.collect()
     gc.freeze()
     # A young-generation collection every 10,000 net allocations rather than 700: a request allocates a few
     # hundred short-lived containers, nearly all freed by reference counting, so most collections found nothing.
-    # POST 123 -> 115 CPU µs per request in the benchmark, p99 unchanged (README "Performance"). The older
+    # POST 123 -> 115 CPU µs per request in the benchmark, p99 unchanged (docs/performance.md). The older
     # generations keep their default ratios (every 10 younger collections).
     gc.set_threshold(10_000, 10, 10)

@@ -4,7 +4,7 @@ uvicorn writes an answer's status line and headers, then its body, with two tran
 calls and two TCP segments per answer, on every request. `HttpProtocol` gives uvicorn a transport that collects
 the writes made during one step of the event loop and sends them together at the end of it, so a whole answer
 leaves in one call. A streamed answer still goes out as it is produced: each chunk is sent at the end of the step
-that wrote it. Measured in README "Performance": 135 -> 111 CPU µs per GET in the benchmark. Holding only the
+that wrote it. Measured in docs/performance.md: 135 -> 111 CPU µs per GET in the benchmark. Holding only the
 head until its body is written (and writing everything else at once) saved ~0.03 ms at one connection but cost
 ~8 µs of CPU per request under load: sending at the end of the step lets the loop take more requests per wake-up.
 """

@@ -2,8 +2,8 @@
 
 Called by the edge once the answer is known (gateway/http/edge.py). Per operation, status class and client the
 metric children are looked up once and kept, so a request costs two dictionary lookups, a counter increment, a
-histogram observation and, when access logging is on, one orjson line (see README "Observability" for the
-measured cost).
+histogram observation and, when access logging is on, one orjson line (the measured cost: docs/operators.md,
+"Logs, metrics, traces").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why not redis-py here: its asyncio client spends ~40 µs of CPU per call on this machine (connection pool, locks,
 command packing, response callbacks), a third of the gateway's whole per-request budget; this connection spends
-~10 (README "Performance"). redis-py stays for everything else (idempotency keys, readiness, jobs).
+~10 (docs/performance.md). redis-py stays for everything else (idempotency keys, readiness, jobs).
 
 One connection per event loop, pipelined: every call writes its command and waits for its reply, and Redis answers
 in order, so replies are matched to callers first in, first out (a caller that gave up leaves its place in the
