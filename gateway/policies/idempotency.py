@@ -118,7 +118,7 @@ class IdempotencyPolicy(BasePolicy):
 
 
 def build(op: Operation, services: Services) -> IdempotencyPolicy | None:
-    mode = op.extension.get("idempotency") or ("optional" if op.method in ("POST", "PATCH") else "off")
+    mode = op.config.idempotency or ("optional" if op.method in ("POST", "PATCH") else "off")
     if mode == "off":
         return None
     return IdempotencyPolicy(op, services, mode == "required")

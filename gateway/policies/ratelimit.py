@@ -35,11 +35,10 @@ def to_bucket(name: str, spec: BucketSpec) -> Bucket:
     return parse_rate(name, spec.rate, spec.burst) if spec.rate else parse_quota(name, spec.quota or "")
 
 
-def declared_limits(op: Operation) -> dict[str, Any]:
-    """The operation's buckets: the API's, with the operation's own added or replacing them by name."""
-    api = op.api_extension.get("limits") or {}
-    own = (op.node.get("x-gateway") or {}).get("limits") or {}
-    return {**api, **own}
+def declared_limits(op: Operation) -> dict[str, BucketSpec]:
+    """The operation's buckets (validated at compile time): the API's, with the operation's own added or replacing
+    them by name."""
+    return {**(op.api_config.limits or {}), **(op.config.limits or {})}
 
 
 def client_key(client_id: str) -> str:
@@ -82,13 +81,11 @@ class ClientAddress:
 class RateLimitPolicy(BasePolicy):
     name = "ratelimit"
 
-    def __init__(self, op: Operation, services: Services, declared: dict[str, Any]) -> None:
-        from gateway.settings import BucketSpec
-
+    def __init__(self, op: Operation, services: Services, declared: dict[str, BucketSpec]) -> None:
         self.op = op
         self.services = services
         self.settings = services.settings.limits
-        base = {name: BucketSpec.model_validate(spec) for name, spec in declared.items()}
+        base = declared
         self.plans: dict[str | None, tuple[Bucket, ...]] = {None: tuple(to_bucket(n, s) for n, s in base.items())}
         for plan, specs in self.settings.plans.items():
             merged = {**base, **{n: s for n, s in specs.items() if n in base}}
