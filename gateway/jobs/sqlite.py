@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.stores.guard import StoreGuard
+from gateway.stores.sqlite import connect as sqlite_connect
 
 from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, abandoned_attempt, replayed_entry
 
@@ -80,12 +81,9 @@ class SqliteJobStore:
                                 probe=self._probe, error=StoreDown)
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The busy timeout is the caller's bound: a file locked by another process is a 503, not a long wait.
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=self.timeout_s)
+        db = sqlite_connect(self.path, self.timeout_s)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             for column, ddl in MIGRATIONS.items():

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.stores.sqlite import connect as sqlite_connect
+
 if TYPE_CHECKING:
     from gateway.settings import Settings
 
@@ -91,10 +93,7 @@ class MonitoringStore:
 
         def open_db() -> sqlite3.Connection:
             assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db = sqlite_connect(self.path, timeout_s=10)
             db.executescript(SCHEMA)
             return db
 
