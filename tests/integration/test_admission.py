@@ -139,12 +139,14 @@ async def _steady(base: str, token: str, seconds: float) -> list[tuple[int, floa
     return answers
 
 
-async def _health(base: str, seconds: float) -> list[int]:
-    statuses: list[int] = []
+async def _health(base: str, seconds: float) -> list[tuple[str, int]]:
+    """Liveness, readiness and metrics, probed through the flood: the gateway's own endpoints are never shed."""
+    statuses: list[tuple[str, int]] = []
     async with httpx.AsyncClient(base_url=base, timeout=2) as client:
         stop = time.monotonic() + seconds
         while time.monotonic() < stop:
-            statuses.append((await client.get("/healthz")).status_code)
+            for path in ("/healthz", "/readyz", "/metrics"):
+                statuses.append((path, (await client.get(path)).status_code))
             await asyncio.sleep(0.05)  # a probe's own pace, as an orchestrator's would be
     return statuses
 
@@ -161,11 +163,11 @@ async def _watch_limit(base: str, admin_token: str, seconds: float) -> list[int]
 
 
 def test_a_flood_is_shed_early_and_fairly_and_the_limit_recovers(overloaded_gateway):
-    """Shed requests reach neither a policy nor the vendor, health stays 200, the second client keeps its share,
+    """Shed requests reach neither a policy nor the vendor, health, readiness and metrics stay 200, the second client keeps its share,
     and the limit lowered under the flood is back at its start once the flood stops."""
     base, tokens, upstream, log = overloaded_gateway
 
-    async def scenario() -> tuple[Counter[int], list[tuple[int, float]], list[int], list[int]]:
+    async def scenario() -> tuple[Counter[int], list[tuple[int, float]], list[tuple[str, int]], list[int]]:
         return await asyncio.gather(_flood(base, tokens["flood"], 2.0, 60), _steady(base, tokens["other"], 2.0),
                                     _health(base, 2.0), _watch_limit(base, tokens["admin"], 2.0))
 
@@ -183,7 +185,8 @@ def test_a_flood_is_shed_early_and_fairly_and_the_limit_recovers(overloaded_gate
     served = sum(1 for status, _ in steady if status == 200)
     assert served >= 0.9 * len(steady) and served == seen["steady"], (Counter(s for s, _ in steady), seen)
     assert flood[200] < 0.05 * sum(flood.values()), flood
-    assert health and set(health) == {200}
+    assert {path for path, _ in health} == {"/healthz", "/readyz", "/metrics"}
+    assert {status for _, status in health} == {200}, Counter(health)
     assert min(limits) < 6, limits  # the flood made the loop late: the limit came down
     deadline = time.monotonic() + 5
     while admission(base, tokens["admin"])["limit"] < 6:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import yaml
 
 from gateway.http.admission import PRIORITIES, Admission
-from gateway.settings import AdmissionSettings
+from gateway.runtime import check
+from gateway.settings import AdmissionSettings, load_settings
 
 NORMAL, HIGH, LOW = PRIORITIES["normal"], PRIORITIES["high"], PRIORITIES["low"]
 
@@ -138,3 +140,29 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_holder_passes
     with pytest.raises(asyncio.CancelledError):
         await task
     assert admission.queued == 0 and admission.in_flight == 2
+
+
+def test_priorities_come_from_the_contract_root_and_operation_and_a_wrong_one_is_a_located_problem(tmp_path):
+    """`x-gateway.priority` at the API root is the default of its operations; an operation's own wins; a value that is
+    not a priority stops the check at its pointer."""
+    def contract(root: str, op: str) -> dict:
+        get = {"responses": {"200": {"description": "ok"}}}
+        return {"openapi": "3.1.0", "info": {"title": "p", "version": "1.0.0"},
+                "x-gateway": {"api": "p", "route": "upstream.forward", "priority": root},
+                "paths": {"/captures": {"post": {**get, "operationId": "capture", "x-gateway": {"priority": op}}},
+                          "/reports": {"get": {**get, "operationId": "listReports"}}}}
+
+    def compiled(root: str, op: str) -> tuple[dict[str, int], list]:
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(contract(root, op)))
+        (tmp_path / "gateway.yaml").write_text(yaml.safe_dump({
+            "contracts": [str(tmp_path / "p.yaml")], "auth": {"builtin": {"enabled": False}},
+            "vendors": {"upstream": {"adapter": "http", "base_url": "http://u.test"}}}))
+        _, operations, problems = check(load_settings(tmp_path / "gateway.yaml"))
+        return {o.operation_id: o.priority for o in operations}, problems
+
+    priorities, problems = compiled("low", "critical")
+    assert not problems
+    assert priorities == {"capture": PRIORITIES["critical"], "listReports": LOW}
+    _, problems = compiled("low", "urgent")
+    assert problems and any("priority" in str(p) and "/paths/~1captures/post/x-gateway" in str(p) for p in problems), \
+        problems
