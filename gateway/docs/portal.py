@@ -2,7 +2,8 @@
 
 Served from the gateway itself with locally vendored Swagger UI (gateway/docs/static/swagger-ui): it works with no
 internet access. No inline script or style (portal.css, reference.js): the pages run under a CSP without
-'unsafe-inline' (gateway/docs/security_headers.py). Pages are built from the compiled runtime once and cached; none of this is on the request path.
+'unsafe-inline' (gateway/docs/security_headers.py). Pages are built from the compiled runtime once and cached; none
+of this is on the request path.
 """
 
 from __future__ import annotations
