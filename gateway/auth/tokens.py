@@ -41,6 +41,7 @@ FAMILIES = {"RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "EC":
 
 log = logging.getLogger("gateway.auth")
 Freshness = Literal["read", "write", "sensitive"]
+RETRY_FAILED_REFRESH_S = 5.0  # after a failed refresh the issuer is asked again this soon (the 503's Retry-After)
 
 
 class IssuerUnreachable(Exception):
@@ -126,9 +127,11 @@ class TrustedIssuer:
         if self.http is None:
             return False
         async with self._lock:
-            if time.monotonic() - self.fetched_at < self.min_refresh_s:
-                if self.failed:  # asked a moment ago and got nothing: still cannot tell
-                    raise IssuerUnreachable(f"the keys of {self.issuer} cannot be fetched right now")
+            since = time.monotonic() - self.fetched_at
+            if self.failed and since < min(self.min_refresh_s, RETRY_FAILED_REFRESH_S):
+                # asked a moment ago and got nothing: we still cannot tell (503), and do not ask again yet
+                raise IssuerUnreachable(f"the keys of {self.issuer} cannot be fetched right now")
+            if not self.failed and since < self.min_refresh_s:
                 return False  # someone refreshed a moment ago: do not hammer the issuer
             self.fetched_at = time.monotonic()
             self.failed = True
