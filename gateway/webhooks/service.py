@@ -137,7 +137,7 @@ class Webhooks:
         return Outcome("retry", attempt, retry_in_s=self.schedule.delay(job.attempts))
 
     @staticmethod
-    def _refused(sub_id: str, at: str, exc: EgressRefused) -> Outcome:
+    def _refused(sub_id: str, at: str | None, exc: EgressRefused) -> Outcome:
         log.warning("webhook delivery to subscription %s refused: %s", sub_id, exc)
         metrics.webhook_deliveries_total.labels(sub_id, "refused").inc()
         return Outcome("dead", {"at": at, "ms": 0, "error": f"egress refused: {exc}"},

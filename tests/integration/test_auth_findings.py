@@ -277,3 +277,20 @@ def test_replicas_share_the_count_through_redis(issuer, upstream, gateway, redis
         refused(httpx.get(first + "/sec/things", headers=auth("refused-there-too")), 429)
     finally:
         redis.from_url(redis_url).delete(key)
+
+
+def test_wrong_client_secrets_at_the_token_endpoint_count_too(issuer, upstream, gateway):  # noqa: F811
+    """Each wrong secret costs a PBKDF2 check: past the limit the token endpoint answers 429 without checking."""
+    base = gateway(flood_settings(upstream, issuer))
+    form = {"grant_type": "client_credentials"}
+    assert httpx.post(base + "/oauth/token", data=form, auth=("tester", "tester-secret-value")).status_code == 200
+    for i in range(6):
+        r = httpx.post(base + "/oauth/token", data=form, auth=("tester", f"wrong-secret-{i}"))
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    before = metrics.REGISTRY.get_sample_value("gateway_auth_flood_refusals_total") or 0
+    r = httpx.post(base + "/oauth/token", data=form, auth=("tester", "tester-secret-value"))
+    assert refused(r, 429)["type"].endswith("/rate-limited") and int(r.headers["retry-after"]) >= 1
+    assert "tester-secret-value" not in r.text
+    assert metrics.REGISTRY.get_sample_value("gateway_auth_flood_refusals_total") == before + 1
+    # Bad bearer tokens from the same source are refused too: one count per source, whatever the credential.
+    refused(httpx.get(base + "/sec/things", headers=auth("not-a-token")), 429)
