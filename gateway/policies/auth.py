@@ -137,7 +137,7 @@ class AuthPolicy(BasePolicy):
         if self.flood.blocked:  # only then is the source worth looking up before verifying anything
             ip = self.address.of(ctx)
             wait = self.flood.retry_after(ip)
-            if wait is not None and not self._known_token(ctx):
+            if wait is not None and self._presents_credentials(ctx) and not self._known_token(ctx):
                 self.flood.refused()
                 raise RateLimited(f"too many requests with bad credentials from this address; retry in {wait} s",
                                   headers={"retry-after": str(wait)})
@@ -215,6 +215,12 @@ class AuthPolicy(BasePolicy):
                             extensions={"required_scopes": sorted(missing_scopes)})
         raise Unauthorized("credentials are required for this operation",
                            headers={"www-authenticate": self.challenge} if self.challenge else None)
+
+    def _presents_credentials(self, ctx: RequestContext) -> bool:
+        """Anything to verify: a caller sending none (an operation that allows anonymous calls) is not refused."""
+        if (self.accepts_bearer or self.accepts_basic) and ctx.header(b"authorization") is not None:
+            return True
+        return any(ctx.header(name) is not None for name in self.key_headers)
 
     def _known_token(self, ctx: RequestContext) -> bool:
         """A bearer token verified before (a cache hit): letting it through costs nothing."""

@@ -246,6 +246,7 @@ def test_a_flood_of_bad_credentials_is_answered_429_before_any_verification(issu
     assert httpx.get(url, headers=auth(known)).status_code == 200
     refused(httpx.get(url, headers=auth(external(issuer, {"jti": "new-good"}))), 429)
     assert httpx.get(base + "/sec/open").status_code == 200  # public operations are not affected
+    refused(httpx.get(url), 401)  # nothing to verify, nothing refused early: the usual challenge
 
 
 def test_good_credentials_are_never_counted(issuer, upstream, gateway):  # noqa: F811
