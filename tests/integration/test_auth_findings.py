@@ -189,11 +189,15 @@ def test_a_hung_introspection_endpoint_is_a_503_after_the_timeout(issuer, upstre
     config = settings(upstream, issuer)
     base = gateway(with_auth(config, issuer_timeout_s=0.5))
     httpx.post(issuer + "/control/settings", json={"jwks_mode": "hang"}).raise_for_status()
+    token = opaque(issuer, aud="things-api")
     try:
-        r = httpx.get(base + "/sec/things", headers=auth(opaque(issuer, aud="things-api")), timeout=30)
+        started = time.monotonic()
+        r = httpx.get(base + "/sec/things", headers=auth(token), timeout=30)
+        elapsed = time.monotonic() - started
     finally:
         httpx.post(issuer + "/control/settings", json={"jwks_mode": "ok"}).raise_for_status()
     assert refused(r, 503)["type"].endswith("/dependency-unavailable")
+    assert 0.5 <= elapsed < 1.5, elapsed
 
 
 # -- 405 from the shell -------------------------------------------------------------------------------------------
