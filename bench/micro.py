@@ -176,6 +176,43 @@ def jwt(tmp: Path) -> list[tuple[str, float]]:
             ("JWT RS256 verify, cached token", us(cached, 50_000))]
 
 
+def failed_auth(tmp: Path) -> list[tuple[str, float]]:
+    """A request with a bad token (a forged RS256 signature) through the auth policy: while its source is under the
+    failed-authentication limit (full verification, 401, the failure counted), and once the source is blocked (429
+    before anything is verified). Problem rendering not included (see its rows)."""
+    from gateway.problems import RateLimited
+
+    runtime = Runtime.build(load_settings(bench_config(tmp, BENCH / "contract.yaml"),
+                                          {"auth.failed_auth.rate": "1000000000/second",
+                                           "auth.failed_auth.burst": 1_000_000_000}), install_logs=False)
+    get = next(op for op in runtime.operations if op.method == "GET")
+    policy = next(p for p in get.policies if p.name == "auth")
+    assert runtime.auth is not None and runtime.auth.issuer is not None
+    good = runtime.auth.issuer.mint("bench", ["orders:read"])
+    forged = good[:-8] + ("AAAAAAAA" if not good.endswith("AAAAAAAA") else "BBBBBBBB")
+    headers = [(b"authorization", b"Bearer " + forged.encode())]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def ctx() -> RequestContext:
+        return RequestContext({"headers": headers, "query_string": b"", "client": ("203.0.113.9", 5000)}, receive, get,
+                              "rid", {"order_id": "ord_12345678"})
+
+    async def attempt(expected: type[Exception]) -> None:
+        try:
+            await policy.on_request(ctx())
+        except expected:
+            return
+        raise AssertionError("the bad token was not refused")
+
+    counted = us(lambda: attempt(Unauthorized), 500)
+    policy.flood.blocked["203.0.113.9"] = time.monotonic() + 3600
+    blocked = us(lambda: attempt(RateLimited), 50_000)
+    return [("auth, bad token under the flood limit (RS256 verify, 401, failure counted)", counted),
+            ("auth, bad token from a blocked source (429 before verification)", blocked)]
+
+
 def limiters(redis_url: str | None) -> list[tuple[str, float]]:
     memory = MemoryLimiter()
     out = [("rate limit, memory (GCRA + daily quota)", us(lambda: memory.hit("k", BUCKETS), 50_000))]
@@ -301,7 +338,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        rows = jwt(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
+        rows = jwt(tmp) + failed_auth(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
         print("| policy | µs per call |\n|---|---:|")
         for label, value in rows:
             print(f"| {label} | {value:,.1f} |")

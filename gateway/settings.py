@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.auth.config import AuthSettings
+from gateway.http.egress import EgressPolicy, EgressRefused
 
 
 class Strict(BaseModel):
@@ -262,6 +263,20 @@ class WebhookSettings(Strict):
     backoff_cap_s: float = Field(21_600, gt=0)
     max_age_s: float = Field(259_200, gt=0)
     timeout_s: float = Field(10, gt=0)
+    # Outbound egress (gateway/http/egress.py): https only unless allow_http (the demo's loopback partners);
+    # addresses that are not public (loopback, private, link-local/metadata) only inside allow_networks (CIDRs).
+    allow_http: bool = False
+    allow_networks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _egress(self) -> WebhookSettings:
+        policy = EgressPolicy(self.allow_http, self.allow_networks)  # ValueError on a CIDR that is not one
+        for sub in self.subscriptions:
+            try:
+                policy.check_url(sub.url)
+            except EgressRefused as exc:
+                raise ValueError(f"subscription {sub.id}: {exc}") from None
+        return self
 
 
 class LoggingSettings(Strict):

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from gateway.admin.access import build_require_admin
 from gateway.admin.dlq import build_dlq_routes
@@ -26,6 +27,7 @@ from gateway.auth.routes import build_auth_routes
 from gateway.contracts.bundle import public_document
 from gateway.contracts.compile import api_identity
 from gateway.docs.portal import build_portal
+from gateway.docs.security_headers import SecurityHeaders
 from gateway.problems import (
     PROBLEM_JSON,
     GatewayError,
@@ -50,6 +52,17 @@ def problem_response(runtime: Runtime, request: Request, err: GatewayError) -> R
                     media_type=PROBLEM_JSON.decode())
 
 
+def allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route of the shell serves at this path (Starlette's own 405 names only the first route's)."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "GET"}
+    for route in app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(scope)[0] != Match.NONE:
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def build_shell(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,6 +73,7 @@ def build_shell(runtime: Runtime) -> FastAPI:
             await runtime.shutdown()
 
     app = FastAPI(title="contract-gateway", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(SecurityHeaders)  # CSP, nosniff, no referrer, no framing (gateway/docs/security_headers.py)
     app.mount("/docs/static", StaticFiles(directory=STATIC), name="static")
     documents = {api_identity(c): c for c in runtime.contracts}
 
@@ -68,8 +82,9 @@ def build_shell(runtime: Runtime) -> FastAPI:
         if exc.status_code == 404:
             return problem_response(runtime, request, NotFound(f"no operation is declared at {request.url.path}"))
         if exc.status_code == 405:
-            allow = (exc.headers or {}).get("allow", "GET")
-            return problem_response(runtime, request, MethodNotAllowed([m.strip() for m in allow.split(",")]))
+            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+            allowed = allowed_methods(app, request) or [m.strip() for m in headers.get("allow", "GET").split(",")]
+            return problem_response(runtime, request, MethodNotAllowed(allowed))
         err = GatewayError(str(exc.detail))
         err.status = exc.status_code  # type: ignore[misc]
         return problem_response(runtime, request, err)

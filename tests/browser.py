@@ -41,3 +41,14 @@ def render(url: str, screenshot: str | None = None, wait_ms: int = 8000) -> str:
             ARTIFACTS.mkdir(exist_ok=True)
             subprocess.run([*base, f"--screenshot={ARTIFACTS / screenshot}", url], capture_output=True, timeout=120)
     return dom.stdout
+
+
+def console_of(url: str, wait_ms: int = 5000) -> tuple[str, list[str]]:
+    """(DOM, console messages) of `url` after its scripts ran: CSP refusals ("... violates the following Content
+    Security Policy directive ...") and script errors are among the messages."""
+    binary = chromium()
+    with tempfile.TemporaryDirectory() as profile:
+        run = subprocess.run([binary, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={wait_ms}",
+                              "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120)
+    return run.stdout, [line for line in run.stderr.splitlines() if ":CONSOLE" in line]

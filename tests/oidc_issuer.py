@@ -6,11 +6,14 @@ RFC 7662 introspection, and test controls. Nothing of the gateway's code is used
 Controls (test only): POST /control/mint {"claims": {...}, "kid": optional, "alg": optional} -> {"token"}
                       POST /control/rotate {"drop_old": bool} -> {"kid": new active kid}
                       POST /control/opaque {"active": bool, "scope": "...", "client_id": "..."} -> {"token"}
+                      POST /control/revoke {"token": "..."}: introspection answers inactive from now on
+                      POST /control/settings {"jwks_mode": "ok" | "garbage" | "down" | "hang"}
                       GET  /control/stats -> how many times each endpoint was called
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -50,13 +53,21 @@ def create_app(base_url: str) -> Starlette:
 
     new_key()
 
+    async def hang_if_asked() -> None:
+        for _ in range(600):  # an issuer that accepts the connection and does not answer (until told otherwise)
+            if state.get("jwks_mode") != "hang":
+                return
+            await asyncio.sleep(0.1)
+
     async def discovery(request: Request) -> JSONResponse:
         stats["discovery"] += 1
+        await hang_if_asked()
         return JSONResponse({"issuer": base_url, "jwks_uri": base_url + "/jwks", "token_endpoint": base_url + "/token",
                              "introspection_endpoint": base_url + "/introspect"})
 
     async def jwks(request: Request) -> Response:
         stats["jwks"] += 1
+        await hang_if_asked()
         if state.get("jwks_mode") == "garbage":  # what a misconfigured proxy in front of an issuer answers
             return Response("<html><body>502 Bad Gateway</body></html>", 200, media_type="application/json")
         if state.get("jwks_mode") == "down":
@@ -92,6 +103,13 @@ def create_app(base_url: str) -> Starlette:
         state["opaque"][token] = body
         return JSONResponse({"token": token})
 
+    async def revoke(request: Request) -> JSONResponse:
+        body = await request.json()
+        record = state["opaque"].get(body.get("token"))
+        if record is not None:
+            record["active"] = False
+        return JSONResponse({"revoked": record is not None})
+
     def client_ok(request: Request, expected: tuple[str, str]) -> bool:
         header = request.headers.get("authorization", "")
         if not header.startswith("Basic "):
@@ -100,6 +118,7 @@ def create_app(base_url: str) -> Starlette:
 
     async def introspect(request: Request) -> JSONResponse:
         stats["introspect"] += 1
+        await hang_if_asked()
         if not client_ok(request, CLIENT):
             return JSONResponse({"error": "invalid_client"}, 401)
         form = await _form(request)
@@ -135,6 +154,7 @@ def create_app(base_url: str) -> Starlette:
         Route("/control/mint", mint, methods=["POST"]),
         Route("/control/rotate", rotate, methods=["POST"]),
         Route("/control/opaque", opaque, methods=["POST"]),
+        Route("/control/revoke", revoke, methods=["POST"]),
         Route("/control/settings", settings, methods=["POST"]),
         Route("/control/stats", stats_view),
     ])

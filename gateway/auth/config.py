@@ -11,6 +11,11 @@
         - endpoint: https://login.example.com/oauth2/introspect
           client_id: gateway
           client_secret: ${INTROSPECTION_SECRET}
+          audiences: [contract-gateway]   # required unless the built-in issuer is on (then: its audience)
+          max_cache_s: 30               # a revoked token is accepted for at most this long (reads)
+          write_cache_s: 5              # ... and this long on writes; `x-gateway.sensitive: true`: never cached
+      issuer_timeout_s: 2               # the whole of one JWKS refresh (discovery + keys), or one introspection
+      failed_auth: {rate: 30/minute, burst: 30}   # bad credentials per source IP before 429 (gateway/auth/flood.py)
       builtin:                          # the gateway's own client-credentials issuer
         enabled: true
         issuer: http://127.0.0.1:8080
@@ -31,6 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from gateway.stores.limiter import parse_rate
 
 ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 
@@ -65,14 +72,45 @@ class IssuerSettings(_Strict):
 
 
 class IntrospectionSettings(_Strict):
-    """An RFC 7662 endpoint for opaque (non-JWT) tokens."""
+    """An RFC 7662 endpoint for opaque (non-JWT) tokens.
+
+    `audiences`: the token's `aud` must contain one of them. Left empty, the built-in issuer's audience is required;
+    with the built-in issuer off an empty list refuses to start (an opaque token for any audience, another API's
+    token replayed here, would otherwise pass).
+
+    Revocation: an active answer is cached, so a token revoked at the provider is still accepted for up to
+    `max_cache_s` on reads and `write_cache_s` on writes (POST, PUT, PATCH, DELETE); an operation marked
+    `x-gateway.sensitive: true` asks the provider every time.
+    """
 
     endpoint: str
     client_id: str
     client_secret: SecretStr
-    audiences: list[str] = Field(default_factory=list)  # if set, the token's aud must contain one of them
+    audiences: list[str] = Field(default_factory=list)
     cache_size: int = Field(10_000, ge=1)
-    max_cache_s: float = Field(300, gt=0)
+    max_cache_s: float = Field(30, ge=0, le=3600)
+    write_cache_s: float = Field(5, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _write_not_longer(self) -> IntrospectionSettings:
+        if self.write_cache_s > self.max_cache_s:
+            raise ValueError("write_cache_s cannot be longer than max_cache_s")
+        return self
+
+
+class FailedAuthSettings(_Strict):
+    """How many requests with bad credentials one source IP may send before it is answered 429 without the
+    credentials being checked at all (each check of a bad token costs a full signature verification)."""
+
+    enabled: bool = True
+    rate: str = "30/minute"
+    burst: int = Field(30, ge=1)
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, rate: str) -> str:
+        parse_rate("failed_auth", rate)
+        return rate
 
 
 class ClientSettings(_Strict):
@@ -108,6 +146,10 @@ class AuthSettings(_Strict):
     token_cache_size: int = Field(10_000, ge=1)
     # An unknown `kid` refreshes that issuer's keys at most this often, so bogus kids cannot hammer it.
     min_jwks_refresh_s: float = Field(30, ge=0)
+    # A hung issuer holds the request that refreshes its keys (discovery and JWKS together) or introspects a token
+    # at most this long; then the answer is 503 dependency-unavailable.
+    issuer_timeout_s: float = Field(2.0, gt=0, le=30)
+    failed_auth: FailedAuthSettings = FailedAuthSettings()
     issuers: list[IssuerSettings] = Field(default_factory=list)
     introspection: list[IntrospectionSettings] = Field(default_factory=list)
     builtin: BuiltinIssuerSettings = BuiltinIssuerSettings()
@@ -120,3 +162,15 @@ class AuthSettings(_Strict):
         if len(ids) != len(set(ids)):
             raise ValueError("api key ids must be unique")
         return keys
+
+    @model_validator(mode="after")
+    def _introspection_audiences(self) -> AuthSettings:
+        for i, cfg in enumerate(self.introspection):
+            if not cfg.audiences and not self.builtin.enabled:
+                raise ValueError(f"introspection[{i}] ({cfg.endpoint}): set audiences (the `aud` an opaque token "
+                                 "must carry); without them a token meant for any other API would be accepted")
+        return self
+
+    def introspection_audiences(self, cfg: IntrospectionSettings) -> list[str]:
+        """The audiences an introspected token must carry: the configured ones, else the built-in issuer's."""
+        return cfg.audiences or [self.builtin.audience]

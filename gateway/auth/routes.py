@@ -1,15 +1,21 @@
 """HTTP endpoints of the built-in issuer: /oauth/token, /.well-known/jwks.json, /.well-known/oauth-authorization-server.
 
 Public by nature (a client needs them before it has a token); off the request hot path.
+A wrong client secret costs a PBKDF2 check (~0.3 s of CPU in a worker thread): failures count towards the same
+per-source limit as bad tokens (auth.failed_auth, gateway/auth/flood.py), and a blocked source gets 429 before its
+secret is checked.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from gateway.policies.ratelimit import ClientAddress
+from gateway.problems import RateLimited
 
 from .issuer import NO_STORE, TokenError
 
@@ -19,15 +25,34 @@ if TYPE_CHECKING:
 MAX_TOKEN_REQUEST = 8192
 
 
+class _Source:
+    """What ClientAddress reads of a request (the peer, X-Forwarded-For), for a request outside the pipeline."""
+
+    def __init__(self, request: Request) -> None:
+        self.scope = request.scope
+        self.headers = request.headers
+
+    def header(self, name: bytes) -> str | None:
+        return self.headers.get(name.decode("latin-1"))
+
+
 def build_auth_routes(runtime: Runtime) -> APIRouter:
     router = APIRouter()
     issuer = runtime.auth.issuer if runtime.auth is not None else None
     if issuer is None:
         return router
     scopes = sorted(runtime.scopes)
+    flood = runtime.auth.flood(runtime.limiter)
+    address = ClientAddress(runtime.settings.limits.trusted_proxies)
 
     @router.post("/oauth/token")
     async def token(request: Request) -> JSONResponse:
+        ip = address.of(cast(Any, _Source(request)))
+        wait = flood.retry_after(ip) if flood.blocked else None
+        if wait is not None:
+            flood.refused()
+            raise RateLimited(f"too many failed client authentications from this address; retry in {wait} s",
+                              headers={"retry-after": str(wait)})
         try:
             media = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if media != "application/x-www-form-urlencoded":
@@ -44,6 +69,8 @@ def build_auth_routes(runtime: Runtime) -> APIRouter:
                 raise TokenError("invalid_request", "a parameter is repeated")  # RFC 6749 §3.2
             answer = await issuer.token(dict(pairs), request.headers.get("authorization"))
         except TokenError as err:
+            if err.error == "invalid_client":
+                await flood.failed(ip)
             return JSONResponse(err.body(), err.status, headers=err.headers)
         return JSONResponse(answer, headers=NO_STORE)
 

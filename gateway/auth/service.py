@@ -6,7 +6,10 @@ import hashlib
 import hmac
 from pathlib import Path
 
+from gateway.stores.limiter import Limiter
+
 from .config import AuthSettings
+from .flood import FailedAuthFlood
 from .issuer import BuiltinIssuer
 from .keys import load_signing_keys
 from .tokens import Principal, TokenVerifier
@@ -26,6 +29,13 @@ class AuthService:
         self.api_keys = {k.hash.removeprefix("sha256:"): Principal(k.client_id, None, frozenset(k.scopes),
                                                                    "api-key", float("inf"), "api_key")
                          for k in settings.api_keys}
+        self._flood: FailedAuthFlood | None = None
+
+    def flood(self, limiter: Limiter) -> FailedAuthFlood:
+        """The failed-authentication flood limit, one per process (shared by every operation's auth policy)."""
+        if self._flood is None:
+            self._flood = FailedAuthFlood(self.settings.failed_auth, limiter)
+        return self._flood
 
     def api_key(self, presented: str) -> Principal | None:
         return self.api_keys.get(hashlib.sha256(presented.encode()).hexdigest())

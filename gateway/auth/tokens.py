@@ -7,7 +7,11 @@ Security rules, each tested:
 - `iss`, `aud`, `exp`, `nbf`, `iat` are checked with a small leeway; a token without a scope claim is refused (an
   ID token presented as an access token has none);
 - an unknown `kid` refreshes that issuer's JWKS once, at most every `min_jwks_refresh_s`; a key removed from the
-  JWKS stops verifying at the next refresh, and verifications cached under it are dropped;
+  JWKS stops verifying at the next refresh, and verifications cached under it are dropped; while the last refresh
+  failed (issuer down) an unknown `kid` stays a 503, never a 401: we could not ask, so we cannot say it is bad;
+- one refresh (discovery and JWKS together) or introspection waits at most `issuer_timeout_s` (default 2 s);
+- opaque tokens must carry one of the introspection audiences (the built-in issuer's by default); an active answer
+  is cached at most `max_cache_s` (reads), `write_cache_s` (writes), not at all for `x-gateway.sensitive`;
 - verified tokens are cached (bounded, never beyond their expiry) so RS256 costs ~40 µs once per token, not per call.
 Error messages say what is wrong with a token without repeating it.
 """
@@ -20,7 +24,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -36,6 +40,8 @@ FAMILIES = {"RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "EC":
 
 
 log = logging.getLogger("gateway.auth")
+Freshness = Literal["read", "write", "sensitive"]
+RETRY_FAILED_REFRESH_S = 5.0  # after a failed refresh the issuer is asked again this soon (the 503's Retry-After)
 
 
 class IssuerUnreachable(Exception):
@@ -87,7 +93,7 @@ class TrustedIssuer:
 
     def __init__(self, issuer: str, audiences: list[str], algorithms: list[str], *, keys: KeySet | None = None,
                  jwks_uri: str | None = None, discovery: bool = False, ttl_s: float = 600,
-                 min_refresh_s: float = 30, http: httpx.AsyncClient | None = None) -> None:
+                 min_refresh_s: float = 30, http: httpx.AsyncClient | None = None, timeout_s: float = 2.0) -> None:
         self.issuer = issuer
         self.audiences = set(audiences)
         self.algorithms = set(algorithms)
@@ -98,7 +104,9 @@ class TrustedIssuer:
         self.ttl_s = ttl_s
         self.min_refresh_s = min_refresh_s
         self.http = http
+        self.timeout_s = timeout_s
         self.fetched_at = 0.0
+        self.failed = False  # the last refresh could not get the keys
         self.generation = 0
         self._lock = asyncio.Lock()
         if keys is not None:
@@ -119,23 +127,36 @@ class TrustedIssuer:
         if self.http is None:
             return False
         async with self._lock:
-            if time.monotonic() - self.fetched_at < self.min_refresh_s:
+            since = time.monotonic() - self.fetched_at
+            if self.failed and since < min(self.min_refresh_s, RETRY_FAILED_REFRESH_S):
+                # asked a moment ago and got nothing: we still cannot tell (503), and do not ask again yet
+                raise IssuerUnreachable(f"the keys of {self.issuer} cannot be fetched right now")
+            if not self.failed and since < self.min_refresh_s:
                 return False  # someone refreshed a moment ago: do not hammer the issuer
             self.fetched_at = time.monotonic()
-            uri = self.jwks_uri
-            if self.discovery:
-                base = self.issuer.rstrip("/")
-                meta = await self._get_json(base + "/.well-known/openid-configuration",
-                                            base + "/.well-known/oauth-authorization-server")
-                uri = meta.get("jwks_uri")
-                if not isinstance(uri, str):
-                    raise InvalidToken("the issuer's discovery document has no jwks_uri")
-            assert uri is not None
+            self.failed = True
             try:
-                keyset = KeySet.import_key_set(await self._get_json(uri))  # type: ignore[arg-type]
-            except (JoseError, ValueError, KeyError, TypeError):
-                raise IssuerUnreachable(f"{self.issuer} publishes no usable JWKS") from None
+                async with asyncio.timeout(self.timeout_s):  # discovery and JWKS together, not each
+                    keyset = await self._fetch()
+            except TimeoutError:
+                raise IssuerUnreachable(f"{self.issuer} did not answer within {self.timeout_s} s") from None
+            self.failed = False
             return self._install(keyset)
+
+    async def _fetch(self) -> KeySet:
+        uri = self.jwks_uri
+        if self.discovery:
+            base = self.issuer.rstrip("/")
+            meta = await self._get_json(base + "/.well-known/openid-configuration",
+                                        base + "/.well-known/oauth-authorization-server")
+            uri = meta.get("jwks_uri")
+            if not isinstance(uri, str):
+                raise IssuerUnreachable(f"the discovery document of {self.issuer} has no jwks_uri")
+        assert uri is not None
+        try:
+            return KeySet.import_key_set(await self._get_json(uri))  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError):
+            raise IssuerUnreachable(f"{self.issuer} publishes no usable JWKS") from None
 
     async def _get_json(self, *urls: str) -> dict[str, Any]:
         assert self.http is not None
@@ -178,7 +199,7 @@ class TokenVerifier:
                  builtin_issuer: str | None = None, builtin_audience: str | None = None) -> None:
         self.settings = settings
         self.leeway = settings.leeway_s
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(settings.issuer_timeout_s), follow_redirects=False)
         self.issuers: dict[str, TrustedIssuer] = {}
         for cfg in settings.issuers:
             self.issuers[cfg.issuer] = self._issuer(cfg)
@@ -186,12 +207,14 @@ class TokenVerifier:
             keys = KeySet.import_key_set(builtin.jwks())
             self.issuers[builtin_issuer] = TrustedIssuer(builtin_issuer, [builtin_audience], [builtin.algorithm],
                                                          keys=keys)
-        self.introspection = [Introspector(cfg, self.http) for cfg in settings.introspection]
+        self.introspection = [Introspector(cfg, self.http, settings.introspection_audiences(cfg),
+                                           settings.issuer_timeout_s) for cfg in settings.introspection]
         self.cache: dict[str, tuple[Principal, str | None, int]] = {}
         self.cache_size = settings.token_cache_size
 
     def _issuer(self, cfg: IssuerSettings) -> TrustedIssuer:
-        common = {"ttl_s": cfg.jwks_ttl_s, "min_refresh_s": self.settings.min_jwks_refresh_s}
+        common = {"ttl_s": cfg.jwks_ttl_s, "min_refresh_s": self.settings.min_jwks_refresh_s,
+                  "timeout_s": self.settings.issuer_timeout_s}
         if cfg.hs256_secret is not None:
             key = OctKey.import_key(cfg.hs256_secret.get_secret_value().encode())
             return TrustedIssuer(cfg.issuer, cfg.audiences, ["HS256"], keys=KeySet([key]), **common)
@@ -223,7 +246,13 @@ class TokenVerifier:
             self.cache.pop(next(iter(self.cache)))  # drop the oldest entry
         self.cache[token] = (principal, iss, generation)
 
-    async def verify(self, token: str) -> Principal:
+    def known(self, token: str) -> bool:
+        """True if the token verified before and still would without asking anyone (a cache hit)."""
+        return self._cached(token, time.time()) is not None
+
+    async def verify(self, token: str, freshness: Freshness = "read") -> Principal:
+        """The token's principal. `freshness` says how old a cached introspection answer may be: `max_cache_s`
+        (read), `write_cache_s` (write), not cached at all (sensitive)."""
         now = time.time()
         cached = self._cached(token, now)
         if cached is not None:
@@ -231,7 +260,7 @@ class TokenVerifier:
         if not token or len(token) > self.settings.max_token_bytes:
             raise InvalidToken("the token is empty or too large")
         if token.count(".") != 2:
-            return await self._introspect(token, now)
+            return await self._introspect(token, now, freshness)
         return await self._verify_jwt(token, now)
 
     async def _verify_jwt(self, token: str, now: float) -> Principal:
@@ -293,11 +322,11 @@ class TokenVerifier:
         subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
         return Principal(client, subject, scopes, issuer.issuer, float(exp), method)
 
-    async def _introspect(self, token: str, now: float) -> Principal:
+    async def _introspect(self, token: str, now: float, freshness: Freshness) -> Principal:
         if not self.introspection:
             raise InvalidToken("the token is not a well-formed JWT")
         for introspector in self.introspection:
-            principal = await introspector.check(token, now, self.leeway)
+            principal = await introspector.check(token, now, self.leeway, freshness)
             if principal is not None:
                 return principal
         raise InvalidToken("the token is not active")
@@ -306,22 +335,33 @@ class TokenVerifier:
 class Introspector:
     """RFC 7662 token introspection with client authentication, and a bounded cache of active results."""
 
-    def __init__(self, settings: IntrospectionSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: IntrospectionSettings, http: httpx.AsyncClient, audiences: list[str],
+                 timeout_s: float = 2.0) -> None:
         self.settings = settings
         self.http = http
-        self.cache: dict[str, Principal] = {}
+        self.audiences = set(audiences)
+        self.timeout_s = timeout_s
+        self.cache: dict[str, tuple[Principal, float]] = {}  # sha256(token) -> (principal, when introspected)
 
-    async def check(self, token: str, now: float, leeway: float) -> Principal | None:
+    def _age_limit(self, freshness: Freshness) -> float:
+        if freshness == "sensitive":
+            return 0.0
+        return self.settings.write_cache_s if freshness == "write" else self.settings.max_cache_s
+
+    async def check(self, token: str, now: float, leeway: float, freshness: Freshness = "read") -> Principal | None:
         key = hashlib.sha256(token.encode()).hexdigest()
         hit = self.cache.get(key)
-        if hit is not None and hit.expires_at > now:
-            return hit
+        if hit is not None:
+            principal, asked_at = hit
+            if principal.expires_at > now and now - asked_at < self._age_limit(freshness):
+                return principal
         auth = (self.settings.client_id, self.settings.client_secret.get_secret_value())
         try:
-            response = await self.http.post(self.settings.endpoint, data={"token": token,
-                                                                          "token_type_hint": "access_token"},
-                                            auth=auth, headers={"accept": "application/json"})
-        except httpx.HTTPError:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self.http.post(self.settings.endpoint,
+                                                data={"token": token, "token_type_hint": "access_token"},
+                                                auth=auth, headers={"accept": "application/json"})
+        except (httpx.HTTPError, TimeoutError):
             raise IssuerUnreachable("the introspection endpoint cannot be reached") from None
         if response.status_code != 200:
             raise IssuerUnreachable("the introspection endpoint did not answer usably")
@@ -334,18 +374,18 @@ class Introspector:
         exp = claims.get("exp")
         if isinstance(exp, (int, float)) and exp + leeway <= now:
             return None
-        if self.settings.audiences:
-            aud = claims.get("aud")
-            audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
-            if not audiences & set(self.settings.audiences):
-                raise InvalidToken("the token is meant for another audience")
+        aud = claims.get("aud")
+        audiences = {aud} if isinstance(aud, str) else set(aud) if isinstance(aud, list) else set()
+        if not audiences & self.audiences:
+            raise InvalidToken("the token is meant for another audience")
         scopes = _scopes(claims) or frozenset()
         client = claims.get("client_id") or claims.get("sub") or "unknown"
-        until = min(float(exp) if isinstance(exp, (int, float)) else now + self.settings.max_cache_s,
-                    now + self.settings.max_cache_s)
+        until = float(exp) if isinstance(exp, (int, float)) else now + self.settings.max_cache_s
         principal = Principal(str(client), claims.get("sub"), scopes, str(claims.get("iss", self.settings.endpoint)),
                               until, "introspection")
-        if len(self.cache) >= self.settings.cache_size:
-            self.cache.pop(next(iter(self.cache)))
-        self.cache[key] = principal
+        if self.settings.max_cache_s > 0:
+            self.cache.pop(key, None)
+            if len(self.cache) >= self.settings.cache_size:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = (principal, now)
         return principal

@@ -34,6 +34,7 @@ On an operation:
       volume: {band: {below: 0.5, above: 3}}                         # hourly throughput vs a learned baseline
       calendar: payments-desk            # its jobs run only in these business hours (root `calendars:`)
       priority: high                     # under overload (gateway/http/admission.py): critical | high | normal | low
+      sensitive: true                    # opaque tokens are introspected on every call (revocation at once)
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -133,3 +134,4 @@ class OperationExtension(_Ext):
     volume: VolumeSpec | None = None
     calendar: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")
     priority: Priority | None = None  # shed order under overload (default normal)
+    sensitive: bool = False  # an opaque token is introspected on every call, never from the cache (docs/security.md)

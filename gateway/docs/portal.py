@@ -1,7 +1,9 @@
 """The docs portal: every API and version with its status, each contract rendered, changelogs between versions.
 
 Served from the gateway itself with locally vendored Swagger UI (gateway/docs/static/swagger-ui): it works with no
-internet access. Pages are built from the compiled runtime once and cached; none of this is on the request path.
+internet access. No inline script or style (portal.css, reference.js): the pages run under a CSP without
+'unsafe-inline' (gateway/docs/security_headers.py). Pages are built from the compiled runtime once and cached; none
+of this is on the request path.
 """
 
 from __future__ import annotations
@@ -21,15 +23,11 @@ if TYPE_CHECKING:
     from gateway.contracts.load import Contract
     from gateway.runtime import Runtime
 
-STYLE = """body{font:15px/1.5 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#1d2327;padding:0 1rem}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd}
-.current{color:#116329}.deprecated{color:#9a6700}.retired{color:#a40e26}code{background:#f3f3f3;padding:0 .2rem}
-.breaking{color:#a40e26;font-weight:600}.ok{color:#116329}"""
 
 
 def _page(title: str, body: str) -> str:
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>")
+            "<link rel='stylesheet' href='/docs/static/portal.css'></head><body>" + body + "</body></html>")
 
 
 def build_portal(runtime: Runtime) -> APIRouter:
@@ -100,14 +98,15 @@ def build_portal(runtime: Runtime) -> APIRouter:
         st = status(api, version)
         banner = ""
         if st["status"] != "current":
-            banner = (f"<p class='{st['status']}' style='padding:.5rem 1rem'>This version is {st['status']}"
+            banner = (f"<p class='{st['status']} banner'>This version is {st['status']}"
                       + (f"; it stops answering on {st['sunset']}" if st.get("sunset") else "") + ".</p>")
         url = f"/contracts/{api}/{version}/openapi.json"
         title = f"{html.escape(api)} {version}"
         return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui/swagger-ui.css"><style>{STYLE} body{{max-width:none}}</style>
-</head><body>{banner}<div id="ui"></div>
+<link rel="stylesheet" href="/docs/static/swagger-ui/swagger-ui.css">
+<link rel="stylesheet" href="/docs/static/portal.css">
+</head><body class="reference">{banner}<div id="ui" data-url="{html.escape(url)}"></div>
 <script src="/docs/static/swagger-ui/swagger-ui-bundle.js"></script>
-<script>window.ui = SwaggerUIBundle({{url: "{url}", dom_id: "#ui", deepLinking: true}});</script></body></html>"""
+<script src="/docs/static/reference.js"></script></body></html>"""
 
     return router

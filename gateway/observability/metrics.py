@@ -62,6 +62,9 @@ retry_budget_exhausted_total = Counter(
 idempotency_replays_total = Counter(
     "gateway_idempotency_replays_total", "Requests answered from a stored first response (Idempotency-Key)",
     ["api", "version", "operation"], registry=REGISTRY)
+auth_flood_refusals_total = Counter(
+    "gateway_auth_flood_refusals_total", "Requests answered 429 without checking their credentials: their source IP "
+    "sent too many bad ones (auth.failed_auth)", registry=REGISTRY)
 ratelimit_rejections_total = Counter(
     "gateway_ratelimit_rejections_total", "Requests refused (or let through unchecked) by rate limits and quotas",
     ["api", "version", "operation", "client", "reason"], registry=REGISTRY)

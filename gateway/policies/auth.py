@@ -10,6 +10,8 @@ An alternative naming a scheme the gateway cannot check is not served (lint warn
 Outcomes (RFC 6750): no credentials -> 401 with a Bearer challenge; a bad token -> 401 `error="invalid_token"`; a
 good token without the scopes -> 403 `error="insufficient_scope"` naming them. Afterwards ctx.client_id,
 ctx.scopes and ctx.principal are set; the token itself goes no further than this file.
+A source IP that sent too many bad credentials gets 429 before anything is verified (gateway/auth/flood.py).
+Opaque tokens on writes and on `x-gateway.sensitive` operations are introspected more freshly (tokens.py).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gateway.auth.tokens import InvalidToken, IssuerUnreachable, Principal
+from gateway.auth.tokens import Freshness, InvalidToken, IssuerUnreachable, Principal
 from gateway.context import RequestContext
 from gateway.http.response import Response
 from gateway.policies.base import BasePolicy
-from gateway.problems import DependencyUnavailable, Forbidden, Unauthorized
+from gateway.policies.ratelimit import ClientAddress
+from gateway.problems import DependencyUnavailable, Forbidden, RateLimited, Unauthorized
 
 if TYPE_CHECKING:
     from gateway.contracts.compile import Operation
@@ -32,6 +35,7 @@ log = logging.getLogger("gateway.auth")
 REALM = 'Bearer realm="contract-gateway"'
 BASIC_REALM = 'Basic realm="contract-gateway", charset="UTF-8"'
 BEARER_TYPES = {"oauth2", "openIdConnect"}
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +123,24 @@ class AuthPolicy(BasePolicy):
         self.key_headers = {a.api_key_header for a in alternatives if a.api_key_header is not None}
         self.challenge = ", ".join(c for c, on in ((REALM, self.accepts_bearer), (BASIC_REALM, self.accepts_basic))
                                    if on) or None
+        self.freshness: Freshness = ("sensitive" if op.config.sensitive else
+                                     "read" if op.method.upper() in SAFE_METHODS else "write")
+        self.flood = services.auth.flood(services.limiter)
+        self.address = ClientAddress(services.settings.limits.trusted_proxies)
 
     async def on_request(self, ctx: RequestContext) -> Response | None:
         bearer: Principal | None = None
         basic: Principal | None = None
         invalid: str | None = None
         presented = False
+        ip: str | None = None
+        if self.flood.blocked:  # only then is the source worth looking up before verifying anything
+            ip = self.address.of(ctx)
+            wait = self.flood.retry_after(ip)
+            if wait is not None and self._presents_credentials(ctx) and not self._known_token(ctx):
+                self.flood.refused()
+                raise RateLimited(f"too many requests with bad credentials from this address; retry in {wait} s",
+                                  headers={"retry-after": str(wait)})
         if self.accepts_bearer or self.accepts_basic:
             header = ctx.header(b"authorization")
             if header is not None:
@@ -138,7 +154,7 @@ class AuthPolicy(BasePolicy):
                     invalid = f"the Authorization header must use the {self._schemes()} scheme"
                 else:
                     try:
-                        bearer = await self.auth.verifier.verify(token.strip())
+                        bearer = await self.auth.verifier.verify(token.strip(), self.freshness)
                     except InvalidToken as exc:
                         invalid = str(exc)
                     except IssuerUnreachable:  # we cannot tell whether the token is good: not the caller's fault
@@ -186,6 +202,7 @@ class AuthPolicy(BasePolicy):
                 return None
         if invalid is not None:
             log.info("refused credentials on %s: %s", self.op.key, invalid)
+            await self.flood.failed(ip or self.address.of(ctx))
             challenge = (f'{REALM}, error="invalid_token", error_description="{invalid}"' if self.accepts_bearer
                          else BASIC_REALM)
             raise Unauthorized(invalid, headers={"www-authenticate": challenge})
@@ -198,6 +215,22 @@ class AuthPolicy(BasePolicy):
                             extensions={"required_scopes": sorted(missing_scopes)})
         raise Unauthorized("credentials are required for this operation",
                            headers={"www-authenticate": self.challenge} if self.challenge else None)
+
+    def _presents_credentials(self, ctx: RequestContext) -> bool:
+        """Anything to verify: a caller sending none (an operation that allows anonymous calls) is not refused."""
+        if (self.accepts_bearer or self.accepts_basic) and ctx.header(b"authorization") is not None:
+            return True
+        return any(ctx.header(name) is not None for name in self.key_headers)
+
+    def _known_token(self, ctx: RequestContext) -> bool:
+        """A bearer token verified before (a cache hit): letting it through costs nothing."""
+        if not self.accepts_bearer:
+            return False
+        header = ctx.header(b"authorization")
+        if header is None:
+            return False
+        scheme, _, token = header.strip().partition(" ")
+        return scheme.lower() == "bearer" and self.auth.verifier.known(token.strip())
 
     def _schemes(self) -> str:
         return " or ".join(n for n, on in (("Bearer", self.accepts_bearer), ("Basic", self.accepts_basic)) if on)

@@ -10,6 +10,8 @@ event after it succeeds (synchronously or as a job); one delivery job per matchi
 with Standard Webhooks when sent, retried on a schedule of hours, guarded by a breaker per endpoint, and
 dead-lettered and replayable like any job. Event envelopes are versioned and described in the contracts (OpenAPI
 3.1 `webhooks`): `{id, type, version, created_at, data}`, where data is the operation's answer in that version.
+Partner URLs go through gateway/http/egress.py: https, public addresses only (unless allow-listed), resolved once
+per connection and connected to exactly what was checked, no redirects (SSRF).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import orjson
 
 from adapters.base import AdapterCall
 from adapters.resilience import VendorBreaker
+from gateway.http.egress import EgressPolicy, EgressRefused, Lookup, PinnedResolver
 from gateway.jobs.model import Job, NewJob, Outcome, RetrySchedule, iso
 from gateway.observability import metrics
 from gateway.problems import GatewayError, VendorUnavailable
@@ -51,6 +54,16 @@ class Webhooks:
                                       self.settings.backoff_cap_s, self.settings.max_age_s)
         self.breakers: dict[str, VendorBreaker] = {}
         self.session: aiohttp.ClientSession | None = None
+        self.egress = EgressPolicy(settings.allow_http, settings.allow_networks)
+        self.lookup: Lookup | None = None  # how names resolve (None: the system resolver)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            # No DNS cache: every new connection resolves and checks again, and connects to what it checked.
+            connector = aiohttp.TCPConnector(resolver=PinnedResolver(self.egress, self.lookup), use_dns_cache=False)
+            self.session = aiohttp.ClientSession(connector=connector, trust_env=False,
+                                                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
+        return self.session
 
     # -- outbound -------------------------------------------------------------------------------------------------
 
@@ -93,16 +106,21 @@ class Webhooks:
         status: int | None = None
         error: str | None = None
         try:
+            self.egress.check_url(sub.url)
+        except EgressRefused as exc:
+            return self._refused(sub.id, at, exc)
+        try:
             trial = breaker.admit()
         except VendorUnavailable as exc:
             return Outcome("retry", {"at": at, "ms": 0, "error": "endpoint breaker open"},
                            retry_in_s=max(exc.retry_after_s or 0, self.schedule.delay(job.attempts)))
         try:
-            if self.session is None:
-                self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
-            async with self.session.post(sub.url, data=body, headers=headers, allow_redirects=False) as r:
+            async with self._session().post(sub.url, data=body, headers=headers, allow_redirects=False) as r:
                 status = r.status
                 await r.read()
+        except EgressRefused as exc:  # the name resolved to an address we do not send to
+            breaker.record(failed=False, trial=trial)
+            return self._refused(sub.id, at, exc)
         except Exception as exc:  # connection refused, timeout, reset: all mean "try again later"
             error = type(exc).__name__
         ok = status is not None and 200 <= status < 300
@@ -117,6 +135,13 @@ class Webhooks:
             return Outcome("dead", attempt, problem={"title": "The endpoint did not accept the event",
                                                      "status": status, "detail": error or f"HTTP {status}"})
         return Outcome("retry", attempt, retry_in_s=self.schedule.delay(job.attempts))
+
+    @staticmethod
+    def _refused(sub_id: str, at: str | None, exc: EgressRefused) -> Outcome:
+        log.warning("webhook delivery to subscription %s refused: %s", sub_id, exc)
+        metrics.webhook_deliveries_total.labels(sub_id, "refused").inc()
+        return Outcome("dead", {"at": at, "ms": 0, "error": f"egress refused: {exc}"},
+                       problem={"title": "The endpoint's address is not allowed", "detail": str(exc)})
 
     # -- inbound --------------------------------------------------------------------------------------------------
 

@@ -48,6 +48,7 @@ def issuer():
     yield url
     proc.terminate()
     proc.wait(10)
+    proc.stdout.close()
 
 
 def settings(upstream: str, issuer: str, min_refresh_s: float = 0):
@@ -298,7 +299,7 @@ def test_a_flood_of_unknown_kids_refreshes_the_jwks_at_most_once(issuer):
 def test_opaque_tokens_are_introspected_and_cached(gw, issuer):
     """An active opaque token is accepted once introspected, then served from the cache; an inactive one is 401."""
     _, client = gw
-    active = httpx.post(issuer + "/control/opaque", json={"active": True, "scope": "things:read",
+    active = httpx.post(issuer + "/control/opaque", json={"active": True, "scope": "things:read", "aud": "things-api",
                                                           "client_id": "opaque-client"}).json()["token"]
     before = httpx.get(issuer + "/control/stats").json().get("introspect", 0)
     for _ in range(3):
