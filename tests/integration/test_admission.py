@@ -163,8 +163,8 @@ async def _watch_limit(base: str, admin_token: str, seconds: float) -> list[int]
 
 
 def test_a_flood_is_shed_early_and_fairly_and_the_limit_recovers(overloaded_gateway):
-    """Shed requests reach neither a policy nor the vendor, health, readiness and metrics stay 200, the second client keeps its share,
-    and the limit lowered under the flood is back at its start once the flood stops."""
+    """Shed requests reach neither a policy nor the vendor, health, readiness and metrics stay 200, the second client
+    keeps its share, and the limit lowered under the flood is back at its start once the flood stops."""
     base, tokens, upstream, log = overloaded_gateway
 
     async def scenario() -> tuple[Counter[int], list[tuple[int, float]], list[tuple[str, int]], list[int]]:

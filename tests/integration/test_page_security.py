@@ -38,7 +38,8 @@ def test_the_policy_allows_no_inline_code_and_no_framing():
     ("/docs/orders/changelog", ["changes between versions", "breaking"]),
     # Swagger UI draws the contract from its JSON: operation ids only appear once its script ran.
     ("/docs/orders/v2", ["swagger-ui", "opblock", "createOrder"]),
-    ("/admin/ops#token={token}", ["Traffic per operation", "updated ", "dead letters: "]),
+    ("/admin/ops#token={token}",
+     ["Traffic per operation", "updated ", "dead letters: ", "admission limit: ", "loop delay: "]),
     ("/admin/queue#token={token}", ["order-to-delivery"]),  # a golden path, drawn from /admin/queue data
 ])
 def test_every_page_works_under_its_policy_in_chromium(site, path, drawn):

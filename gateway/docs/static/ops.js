@@ -29,6 +29,10 @@ function rows(id, items, cells) {
     tr.appendChild(td); body.appendChild(tr);
   }
 }
+function cards(id, pairs) {
+  $(id).replaceChildren(...pairs.map(([k, v]) => {
+    const span = document.createElement("span"); span.textContent = k + ": " + text(v); return span; }));
+}
 function draw(data) {
   const before = new Map((previous ? previous.operations : []).map((o) => [o.api + o.version + o.operation, o]));
   const dt = previous ? data.at - previous.at : 0;
@@ -39,12 +43,17 @@ function draw(data) {
             [o.server_errors, o.server_errors ? "bad" : ""], [(o.error_rate * 100).toFixed(1) + " %"],
             [o.p50_ms], [o.p95_ms]];
   });
+  const a = data.admission;
+  cards("admission", [["admission limit", a.limit], ["in flight", a.in_flight], ["queued", a.queued],
+                      ["loop delay", a.loop_delay_ms + " ms"]]);
+  const shedBefore = previous ? previous.admission.shed : {};
+  rows("shed", Object.entries(a.shed), ([reason, n]) => [[reason, "l"], [n, n ? "bad" : ""],
+       [dt > 0 ? ((n - (shedBefore[reason] || 0)) / dt).toFixed(1) : null]]);
   rows("breakers", Object.entries(data.breakers), ([v, s]) => [[v, "l"], [s, "l " + s]]);
   rows("vendors", data.vendor_attempts, (a) => [[a.vendor, "l"], [a.outcome, "l"], [a.count]]);
   rows("limits", data.ratelimit_rejections, (r) => [[r.operation, "l"], [r.client, "l"], [r.reason, "l"], [r.count]]);
-  $("jobs").replaceChildren(...[["queue depth", data.jobs.queue_depth], ["oldest job", data.jobs.oldest_age_s + " s"],
-                                ["dead letters", data.jobs.dead_letters]].map(([k, v]) => {
-    const span = document.createElement("span"); span.textContent = k + ": " + v; return span; }));
+  cards("jobs", [["queue depth", data.jobs.queue_depth], ["oldest job", data.jobs.oldest_age_s + " s"],
+                 ["dead letters", data.jobs.dead_letters]]);
   $("board").hidden = false;
   $("status").textContent = "updated " + new Date(data.at * 1000).toISOString() + " · up " + data.uptime_s + " s";
   previous = data;
