@@ -348,6 +348,14 @@ class MonitoringSettings(Strict):
         return [p if p.is_absolute() else (base_dir / p) for p in which]
 
 
+class OwnershipSettings(Strict):
+    """Object-level authorization (x-gateway.ownership in the contracts; docs/ownership.md)."""
+
+    # Signs the cursors of gateway-filtered lists (HMAC-SHA256), so a caller cannot forge or alter one. Give the same
+    # secret to every gateway process (cursors cross processes); empty: a random one per process, with a warning.
+    cursor_secret: SecretStr | None = None
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -368,6 +376,7 @@ class Settings(Strict):
     webhooks: WebhookSettings = WebhookSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    ownership: OwnershipSettings = OwnershipSettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.

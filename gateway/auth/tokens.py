@@ -54,6 +54,7 @@ class Principal:
     issuer: str
     expires_at: float
     method: str  # jwt | introspection | api_key
+    claims: dict[str, Any] | None = None  # the token's claims (x-gateway.ownership `owner: claim:<name>`)
 
     def public(self) -> dict[str, Any]:
         return {"client_id": self.client_id, "sub": self.subject, "iss": self.issuer, "method": self.method}
@@ -291,7 +292,7 @@ class TokenVerifier:
         if not isinstance(client, str) or not client:
             raise InvalidToken("the token names no client")
         subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
-        return Principal(client, subject, scopes, issuer.issuer, float(exp), method)
+        return Principal(client, subject, scopes, issuer.issuer, float(exp), method, claims)
 
     async def _introspect(self, token: str, now: float) -> Principal:
         if not self.introspection:
@@ -344,7 +345,7 @@ class Introspector:
         until = min(float(exp) if isinstance(exp, (int, float)) else now + self.settings.max_cache_s,
                     now + self.settings.max_cache_s)
         principal = Principal(str(client), claims.get("sub"), scopes, str(claims.get("iss", self.settings.endpoint)),
-                              until, "introspection")
+                              until, "introspection", claims)
         if len(self.cache) >= self.settings.cache_size:
             self.cache.pop(next(iter(self.cache)))
         self.cache[key] = principal
