@@ -1,0 +1,310 @@
+"""Partners see only their own objects (x-gateway.ownership, docs/ownership.md): two partners of the demo, the
+gateway over real sockets in front of the three sandbox vendors.
+
+`test_other_partner_never_reaches_the_first_partners_objects` is parametrized over every compiled operation of
+every contract: a new operation is covered without editing this file. Partner B calls it with a valid token holding
+every scope, aimed at partner A's objects: it never sees or changes them.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.woocommerce.mapping import new_order_to_wc
+from gateway.app import create_app
+from gateway.runtime import check
+from tests.conftest import ALL_SCOPES, ServerThread, bearer, demo_settings
+from tests.jobsupport import wait_for
+
+ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
+         "items": [{"sku": "SKU-123", "quantity": 2}],
+         "shipping_address": {"line1": "Rua Augusta 10", "city": "Lisboa", "postal_code": "1100-053",
+                              "country": "PT"}}
+ORDER_V2 = {**ORDER, "items": [{"sku": "SKU-123", "quantity": 1, "unit_amount": 1999}]}
+PAYMENT = {"order_id": "ord_1", "amount": 2500, "currency": "EUR", "capture_method": "manual",
+           "payment_method": "pm_card_visa"}
+# Valid request bodies by operationId, for operations whose contract gives no `example` of its own.
+BODIES: dict[str, Any] = {
+    "createOrder": ORDER, "updateOrder": {"note": "changed by someone"}, "cancelOrder": {"reason": "not mine"},
+    "markOrderDelivered": {"carrier": "dhl", "tracking_number": "TRK-1"},
+    "upsertCustomer": {"email": "someone@example.com", "first_name": "Some"},
+    "createPayment": PAYMENT, "capturePayment": {"amount": 100}, "refundPayment": {"amount": 100},
+}
+BODIES_V2 = {"createOrder": ORDER_V2}
+OPERATOR_SCOPES = [*ALL_SCOPES, "orders:all", "customers:all", "payments:all"]
+ID_PREFIX = re.compile(r"^(ord|cus|pay|job)_")
+# The parts of a problem that differ between any two requests (the request id).
+PER_REQUEST = ("instance", "request_id")
+
+
+def _operations() -> list[Any]:
+    urls = {name: "http://127.0.0.1:9" for name in ("stripe", "hubspot", "woocommerce")}
+    _, operations, problems = check(demo_settings(urls))
+    assert not problems, problems
+    return sorted(operations, key=lambda op: op.key)
+
+
+OPERATIONS = _operations()
+
+
+@pytest.fixture(scope="module")
+def world(sandboxes):
+    for url in sandboxes.urls.values():
+        httpx.post(url + "/_sandbox/reset").raise_for_status()
+    app = create_app(demo_settings(sandboxes.urls))
+    server = ServerThread(app).start()
+    clients = {name: httpx.Client(base_url=server.url, timeout=30, headers=bearer(app, client, scopes))
+               for name, client, scopes in (("a", "demo-partner", None), ("b", "demo-partner-2", None),
+                                             ("operator", "demo-operator", OPERATOR_SCOPES))}
+    a = clients["a"]
+    order = a.post("/v1/orders", json=ORDER)
+    customer = a.post("/v1/customers/upsert", json={"email": f"a-{uuid.uuid4().hex[:8]}@example.com",
+                                                    "first_name": "Ana"})
+    payment = a.post("/v1/payments", json=PAYMENT, headers={"idempotency-key": uuid.uuid4().hex})
+    job = a.post("/v1/payments", json=PAYMENT, headers={"idempotency-key": uuid.uuid4().hex,
+                                                        "prefer": "respond-async"})
+    for made in (order, customer, payment, job):
+        assert made.status_code in (201, 202), made.text
+    wait_for("partner A's job to finish", lambda: a.get(f"/v1/operations/{job.json()['id']}").json()["state"]
+             == "succeeded")
+    ids = {"order_id": order.json()["id"], "customer_id": customer.json()["id"],
+           "payment_id": payment.json()["id"], "operation_id": job.json()["id"]}
+    yield {"app": app, "ids": ids, **clients}
+    for client in clients.values():
+        client.close()
+    server.stop()
+
+
+def _readers() -> dict[str, Any]:
+    """For each kind of object (its path parameter), the v1 operation that reads one."""
+    out = {}
+    for op in OPERATIONS:
+        names = [p.name for p in op.params.by_location["path"]]
+        if op.method == "GET" and len(names) == 1 and op.version == "v1":
+            out.setdefault(names[0], op)
+    return out
+
+
+def _path(op: Any, values: dict[str, str]) -> str:
+    return re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], op.path)
+
+
+def _body(op: Any) -> Any:
+    if op.body is None:
+        return None
+    node = op.node.get("requestBody") or {}
+    for media in (node.get("content") or {}).values():
+        if isinstance(media, dict) and "example" in media:
+            return media["example"]
+    table = BODIES_V2 if op.version == "v2" else {}
+    body = table.get(op.operation_id, BODIES.get(op.operation_id))
+    assert body is not None, f"{op.key}: give its request body an `example` in the contract (or one in BODIES)"
+    return body
+
+
+def _snapshot(world: dict[str, Any]) -> dict[str, Any]:
+    """Partner A's objects as A reads them now."""
+    out = {}
+    for name, op in _readers().items():
+        got = world["a"].get(_path(op, world["ids"]))
+        assert got.status_code == 200, got.text
+        out[name] = got.json()
+    return out
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    doc = response.json()
+    return {k: v for k, v in doc.items() if k not in PER_REQUEST}
+
+
+def _missing(values: dict[str, str]) -> dict[str, str]:
+    """Identifiers of the same shape that name nothing."""
+    out = {}
+    for name, value in values.items():
+        prefix = ID_PREFIX.match(value)
+        if prefix is None:
+            out[name] = value
+        elif prefix.group(1) == "job":
+            out[name] = "job_" + "0" * 24
+        elif prefix.group(1) == "pay":
+            out[name] = "pay_" + "0" * 24
+        else:
+            out[name] = prefix.group(0) + "987654321"
+    return out
+
+
+def _all_pages(client: httpx.Client, path: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    query = dict(params or {})
+    for _ in range(200):
+        page = client.get(path, params=query)
+        assert page.status_code == 200, page.text
+        items += page.json()["data"]
+        if not page.json()["next_cursor"]:
+            return items
+        query["cursor"] = page.json()["next_cursor"]
+    raise AssertionError("the list never ended")
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.key)
+def test_other_partner_never_reaches_the_first_partners_objects(world, op):
+    before = _snapshot(world)
+    b = world["b"]
+    names = [p.name for p in op.params.by_location["path"]]
+    headers = {"idempotency-key": uuid.uuid4().hex} if op.method in ("POST", "PATCH", "PUT") else {}
+    body = _body(op)
+    if names:
+        # Another partner's object: 404 resource-not-found, the very problem a missing one gets.
+        foreign = b.request(op.method, _path(op, world["ids"]), json=body, headers=headers)
+        assert foreign.status_code == 404, foreign.text
+        assert foreign.json()["type"].endswith("/resource-not-found")
+        missing = b.request(op.method, _path(op, _missing(world["ids"])), json=body,
+                            headers={"idempotency-key": uuid.uuid4().hex} if headers else {})
+        assert missing.status_code == 404, missing.text
+        assert _problem(foreign) == _problem(missing)
+        assert world["ids"][names[0]] not in foreign.text
+    elif op.method == "GET":
+        # A list or search: not one of partner A's objects, on any page.
+        listed = _all_pages(b, _path(op, {}))
+        assert not {item.get("id") for item in listed} & set(world["ids"].values())
+    else:
+        # A create: the object is partner B's, and partner A cannot read it.
+        made = b.request(op.method, _path(op, {}), json=body, headers=headers)
+        assert made.status_code in (200, 201), made.text
+        new_id = made.json()["id"]
+        reader = next(r for name, r in _readers().items() if new_id.startswith(world["ids"][name][:4]))
+        assert world["a"].get(_path(reader, {p.name: new_id for p in reader.params.by_location["path"]})).status_code == 404
+        assert b.get(_path(reader, {p.name: new_id for p in reader.params.by_location["path"]})).status_code == 200
+    assert _snapshot(world) == before
+
+
+def test_every_owned_operation_is_covered():
+    """The parametrized test above reaches every operation: each path parameter names an object of partner A."""
+    kinds = {"order_id", "customer_id", "payment_id", "operation_id"}
+    for op in OPERATIONS:
+        for spec in op.params.by_location["path"]:
+            assert spec.name in kinds, f"{op.key}: partner A has no object for {{{spec.name}}}: add one"
+
+
+def test_operator_with_the_all_scope_sees_every_partners_objects(world):
+    operator = world["operator"]
+    for name, op in _readers().items():
+        if name != "operation_id":  # the status resource is its client's own: no bypass scope declared
+            assert operator.get(_path(op, world["ids"])).status_code == 200
+    ids = {o["id"] for o in _all_pages(operator, "/v1/orders")}
+    assert world["ids"]["order_id"] in ids
+
+
+def test_demo_readonly_client_no_longer_sees_the_partners_orders(world):
+    readonly = httpx.Client(base_url=str(world["a"].base_url), timeout=30,
+                            headers=bearer(world["app"], "demo-readonly", ["orders:read", "customers:read"]))
+    with readonly:
+        assert readonly.get(f"/v1/orders/{world['ids']['order_id']}").status_code == 404
+        assert readonly.get(f"/v2/orders/{world['ids']['order_id']}").status_code == 404
+        assert _all_pages(readonly, "/v1/orders") == []
+
+
+def test_a_partner_cannot_set_the_owner(world):
+    for field in ({"owner": "demo-partner"}, {"_cg_owner": "demo-partner"}):
+        refused = world["b"].post("/v1/orders", json={**ORDER, **field})
+        assert refused.status_code == 400, refused.text
+        assert next(iter(field)) in refused.text
+    # Nothing a partner sends changes who owns an object: B's update of its own order keeps it B's.
+    own = world["b"].post("/v1/orders", json=ORDER).json()["id"]
+    sneaky = world["b"].patch(f"/v1/orders/{own}", json={"note": "x", "owner": "demo-partner"})
+    assert sneaky.status_code == 400
+    assert world["a"].get(f"/v1/orders/{own}").status_code == 404
+    assert world["b"].get(f"/v1/orders/{own}").status_code == 200
+
+
+def test_gateway_filtered_pages_hold_only_the_callers_orders_and_respect_limit(world):
+    # Two clients that own nothing yet (the issuer signs tokens for any client id the test names).
+    url = str(world["a"].base_url)
+    a = httpx.Client(base_url=url, timeout=30, headers=bearer(world["app"], f"pager-a-{uuid.uuid4().hex[:6]}"))
+    b = httpx.Client(base_url=url, timeout=30, headers=bearer(world["app"], f"pager-b-{uuid.uuid4().hex[:6]}"))
+    mine: list[str] = []
+    for i in range(7):  # interleaved: A's orders sit between B's on every vendor page
+        a.post("/v1/orders", json=ORDER).raise_for_status()
+        if i % 2 == 0:
+            mine.append(b.post("/v1/orders", json=ORDER).json()["id"])
+    seen: list[str] = []
+    cursor = None
+    for _page in range(10):
+        page = b.get("/v1/orders", params={"limit": 1, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        assert len(page.json()["data"]) <= 1
+        seen += [o["id"] for o in page.json()["data"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(mine) and len(seen) == len(set(seen))
+    two = b.get("/v1/orders", params={"limit": 2})
+    assert [o["id"] for o in two.json()["data"]] == seen[:2]
+    # The cursor is B's: tampered, forged or presented by A it is refused.
+    cursor = two.json()["next_cursor"]
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw[-1] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    for client, given in ((b, tampered), (a, cursor), (b, "bm90LWEtY3Vyc29y")):
+        refused = client.get("/v1/orders", params={"cursor": given})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["errors"][0]["pointer"] == "/cursor"
+    a.close()
+    b.close()
+
+
+def test_customer_search_is_filtered_at_hubspot(world):
+    b = world["b"]
+    email = f"b-{uuid.uuid4().hex[:8]}@example.com"
+    assert b.post("/v1/customers/upsert", json={"email": email, "first_name": "Bea"}).status_code == 201
+    found = wait_for("B's customer in its search", lambda: _all_pages(b, "/v1/customers", {"email": email}))
+    assert [c["email"] for c in found] == [email]
+    a_customer = world["a"].get(f"/v1/customers/{world['ids']['customer_id']}").json()
+    assert _all_pages(b, "/v1/customers", {"email": a_customer["email"]}) == []
+    # The e-mail address is one contact at HubSpot: B's upsert of A's address is refused, A's customer unchanged.
+    taken = b.post("/v1/customers/upsert", json={"email": a_customer["email"], "first_name": "Mallory"})
+    assert taken.status_code == 409, taken.text
+    assert world["a"].get(f"/v1/customers/{world['ids']['customer_id']}").json() == a_customer
+
+
+def test_vendor_answer_without_an_owner_is_a_502_not_a_leak(world, sandboxes, caplog):
+    """An order made outside the gateway carries no owner: partners get 502 (logged as a breach), operators see it."""
+    shop = sandboxes.urls["woocommerce"] + "/wp-json/wc/v3"
+    keys = {"consumer_key": "ck_sandbox000000000000", "consumer_secret": "cs_sandbox000000000000"}
+    product = httpx.get(shop + "/products", params={**keys, "sku": "SKU-123"}).json()[0]
+    order = {**ORDER, "customer": {**ORDER["customer"], "email": "x@example.com"}}
+    made = httpx.post(shop + "/orders", params=keys, json=new_order_to_wc(order, {"SKU-123": product}))
+    assert made.status_code == 201, made.text
+    order_id = f"ord_{made.json()['id']}"
+    with caplog.at_level("WARNING", logger="gateway.ownership"):
+        answer = world["a"].get(f"/v1/orders/{order_id}")
+    assert answer.status_code == 502, answer.text
+    assert answer.json()["type"].endswith("/upstream-contract-violation")
+    assert "x@example.com" not in answer.text
+    assert any("ownership contract breach" in r.getMessage() for r in caplog.records)
+    changed = world["a"].post(f"/v1/orders/{order_id}/cancel", json={}, headers={"idempotency-key": "k-" + order_id})
+    assert changed.status_code == 502
+    assert world["operator"].get(f"/v1/orders/{order_id}").json()["status"] == "pending"
+
+
+def test_async_change_checks_ownership_when_it_runs(world):
+    """A job accepted for B runs as B: marking A's order delivered fails as not found; A's order is unchanged."""
+    order_id = world["ids"]["order_id"]
+    before = world["a"].get(f"/v2/orders/{order_id}").json()
+    accepted = world["b"].post(f"/v2/orders/{order_id}/delivery", json={"carrier": "dhl"},
+                               headers={"idempotency-key": uuid.uuid4().hex, "prefer": "respond-async"})
+    assert accepted.status_code == 202, accepted.text
+    status_path = f"/v1/operations/{accepted.json()['id']}"
+    done = wait_for("the job to end", lambda: (s := world["b"].get(status_path).json())["state"]
+                    not in ("pending", "running") and s)
+    assert done["state"] == "dead", done  # not found is final: no retry
+    assert "resource-not-found" in str(done)
+    assert world["a"].get(f"/v2/orders/{order_id}").json() == before
+    # The job is B's: A cannot see its status either.
+    assert world["a"].get(status_path).status_code == 404
