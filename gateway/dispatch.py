@@ -57,7 +57,9 @@ async def dispatch(ctx: RequestContext) -> Response:
     response = render(op, ctx.request_id, ctx.notes, result)
     if op.emitter is not None and response.status < 300:
         # Shielded: the vendor already acted, so its events are stored even if the caller hangs up meanwhile.
-        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id))
+        # The event is about the object's owner (as the vendor stored it), else the caller's.
+        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id,
+                                                              result.owner or ctx.owner))
     return response
 
 

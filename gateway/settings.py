@@ -251,6 +251,9 @@ class SubscriptionSettings(Strict):
     url: str = Field(pattern=r"^https?://")
     secret: SecretStr  # whsec_<base64>, as Standard Webhooks defines it
     events: list[str] = Field(min_length=1)  # order.created, order.delivered, payment.refunded, or "*"
+    # The partner (owner, as x-gateway.ownership names it: usually its client id) whose objects' events this endpoint
+    # receives; unset: every event (an operator's endpoint). docs/ownership.md
+    owner: str | None = Field(None, min_length=1, max_length=200)
 
 
 class WebhookSettings(Strict):

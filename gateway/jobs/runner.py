@@ -204,8 +204,11 @@ class JobRunner:
         error: Exception | None = None
         status: int | None = None
         body: Any = None
+        owner = call.owner
         try:
-            response = render(op, call.request_id, {}, await execute(op, call))
+            result = await execute(op, call)
+            owner = result.owner or owner  # whose object the event is about (x-gateway.ownership)
+            response = render(op, call.request_id, {}, result)
             status = response.status
             body = orjson.loads(response.body) if response.body else None
         except GatewayError as exc:
@@ -226,7 +229,7 @@ class JobRunner:
         state, delay = classify(error, status, job.attempts, job.schedule)
         if state == "succeeded":
             if op.emitter is not None:
-                await op.emitter(op, body, call.request_id)
+                await op.emitter(op, body, call.request_id, owner)
             return Outcome("succeeded", attempt, result={"status": status, "body": body})
         if status is not None and status >= 400 and error is None:
             problem = {"status": status, "title": "The vendor refused the request", "detail": body}
