@@ -262,6 +262,7 @@ class Enforcer:
                     continue
                 kept.append(items[i])
                 if len(kept) == limit:
+                    after: str | None
                     if i + 1 < len(items):
                         after = self.signer.sign(scope, vendor_cursor, i + 1)
                     else:
