@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import base64
 import re
+import sqlite3
 import uuid
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from adapters.woocommerce.mapping import new_order_to_wc
 from gateway.app import create_app
@@ -309,3 +315,36 @@ def test_async_change_checks_ownership_when_it_runs(world):
     assert world["a"].get(f"/v2/orders/{order_id}").json() == before
     # The job is B's: A cannot see its status either.
     assert world["a"].get(status_path).status_code == 404
+
+
+def test_webhook_subscriptions_with_an_owner_get_only_that_owners_events(sandboxes, serve_app, tmp_path):
+    received: dict[str, list[dict[str, Any]]] = {"a": [], "b": [], "all": []}
+
+    def endpoint(name: str) -> Starlette:
+        async def receive(request: Request) -> JSONResponse:
+            received[name].append(orjson.loads(await request.body()))
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/hooks", receive, methods=["POST"])])
+
+    secret = "whsec_" + base64.b64encode(b"partner-secret-0123456789abcdef").decode()
+    subscriptions = [{"id": f"sub-{name}", "url": serve_app(endpoint(name)).url + "/hooks", "secret": secret,
+                      "events": ["order.created"], **({"owner": owner} if owner else {})}
+                     for name, owner in (("a", "demo-partner"), ("b", "demo-partner-2"), ("all", None))]
+    settings = demo_settings(sandboxes.urls, **{"jobs.sqlite_path": str(tmp_path / "jobs.db"),
+                                                "webhooks.subscriptions": subscriptions})
+    app = create_app(settings)
+    server = ServerThread(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30, headers=bearer(app, "demo-partner")) as a:
+            made = a.post("/v2/orders", json=ORDER_V2)
+            assert made.status_code == 201, made.text
+        wait_for("the events to be delivered", lambda: received["a"] and received["all"])
+    finally:
+        server.stop()
+    assert [e["data"]["id"] for e in received["a"]] == [made.json()["id"]]
+    assert [e["data"]["id"] for e in received["all"]] == [made.json()["id"]]
+    assert received["b"] == []
+    with sqlite3.connect(tmp_path / "jobs.db") as db:  # and no delivery to B is waiting either
+        assert db.execute("SELECT name FROM jobs WHERE kind = 'webhook_out' ORDER BY name").fetchall() == [
+            ("sub-a",), ("sub-all",)]
