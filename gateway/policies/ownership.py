@@ -12,12 +12,12 @@ operation's win); docs/ownership.md says it for users:
 
 What each adapter operation does with the owner is in its adapter's `OWNERSHIP` table (adapters/base.py): a
 create stamps the caller's owner in the vendor's own place (never from the request body: a body naming the owner
-field is refused), a read reports the stored owner, a change is preceded by a read of the object's owner, a list is
-filtered by the vendor or, where the vendor cannot, by the gateway (`gateway-filtered`: pages of the caller's own
-items, `limit` respected, cursors signed with `ownership.cursor_secret`). Another owner's object is 404
-resource-not-found, the same problem as a missing one; a vendor answer that does not say who owns the object is a
-502 upstream-contract-violation, logged as a contract breach. `gateway check` refuses an owned operation whose
-ownership cannot be enforced (gateway/contracts/lint.py, `_ownership_problems`).
+field is refused, on a change too), a read reports the stored owner, a change is preceded by a read of the
+object's owner, a list is filtered by the vendor or, where the vendor cannot, by the gateway (`gateway-filtered`:
+pages of the caller's own items, `limit` respected, cursors signed with `ownership.cursor_secret`). Another
+owner's object is 404 resource-not-found, the same problem as a missing one; a vendor answer that does not say who
+owns the object is a 502 upstream-contract-violation, logged as a contract breach. `gateway check` refuses an owned
+operation whose ownership cannot be enforced (gateway/contracts/lint.py, `_ownership_problems`).
 
 Two halves: the policy (`on_request`, after validation, before idempotency and async work) decides whose objects
 the caller may touch and refuses a body that names an owner; `Enforcer.execute` runs around the adapter call, for
@@ -125,7 +125,7 @@ class OwnershipPolicy(BasePolicy):
         self.op = op
         self.claim = block.owner.partition(":")[2] if block.owner and block.owner.startswith("claim:") else None
         self.body_field = block.body_field or DEFAULT_BODY_FIELD
-        self.checks_body = enforcer.kind == "create" and op.body is not None
+        self.checks_body = op.body is not None  # a create or a change: neither may name an owner
         self.enforcer = enforcer
 
     def owner_for(self, client_id: str | None, claims: dict[str, Any] | None) -> str:
@@ -195,7 +195,7 @@ class Enforcer:
         kind = self.kind
         if kind == "create":
             result = await handler(call)
-            if result.status < 300 and result.raw is None and result.owner != owner:
+            if result.status < 300 and result.owner != owner:
                 raise self.breach(call, "the created object does not carry its owner")
             return result
         if kind in LIST_KINDS:
