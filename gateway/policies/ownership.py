@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import hmac
 import logging
 import secrets
@@ -88,7 +87,7 @@ class CursorSigner:
         self.secret = secret
 
     def _mac(self, scope: str, state: bytes) -> bytes:
-        return hmac.new(self.secret, scope.encode() + b"\0" + state, hashlib.sha256).digest()[:MAC_BYTES]
+        return hmac.digest(self.secret, scope.encode() + b"\0" + state, "sha256")[:MAC_BYTES]
 
     def sign(self, scope: str, vendor_cursor: str | None, skip: int) -> str:
         state = f"{skip}:{vendor_cursor or ''}".encode()
