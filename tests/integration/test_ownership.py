@@ -348,3 +348,82 @@ def test_webhook_subscriptions_with_an_owner_get_only_that_owners_events(sandbox
     with sqlite3.connect(tmp_path / "jobs.db") as db:  # and no delivery to B is waiting either
         assert db.execute("SELECT name FROM jobs WHERE kind = 'webhook_out' ORDER BY name").fetchall() == [
             ("sub-a",), ("sub-all",)]
+
+
+NOTES = {
+    "openapi": "3.1.0", "info": {"title": "notes", "version": "1.0.0"}, "servers": [{"url": "/v1"}],
+    "x-gateway": {"api": "notes", "ownership": {"owner": "client"}},
+    "components": {"securitySchemes": {"oauth2": {"type": "oauth2", "flows": {"clientCredentials": {
+        "tokenUrl": "/oauth/token", "scopes": {"notes:write": "write notes"}}}}},
+        "schemas": {"Note": {"type": "object", "required": ["text"], "properties": {
+            "id": {"type": "string"}, "text": {"type": "string"}}}}},
+    "paths": {
+        "/notes": {"post": {
+            "operationId": "createNote", "security": [{"oauth2": ["notes:write"]}],
+            "x-gateway": {"route": "notes.forward", "idempotency": "off"},
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Note"}}}},
+            "responses": {"201": {"description": "made", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Note"}}}}}}},
+        "/notes/{note_id}": {"get": {
+            "operationId": "getNote", "security": [{"oauth2": ["notes:write"]}],
+            "x-gateway": {"route": "notes.forward"},
+            "parameters": [{"name": "note_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "it", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Note"}}}},
+                "404": {"description": "none"}}}},
+    },
+}
+
+
+def notes_service() -> tuple[Starlette, dict[str, Any]]:
+    """An internal service behind the http adapter: it keeps each note's owner from X-Gateway-Owner and answers
+    with it; `forgetful` notes come back without it (a service that breaks the ownership contract)."""
+    state: dict[str, Any] = {"notes": {}, "seen": []}
+
+    async def create(request: Request) -> JSONResponse:
+        owner = request.headers.get("x-gateway-owner")
+        state["seen"].append(owner)
+        note = {"id": f"n{len(state['notes']) + 1}", **orjson.loads(await request.body())}
+        state["notes"][note["id"]] = (note, owner)
+        return JSONResponse(note, status_code=201, headers={"x-gateway-owner": owner or ""})
+
+    async def read(request: Request) -> JSONResponse:
+        found = state["notes"].get(request.path_params["note_id"])
+        if found is None:
+            return JSONResponse({"error": "no such note"}, status_code=404)
+        note, owner = found
+        headers = {} if note["text"] == "forgetful" else {"x-gateway-owner": owner}
+        return JSONResponse(note, headers=headers)
+
+    return Starlette(routes=[Route("/notes", create, methods=["POST"]),
+                             Route("/notes/{note_id}", read, methods=["GET"])]), state
+
+
+def test_http_upstream_gets_the_owner_and_its_answer_is_checked(sandboxes, tmp_path):
+    service, state = notes_service()
+    upstream = ServerThread(service).start()
+    (tmp_path / "notes.yaml").write_text(orjson.dumps(NOTES).decode())
+    settings = demo_settings(sandboxes.urls, **{
+        "contracts": [str(demo_settings(sandboxes.urls).contract_paths()[0]), str(tmp_path / "notes.yaml")],
+        "vendors.notes": {"adapter": "http", "base_url": upstream.url},
+        "jobs.sqlite_path": str(tmp_path / "jobs.db")})
+    app = create_app(settings)
+    server = ServerThread(app).start()
+    try:
+        a = httpx.Client(base_url=server.url, timeout=30, headers=bearer(app, "demo-partner", ["notes:write"]))
+        b = httpx.Client(base_url=server.url, timeout=30, headers=bearer(app, "demo-partner-2", ["notes:write"]))
+        made = a.post("/v1/notes", json={"text": "mine"})
+        assert made.status_code == 201, made.text
+        assert state["seen"] == ["demo-partner"]
+        assert a.get(f"/v1/notes/{made.json()['id']}").status_code == 200
+        foreign, missing = b.get(f"/v1/notes/{made.json()['id']}"), b.get("/v1/notes/n999")
+        assert foreign.status_code == missing.status_code == 404
+        assert _problem(foreign) == _problem(missing)
+        forgetful = a.post("/v1/notes", json={"text": "forgetful"}).json()["id"]
+        assert a.get(f"/v1/notes/{forgetful}").status_code == 502
+        a.close()
+        b.close()
+    finally:
+        server.stop()
+        upstream.stop()
