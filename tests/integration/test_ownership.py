@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import re
 import sqlite3
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -25,8 +27,9 @@ from starlette.routing import Route
 from adapters.woocommerce.mapping import new_order_to_wc
 from gateway.app import create_app
 from gateway.runtime import check
-from tests.conftest import ALL_SCOPES, ServerThread, bearer, demo_settings
+from tests.conftest import ALL_SCOPES, ROOT, ServerThread, bearer, demo_settings
 from tests.jobsupport import wait_for
+from tests.services import free_port
 
 ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
          "items": [{"sku": "SKU-123", "quantity": 2}],
@@ -424,6 +427,64 @@ def test_http_upstream_gets_the_owner_and_its_answer_is_checked(sandboxes, tmp_p
         assert a.get(f"/v1/notes/{forgetful}").status_code == 502
         a.close()
         b.close()
+    finally:
+        server.stop()
+        upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def oidc_issuer():
+    """The repository's independent issuer (tests/oidc_issuer.py), in its own process: tokens with any claims."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.oidc_issuer", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            return httpx.get(url + "/control/stats", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            assert proc.poll() is None, "the test issuer exited"
+            return False
+
+    wait_for("the test issuer", up, timeout_s=20)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_objects_belong_to_the_tenant_claim_when_the_contract_says_so(sandboxes, tmp_path, oidc_issuer):
+    """`owner: claim:tenant`: two clients of one tenant share its notes, another tenant's client gets 404, a token
+    without the claim 403."""
+    service, state = notes_service()
+    upstream = ServerThread(service).start()
+    contract = {**NOTES, "x-gateway": {"api": "notes", "ownership": {"owner": "claim:tenant"}}}
+    (tmp_path / "notes.yaml").write_text(orjson.dumps(contract).decode())
+    settings = demo_settings(sandboxes.urls, **{
+        "contracts": [str(demo_settings(sandboxes.urls).contract_paths()[0]), str(tmp_path / "notes.yaml")],
+        "vendors.notes": {"adapter": "http", "base_url": upstream.url},
+        "auth.issuers": [{"issuer": oidc_issuer, "discovery": True, "audiences": ["contract-gateway"]}],
+        "jobs.sqlite_path": str(tmp_path / "jobs.db")})
+    app = create_app(settings)
+    server = ServerThread(app).start()
+
+    def client(client_id: str, **claims: Any) -> httpx.Client:
+        token = httpx.post(oidc_issuer + "/control/mint", json={"claims": {
+            "aud": "contract-gateway", "client_id": client_id, "sub": client_id, "scope": "notes:write",
+            **claims}}).json()["token"]
+        return httpx.Client(base_url=server.url, timeout=30, headers={"authorization": f"Bearer {token}"})
+
+    try:
+        with client("acme-shop", tenant="acme") as shop, client("acme-app", tenant="acme") as app_client, \
+                client("globex-shop", tenant="globex") as other, client("no-tenant") as untenanted:
+            made = shop.post("/v1/notes", json={"text": "acme's"})
+            assert made.status_code == 201, made.text
+            assert state["seen"] == ["acme"]
+            path = f"/v1/notes/{made.json()['id']}"
+            assert app_client.get(path).status_code == 200
+            assert other.get(path).status_code == 404
+            refused = untenanted.get(path)
+            assert refused.status_code == 403 and "'tenant' claim" in refused.json()["detail"]
     finally:
         server.stop()
         upstream.stop()
