@@ -31,10 +31,10 @@ from tests.conftest import ALL_SCOPES, ROOT, ServerThread, bearer, demo_settings
 from tests.jobsupport import wait_for
 from tests.services import free_port
 
-ORDER = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
-         "items": [{"sku": "SKU-123", "quantity": 2}],
-         "shipping_address": {"line1": "Rua Augusta 10", "city": "Lisboa", "postal_code": "1100-053",
-                              "country": "PT"}}
+ORDER: dict[str, Any] = {
+    "currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana", "last_name": "Lima"},
+    "items": [{"sku": "SKU-123", "quantity": 2}],
+    "shipping_address": {"line1": "Rua Augusta 10", "city": "Lisboa", "postal_code": "1100-053", "country": "PT"}}
 ORDER_V2 = {**ORDER, "items": [{"sku": "SKU-123", "quantity": 1, "unit_amount": 1999}]}
 PAYMENT = {"order_id": "ord_1", "amount": 2500, "currency": "EUR", "capture_method": "manual",
            "payment_method": "pm_card_visa"}
@@ -92,7 +92,7 @@ def world(sandboxes):
 
 def _readers() -> dict[str, Any]:
     """For each kind of object (its path parameter), the v1 operation that reads one."""
-    out = {}
+    out: dict[str, Any] = {}
     for op in OPERATIONS:
         names = [p.name for p in op.params.by_location["path"]]
         if op.method == "GET" and len(names) == 1 and op.version == "v1":

@@ -157,7 +157,9 @@ async def test_a_change_asks_the_reader_first_and_never_calls_the_change_for_ano
         changed.append(c)
         return AdapterResult(200, {})
 
-    e = ownership.Enforcer(owned, owned.api_config.ownership, "change", reader, None)  # type: ignore[arg-type]
+    block = ownership.ownership_of(owned)
+    assert block is not None
+    e = ownership.Enforcer(owned, block, "change", reader, None)
     with pytest.raises(ResourceNotFound):
         await e.execute(call(), change)
     assert changed == []
@@ -172,6 +174,12 @@ async def test_a_vendor_filtered_list_holding_another_owners_item_is_refused(own
 
     with pytest.raises(UpstreamContractViolation):
         await enforcer(owned, "list").execute(call(), leaky)
+
+
+def filtering(op: Operation) -> ownership.Enforcer:
+    block = ownership.ownership_of(op)
+    assert block is not None
+    return ownership.Enforcer(op, block, "list-unfiltered", None, ownership.CursorSigner(b"s" * 32))
 
 
 def vendor_pages(owners: list[str], per_page: int = 100) -> Any:
@@ -192,8 +200,7 @@ def vendor_pages(owners: list[str], per_page: int = 100) -> Any:
 
 
 async def test_gateway_filtered_pages_are_full_own_items_and_cursors_are_signed(owned):
-    e = ownership.Enforcer(owned, owned.api_config.ownership, "list-unfiltered", None,  # type: ignore[arg-type]
-                           ownership.CursorSigner(b"s" * 32))
+    e = filtering(owned)
     owners = ["a" if i % 3 == 0 else "b" for i in range(250)]  # a's items are spread over three vendor pages
     handler = vendor_pages(owners)
     got: list[int] = []
@@ -217,8 +224,7 @@ async def test_gateway_filtered_pages_are_full_own_items_and_cursors_are_signed(
 
 
 async def test_gateway_filtered_list_reads_a_bounded_number_of_vendor_pages(owned):
-    e = ownership.Enforcer(owned, owned.api_config.ownership, "list-unfiltered", None,  # type: ignore[arg-type]
-                           ownership.CursorSigner(b"s" * 32))
+    e = filtering(owned)
     owners = ["b"] * 5000 + ["a"]
     handler = vendor_pages(owners)
     page = await e.execute(call("a", limit=5), handler)
