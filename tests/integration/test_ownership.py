@@ -488,3 +488,16 @@ def test_objects_belong_to_the_tenant_claim_when_the_contract_says_so(sandboxes,
     finally:
         server.stop()
         upstream.stop()
+
+
+def test_demo_clients_get_their_tokens_from_the_issuer(world):
+    """The demo's second partner and the operator, as a user gets them: client credentials at /oauth/token."""
+    base = str(world["a"].base_url)
+    for client, secret, scope in (("demo-partner-2", "demo-partner-2-secret", "orders:read orders:write"),
+                                  ("demo-operator", "demo-operator-secret", "orders:read orders:all")):
+        issued = httpx.post(base + "/oauth/token", auth=(client, secret),
+                            data={"grant_type": "client_credentials", "scope": scope})
+        assert issued.status_code == 200, issued.text
+        headers = {"authorization": f"Bearer {issued.json()['access_token']}"}
+        seen = httpx.get(f"{base}/v1/orders/{world['ids']['order_id']}", headers=headers).status_code
+        assert seen == (200 if client == "demo-operator" else 404)
