@@ -136,6 +136,7 @@ async def chain_app(tmp: Path, owned: bool) -> tuple[Any, tuple[bytes, bytes]]:
         adapter.client._transport = MockTransport(
             lambda request: MockAnswer(201 if request.method == "POST" else 200, ORDER,
                                        {"content-type": "application/json", "x-gateway-owner": "bench"}))
+    assert runtime.auth.issuer is not None
     token = runtime.auth.issuer.mint("bench", ["orders:read", "orders:write"]).encode()
     return app, (b"authorization", b"Bearer " + token)
 
