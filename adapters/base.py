@@ -48,6 +48,10 @@ class AdapterCall:
     # seconds): a retried, re-claimed or replayed job. A create at a vendor without idempotency keys looks for that
     # effect (by the marker it stamps with `idempotency_key`) before making it again.
     earlier_attempt_since: float | None = None
+    # Object-level authorization (x-gateway.ownership, gateway/policies/ownership.py): the owner a create stamps in
+    # the vendor's own place, or whose objects a list is filtered to. None: the operation is not owned, or the
+    # caller holds the bypass scope (sees every owner's objects).
+    owner: str | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +64,10 @@ class AdapterResult:
     vendor_request_id: str | None = None
     raw: bytes | None = None  # pass-through body (http adapter): sent as is after validation
     media_type: str = "application/json"
+    # Ownership: the owner the vendor has stored for the object answered (None: the vendor answer names none),
+    # and for a list, one owner per item of the answer's list, in order (see Adapter.OWNERSHIP).
+    owner: str | None = None
+    owners: list[str | None] | None = None
 
 
 def operation(fn: F) -> F:
@@ -95,6 +103,16 @@ class Adapter:
     """
 
     name: ClassVar[str] = ""
+    # What each operation does with ownership (x-gateway.ownership; docs/ownership.md), by operation name:
+    #   "create"          stamps `call.owner` where the vendor keeps it; the result reports `owner`
+    #   "read"            the result reports the owner the vendor stored (`AdapterResult.owner`)
+    #   "change:<read>"   changes an existing object: the gateway first asks the "read" operation <read> (same path
+    #                     parameters) who owns it, and calls this one only for the caller's own object
+    #   "list"            filters at the vendor by `call.owner`; `AdapterResult.owners` reports each item's owner
+    #   "list-unfiltered" cannot filter, reports each item's owner: the contract must say `gateway-filtered`
+    #   "forward"         a pass-through: the upstream gets the owner and answers with it (http adapter)
+    # An owned operation routed to an adapter operation not listed here is refused by `gateway check`.
+    OWNERSHIP: ClassVar[dict[str, str]] = {}
     OPERATIONS: ClassVar[dict[str, Callable[..., Awaitable[AdapterResult]]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -115,6 +133,15 @@ class Adapter:
     @classmethod
     def operations(cls) -> set[str]:
         return set(cls.OPERATIONS)
+
+    @classmethod
+    def ownership_kind(cls, operation: str) -> tuple[str | None, str | None]:
+        """(kind, read operation) of `operation` in OWNERSHIP: ("change", "get_order"), ("read", None), (None, None)."""
+        entry = cls.OWNERSHIP.get(operation)
+        if entry is None:
+            return None, None
+        kind, _, reader = entry.partition(":")
+        return kind, reader or None
 
     def handler(self, operation: str) -> Handler:
         """The bound method for one entry of the operation table (KeyError if the adapter has no such operation)."""

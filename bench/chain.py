@@ -1,6 +1,8 @@
 """The whole request path in one process, without sockets: CPU µs per request from the edge to the adapter and back.
 
-Run: .venv/bin/python bench/chain.py [--requests 20000]
+Run: .venv/bin/python bench/chain.py [--requests 20000] [--owned]
+`--owned` declares `x-gateway.ownership` on the contract (docs/ownership.md): the same requests, with the owner
+forwarded to the upstream and its answer's owner checked.
 The benchmark contract (bench/contract.yaml) with the built-in issuer's token, rate limits in memory: the edge
 (routing, correlation, admission, access log), every policy, dispatch, the http adapter and VendorClient (breaker,
 deadline, retries) down to the transport seam, where a MockTransport answers at once (adapters/transport/mock.py).
@@ -29,9 +31,11 @@ from gateway.settings import load_settings
 BODY = (BENCH / "order.json").read_bytes()
 
 
-def config(tmp: Path) -> Path:
+def config(tmp: Path, owned: bool = False) -> Path:
     contract = yaml.safe_load((BENCH / "contract.yaml").read_text())
     contract["x-gateway"]["limits"] = {"requests": {"rate": "1000000/second"}, "daily": {"quota": "1000000000/day"}}
+    if owned:
+        contract["x-gateway"]["ownership"] = {"owner": "client"}
     (tmp / "contract.yaml").write_text(yaml.safe_dump(contract))
     path = tmp / "gateway.yaml"
     path.write_text(yaml.safe_dump({
@@ -43,16 +47,16 @@ def config(tmp: Path) -> Path:
     return path
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, owned: bool = False) -> None:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
-        app = create_app(load_settings(config(Path(tmp))))
+        app = create_app(load_settings(config(Path(tmp), owned)))
         runtime = app.runtime
         await runtime.startup()
         for adapter in runtime.adapters.values():
             adapter.client._transport = MockTransport(
                 lambda request: MockAnswer(201 if request.method == "POST" else 200, ORDER,
-                                           {"content-type": "application/json"}))
+                                           {"content-type": "application/json", "x-gateway-owner": "bench"}))
         assert runtime.auth.issuer is not None
         token = runtime.auth.issuer.mint("bench", ["orders:read", "orders:write"]).encode()
         auth = (b"authorization", b"Bearer " + token)
@@ -81,7 +85,8 @@ async def main(requests: int) -> None:
 
         cases = [("GET /v1/orders/{id}", scope("GET", "/v1/orders/ord_12345678"), b"", 200),
                  ("POST /v1/orders (15-field body)", scope("POST", "/v1/orders", BODY), BODY, 201)]
-        print("| request, whole chain in process (mock vendor) | CPU µs per request |\n|---|---:|")
+        owned_note = " (ownership declared)" if owned else ""
+        print(f"| request, whole chain in process (mock vendor){owned_note} | CPU µs per request |\n|---|---:|")
         for name, s, body, expected in cases:
             got = await one(s, body)
             assert got == expected, f"{name}: {got}, not {expected}"
@@ -98,4 +103,6 @@ async def main(requests: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument("--owned", action="store_true", help="declare x-gateway.ownership on the contract")
+    args = parser.parse_args()
+    asyncio.run(main(args.requests, args.owned))

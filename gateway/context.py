@@ -20,7 +20,7 @@ class RequestContext:
     __slots__ = ("scope", "receive", "op", "request_id", "path_params", "params", "body", "raw_body",
                  "media_type", "client_id", "scopes", "principal", "idempotency_key", "started", "notes",
                  "vendor_request_id", "attempts", "idempotency", "traceparent", "tracestate",
-                 "trace_from_caller", "span", "stage")
+                 "trace_from_caller", "span", "stage", "owner", "claims")
 
     def __init__(self, scope: dict[str, Any], receive: Receive, op: Operation, request_id: str,
                  path_params: dict[str, str]) -> None:
@@ -47,6 +47,8 @@ class RequestContext:
         self.trace_from_caller = False
         self.span: Any = None  # the request's span, only when tracing is configured
         self.stage = ""  # the policy (or "dispatch") running now; where the request stopped if it was refused
+        self.owner: str | None = None  # whose objects the caller may touch (gateway/policies/ownership.py)
+        self.claims: dict[str, Any] | None = None  # the token's claims, when the caller presented a JWT
 
     def header(self, name: bytes) -> str | None:
         """A request header by lower-case name (first occurrence), decoded as latin-1."""

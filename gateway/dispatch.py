@@ -30,14 +30,14 @@ log = logging.getLogger("gateway.dispatch")
 def adapter_call(op: Operation, *, params: dict[str, Any], body: Any, request_id: str, client_id: str | None,
                  idempotency_key: str | None, scopes: frozenset[str], raw_body: bytes | None, query_string: bytes,
                  media_type: str | None, traceparent: str | None, tracestate: str | None, span: Any = None,
-                 earlier_attempt_since: float | None = None) -> AdapterCall:
+                 earlier_attempt_since: float | None = None, owner: str | None = None) -> AdapterCall:
     """What the adapter is asked to do for one attempt of `op`: a request now, or a job later (gateway/jobs/)."""
     return AdapterCall(
         operation_id=op.operation_id, params=params, body=body, request_id=request_id, client_id=client_id,
         idempotency_key=idempotency_key, scopes=scopes, options=op.route_options, method=op.method,
         raw_body=raw_body, query_string=query_string, media_type=media_type,
         deadline=time.monotonic() + op.deadline_s, traceparent=traceparent, tracestate=tracestate, span=span,
-        earlier_attempt_since=earlier_attempt_since)
+        earlier_attempt_since=earlier_attempt_since, owner=owner)
 
 
 async def dispatch(ctx: RequestContext) -> Response:
@@ -46,7 +46,7 @@ async def dispatch(ctx: RequestContext) -> Response:
                         idempotency_key=ctx.idempotency_key, scopes=ctx.scopes, raw_body=ctx.raw_body,
                         query_string=ctx.scope["query_string"], media_type=ctx.media_type,
                         traceparent=ctx.traceparent, tracestate=ctx.tracestate, span=ctx.span,
-                        earlier_attempt_since=ctx.notes.get("earlier_attempt_since"))
+                        earlier_attempt_since=ctx.notes.get("earlier_attempt_since"), owner=ctx.owner)
     try:
         result = await execute(op, call)
     finally:
@@ -57,7 +57,9 @@ async def dispatch(ctx: RequestContext) -> Response:
     response = render(op, ctx.request_id, ctx.notes, result)
     if op.emitter is not None and response.status < 300:
         # Shielded: the vendor already acted, so its events are stored even if the caller hangs up meanwhile.
-        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id))
+        # The event is about the object's owner (as the vendor stored it), else the caller's.
+        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id,
+                                                              result.owner or ctx.owner))
     return response
 
 
@@ -66,7 +68,10 @@ async def execute(op: Operation, call: AdapterCall) -> AdapterResult:
     assert op.handler is not None, f"{op.key} was not bound to its adapter at start-up"
     if op.mapping is not None:
         call = op.mapping.to_canonical(op.operation_id, call)
-    result: AdapterResult = await op.handler(call)
+    if op.ownership is not None:  # x-gateway.ownership (gateway/policies/ownership.py): stamp, check or filter
+        result: AdapterResult = await op.ownership.execute(call, op.handler)
+    else:
+        result = await op.handler(call)
     if op.mapping is not None:
         result = op.mapping.from_canonical(op.operation_id, result)
     return result

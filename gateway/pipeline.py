@@ -11,6 +11,8 @@ The order, and what each stage may rely on:
     ratelimit    the caller's rate limits and quotas (429); RateLimit headers on every answer
     versioning   Deprecation/Sunset/Link headers; 410 Gone once the sunset has passed
     validation   path/query/header/cookie parameters and body checked; ctx.params and ctx.body are typed
+    ownership    x-gateway.ownership: ctx.owner set (the client id or a token claim); an owner field in the body
+                 refused; around the adapter call op.ownership stamps, checks (404 for another owner's) or filters
     idempotency  Idempotency-Key: replay a stored answer, 409 while in flight, 422 if reused; else claim the key
     asyncwork    operations run asynchronously: the job is stored, then 202 with the status resource
     (dispatch)   adapter called, its result validated against the response schema (gateway/dispatch.py)

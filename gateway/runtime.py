@@ -151,7 +151,10 @@ class Runtime:
             policies = build_policies(op, services)
             self.operations.append(op.bind(policies=policies, completers=completers(policies),
                                            handler=self.adapters[op.vendor].handler(op.adapter_operation),
-                                           emitter=self.webhooks.emit if op.emits else None))
+                                           emitter=self.webhooks.emit if op.emits else None,
+                                           # x-gateway.ownership: run around the adapter call (gateway/dispatch.py)
+                                           ownership=next((getattr(p, "enforcer", None) for p in policies
+                                                           if p.name == "ownership"), None)))
         self.by_key = {op.key: op for op in self.operations}
         services.operations.update(self.by_key)  # the job runner and webhooks run the bound operations
         self.router = Router(self.operations)

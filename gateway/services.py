@@ -48,6 +48,9 @@ class Services:
     operations: dict[str, Operation]
     adapters: dict[str, Adapter] = field(default_factory=dict)
     clock: Callable[[], float] = time.time
+    # Signs the cursors of gateway-filtered lists (gateway/policies/ownership.py): ownership.cursor_secret, or None
+    # until an operation needs it (then a random one for this process).
+    cursor_secret: bytes | None = None
 
 
 def limiter_of(settings: Settings) -> Limiter:
@@ -73,4 +76,9 @@ def build_services(settings: Settings, events: EventLog, run_workers: bool = Tru
     return Services(settings=settings, events=events, tracing=Tracing(settings.observability.tracing),
                     auth=AuthService(settings.auth, settings.base_dir), limiter=limiter_of(settings),
                     idempotency_store=idempotency_store_of(settings), jobs=jobs, webhooks=webhooks,
-                    operations=by_key, adapters=adapters)
+                    operations=by_key, adapters=adapters, cursor_secret=_cursor_secret(settings))
+
+
+def _cursor_secret(settings: Settings) -> bytes | None:
+    configured = settings.ownership.cursor_secret
+    return configured.get_secret_value().encode() if configured and configured.get_secret_value() else None

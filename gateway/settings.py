@@ -252,6 +252,9 @@ class SubscriptionSettings(Strict):
     url: str = Field(pattern=r"^https?://")
     secret: SecretStr  # whsec_<base64>, as Standard Webhooks defines it
     events: list[str] = Field(min_length=1)  # order.created, order.delivered, payment.refunded, or "*"
+    # The partner (owner, as x-gateway.ownership names it: usually its client id) whose objects' events this endpoint
+    # receives; unset: every event (an operator's endpoint). docs/ownership.md
+    owner: str | None = Field(None, min_length=1, max_length=200)
 
 
 class WebhookSettings(Strict):
@@ -363,6 +366,14 @@ class MonitoringSettings(Strict):
         return [p if p.is_absolute() else (base_dir / p) for p in which]
 
 
+class OwnershipSettings(Strict):
+    """Object-level authorization (x-gateway.ownership in the contracts; docs/ownership.md)."""
+
+    # Signs the cursors of gateway-filtered lists (HMAC-SHA256), so a caller cannot forge or alter one. Give the same
+    # secret to every gateway process (cursors cross processes); empty: a random one per process, with a warning.
+    cursor_secret: SecretStr | None = None
+
+
 class Settings(Strict):
     """Everything about how the gateway runs. What the API *is* lives in the contracts."""
 
@@ -383,6 +394,7 @@ class Settings(Strict):
     webhooks: WebhookSettings = WebhookSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    ownership: OwnershipSettings = OwnershipSettings()
     # Redis shared by every gateway process (idempotency keys, rate limits) when a feature's backend is redis.
     redis_url: str | None = None
     # Where relative paths (contracts, keys) are resolved from: the config file's folder.

@@ -41,7 +41,9 @@ from sandboxes.base import Sandbox, json_response
 
 ACCESS_TOKEN = "pat-na1-sandbox-0000"
 CONTACTS = "/crm/v3/objects/contacts"
-WRITABLE = ("email", "firstname", "lastname", "phone", "company")
+# cg_owner: the custom property the gateway stamps with an owner (docs/ownership.md); a real portal has it once
+# its admin creates it (Settings > Properties, contact, single-line text).
+WRITABLE = ("email", "firstname", "lastname", "phone", "company", "cg_owner")
 READ_ONLY = ("createdate", "lastmodifieddate", "hs_object_id")
 DEFAULT_PROPERTIES = ("firstname", "lastname", "email")  # what HubSpot returns when no properties are asked for
 SEARCHABLE = ("firstname", "lastname", "email", "phone", "company")

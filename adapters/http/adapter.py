@@ -6,6 +6,10 @@ query string and body as received); the caller's Authorization never leaves the 
 gateway's own credentials (adapters/credentials.py) and the caller's identity as `X-Gateway-Client-Id` and
 `X-Gateway-Scopes`. The answer is passed back as is, after response validation, except failures that are ours
 to name.
+
+Ownership (x-gateway.ownership, docs/ownership.md): the upstream is told whose objects the caller may touch in
+`X-Gateway-Owner` (absent when the caller may see every owner's objects) and must answer every success with the
+owner of what it answered in the same header (for a list: the owner it filtered by); the gateway compares it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ _OURS = {401, 403, 407, 408, 429}
 
 class HttpAdapter(Adapter):
     name = "http"
+    OWNERSHIP = {"forward": "forward"}
 
     def _path(self, call: AdapterCall) -> str:
         template: str = call.options["upstream_path"]
@@ -49,6 +54,8 @@ class HttpAdapter(Adapter):
         if call.client_id:
             headers["x-gateway-client-id"] = call.client_id
             headers["x-gateway-scopes"] = " ".join(sorted(call.scopes))
+        if call.owner is not None:
+            headers["x-gateway-owner"] = call.owner
         return headers
 
     async def shutdown(self) -> None:
@@ -67,4 +74,5 @@ class HttpAdapter(Adapter):
             raise to_problem(VendorFailure(self.vendor, r.status, vendor_request_id=vendor_request_id,
                                            retry_after_s=retry_after_seconds(r.header("retry-after"))))
         media = (r.header("content-type") or "application/json").split(";")[0].strip()
-        return AdapterResult(r.status, raw=r.body, media_type=media, vendor_request_id=vendor_request_id)
+        return AdapterResult(r.status, raw=r.body, media_type=media, vendor_request_id=vendor_request_id,
+                             owner=r.header("x-gateway-owner"))

@@ -23,10 +23,12 @@ from typing import Any
 
 from adapters.base import Adapter, AdapterCall, AdapterResult, operation
 from adapters.client import VendorResponse
-from gateway.problems import ResourceNotFound
+from gateway.problems import ResourceConflict, ResourceNotFound
 from gateway.settings import VendorSettings
 
 from .mapping import (
+    OWNED_PROPERTIES,
+    OWNER_PROPERTY,
     PROPERTIES,
     checked_contact_id,
     contact_id,
@@ -35,6 +37,7 @@ from .mapping import (
     email_search,
     existing_contact_id,
     next_cursor,
+    owner_of,
     problem_from_response,
     required_customer,
     search_request,
@@ -46,6 +49,8 @@ SEARCH = CONTACTS + "/search"
 
 class HubSpotAdapter(Adapter):
     name = "hubspot"
+    # The owner is the contact property `cg_owner` (docs/ownership.md); HubSpot's search filters on it.
+    OWNERSHIP = {"upsert_customer": "create", "get_customer": "read", "search_customers": "list"}
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:
@@ -79,14 +84,25 @@ class HubSpotAdapter(Adapter):
         contact, correlation_id = await self._hubspot(call, "PATCH", path, json={"properties": props})
         # What HubSpot answers overrides what we sent, which overrides what the (possibly stale) search returned.
         customer = required_customer(contact, {**known, **props})
-        return AdapterResult(200, customer, vendor_request_id=correlation_id)
+        return AdapterResult(200, customer, vendor_request_id=correlation_id,
+                             owner=owner_of(contact) or props.get(OWNER_PROPERTY))
+
+    def _refuse_foreign(self, call: AdapterCall, contact: dict[str, Any]) -> None:
+        """An upsert must not change another owner's contact. HubSpot keeps one contact per e-mail address across
+        all owners, so the caller cannot get its own either: 409, naming nothing about the other owner."""
+        if call.owner is not None and owner_of(contact) != call.owner:
+            raise ResourceConflict("a customer with this e-mail address exists and is not yours to change",
+                                   extensions={"vendor": self.vendor})
 
     @operation
     async def upsert_customer(self, call: AdapterCall) -> AdapterResult:
         props = contact_properties(call.body)
+        if call.owner is not None:
+            props[OWNER_PROPERTY] = call.owner
         found, _ = await self._hubspot(call, "POST", SEARCH, json=email_search(call.body["email"]))
         if found["results"]:
             existing = found["results"][0]
+            self._refuse_foreign(call, existing)
             return await self._update(call, existing["id"], props, existing["properties"])
         response = await self._send(call, "POST", CONTACTS, json={"properties": props})
         if response.status < 300:
@@ -94,31 +110,39 @@ class HubSpotAdapter(Adapter):
             if not isinstance(created, dict):
                 raise TypeError("HubSpot answered a create with something other than an object")
             return AdapterResult(201, required_customer(created, props),
-                                 vendor_request_id=response.header("x-hubspot-correlation-id"))
+                                 vendor_request_id=response.header("x-hubspot-correlation-id"),
+                                 owner=owner_of(created) or props.get(OWNER_PROPERTY))
         winner = existing_contact_id(response)
         if winner is None:
             raise problem_from_response(self.vendor, response)
+        if call.owner is not None:
+            contact, _ = await self._hubspot(call, "GET", f"{CONTACTS}/{checked_contact_id(winner)}",
+                                             params={"properties": OWNER_PROPERTY})
+            self._refuse_foreign(call, contact)
         # Someone created this e-mail address after our search (or search had not indexed it yet): update theirs.
         return await self._update(call, winner, props, {})
 
     @operation
     async def get_customer(self, call: AdapterCall) -> AdapterResult:
         path = f"{CONTACTS}/{contact_id(call.params['customer_id'])}"
-        contact, correlation_id = await self._hubspot(call, "GET", path, params={"properties": ",".join(PROPERTIES)})
+        contact, correlation_id = await self._hubspot(call, "GET", path,
+                                                      params={"properties": ",".join(OWNED_PROPERTIES)})
         customer = customer_from_contact(contact)
         if customer is None:
             # HubSpot allows contacts without an e-mail address; our customers are keyed by one, so it is not one.
             raise ResourceNotFound("this HubSpot contact has no e-mail address, so it is not a customer",
                                    extensions={"vendor": self.vendor, "vendor_request_id": correlation_id})
-        return AdapterResult(200, customer, vendor_request_id=correlation_id)
+        return AdapterResult(200, customer, vendor_request_id=correlation_id, owner=owner_of(contact))
 
     @operation
     async def search_customers(self, call: AdapterCall) -> AdapterResult:
-        found, correlation_id = await self._hubspot(call, "POST", SEARCH, json=search_request(call.params))
+        found, correlation_id = await self._hubspot(call, "POST", SEARCH,
+                                                    json=search_request(call.params, call.owner))
         # Contacts without an e-mail address are not customers; a page may come back shorter than `limit`.
-        customers = [c for c in map(customer_from_contact, found["results"]) if c is not None]
-        return AdapterResult(200, {"data": customers, "next_cursor": next_cursor(found)},
-                             vendor_request_id=correlation_id)
+        pairs = [(c, owner_of(contact)) for contact in found["results"]
+                 if (c := customer_from_contact(contact)) is not None]
+        return AdapterResult(200, {"data": [c for c, _ in pairs], "next_cursor": next_cursor(found)},
+                             vendor_request_id=correlation_id, owners=[o for _, o in pairs])
 
     # -- reconciliation (gateway/monitoring/): not routed from any contract -------------------------------------------
 

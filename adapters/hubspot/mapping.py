@@ -37,6 +37,10 @@ from gateway.problems import GatewayError, RequestInvalid, Violation
 
 # Every contact property the adapter reads; asked for explicitly, since HubSpot's default set omits phone/company.
 PROPERTIES = ("email", "firstname", "lastname", "phone", "company")
+# Who owns a contact (x-gateway.ownership, docs/ownership.md): a custom contact property the portal's admin creates
+# once (single-line text, internal name `cg_owner`); stamped on create, never from the request body.
+OWNER_PROPERTY = "cg_owner"
+OWNED_PROPERTIES = (*PROPERTIES, OWNER_PROPERTY)
 FIELDS = {"first_name": "firstname", "last_name": "lastname", "phone": "phone", "company": "company"}
 _PHONE = re.compile(r"^\+?[0-9 ()-]{5,20}$")
 # What our Customer schema can carry. HubSpot accepts longer names and free-text phone numbers ("555-1234 ext 2");
@@ -142,15 +146,27 @@ def contact_properties(customer: dict[str, Any]) -> dict[str, str]:
 def email_search(email: str) -> dict[str, Any]:
     """The search for the contact with this e-mail address (HubSpot compares e-mail addresses case-insensitively)."""
     return {"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}],
-            "properties": list(PROPERTIES), "sorts": _OLDEST_FIRST, "limit": 1}
+            "properties": list(OWNED_PROPERTIES), "sorts": _OLDEST_FIRST, "limit": 1}
 
 
-def search_request(params: dict[str, Any]) -> dict[str, Any]:
-    """A HubSpot contact search for our searchCustomers query: `email` exactly, `q` as free text, both ANDed."""
-    search: dict[str, Any] = {"properties": list(PROPERTIES), "sorts": _OLDEST_FIRST,
+def owner_of(contact: dict[str, Any]) -> str | None:
+    """The owner stamped on a contact (its `cg_owner` property), or None."""
+    value = (contact.get("properties") or {}).get(OWNER_PROPERTY)
+    return value if isinstance(value, str) and value else None
+
+
+def search_request(params: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+    """A HubSpot contact search for our searchCustomers query: `email` exactly, `q` as free text, both ANDed; with
+    an `owner`, only that owner's contacts (a filter on the cg_owner property, ANDed with the rest)."""
+    search: dict[str, Any] = {"properties": list(OWNED_PROPERTIES), "sorts": _OLDEST_FIRST,
                               "limit": params.get("limit", 20)}
+    filters = []
     if email := params.get("email"):
-        search["filterGroups"] = [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}]
+        filters.append({"propertyName": "email", "operator": "EQ", "value": email})
+    if owner is not None:
+        filters.append({"propertyName": OWNER_PROPERTY, "operator": "EQ", "value": owner})
+    if filters:
+        search["filterGroups"] = [{"filters": filters}]
     if q := params.get("q"):
         search["query"] = q
     if cursor := params.get("cursor"):

@@ -28,6 +28,7 @@ from .mapping import (
     capture_params,
     create_params,
     form_pairs,
+    owner_of,
     payment_from_intent,
     payment_intent_id,
     problem_from_response,
@@ -43,6 +44,9 @@ _SERVER_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 
 class StripeAdapter(Adapter):
     name = "stripe"
+    # The owner is the PaymentIntent's metadata[cg_owner] (docs/ownership.md).
+    OWNERSHIP = {"create_payment": "create", "get_payment": "read", "capture_payment": "change:get_payment",
+                 "refund_payment": "change:get_payment"}
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:
@@ -83,19 +87,19 @@ class StripeAdapter(Adapter):
 
     @operation
     async def create_payment(self, call: AdapterCall) -> AdapterResult:
-        pi, stripe_id = await self._stripe(call, "POST", "/v1/payment_intents", create_params(call.body))
-        return AdapterResult(201, payment_from_intent(pi), vendor_request_id=stripe_id)
+        pi, stripe_id = await self._stripe(call, "POST", "/v1/payment_intents", create_params(call.body, call.owner))
+        return AdapterResult(201, payment_from_intent(pi), vendor_request_id=stripe_id, owner=owner_of(pi))
 
     @operation
     async def get_payment(self, call: AdapterCall) -> AdapterResult:
         pi, stripe_id = await self._stripe(call, "GET", self._intent_path(call), {"expand": ["latest_charge"]})
-        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id)
+        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id, owner=owner_of(pi))
 
     @operation
     async def capture_payment(self, call: AdapterCall) -> AdapterResult:
         path = self._intent_path(call) + "/capture"
         pi, stripe_id = await self._stripe(call, "POST", path, capture_params(call.body))
-        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id)
+        return AdapterResult(200, payment_from_intent(pi), vendor_request_id=stripe_id, owner=owner_of(pi))
 
     @operation
     async def refund_payment(self, call: AdapterCall) -> AdapterResult:

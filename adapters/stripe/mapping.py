@@ -82,13 +82,26 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def create_params(body: Mapping[str, Any]) -> dict[str, Any]:
-    """POST /v1/payment_intents parameters for our Payment. With a payment method it is confirmed at once."""
+# Who owns a PaymentIntent (x-gateway.ownership, docs/ownership.md): `metadata[cg_owner]`, stamped on create from
+# the caller's identity, never from the request body (our Payment has no metadata field a caller could fill).
+OWNER_KEY = "cg_owner"
+
+
+def owner_of(pi: Mapping[str, Any]) -> str | None:
+    """The owner stamped in a PaymentIntent's metadata, or None."""
+    metadata = pi.get("metadata")
+    value = metadata.get(OWNER_KEY) if isinstance(metadata, Mapping) else None
+    return value if isinstance(value, str) and value else None
+
+
+def create_params(body: Mapping[str, Any], owner: str | None = None) -> dict[str, Any]:
+    """POST /v1/payment_intents parameters for our Payment. With a payment method it is confirmed at once; `owner`
+    is stamped as metadata[cg_owner]."""
     params: dict[str, Any] = {
         "amount": int(body["amount"]),
         "currency": str(body["currency"]).lower(),
         "capture_method": body.get("capture_method") or "automatic",
-        "metadata": {"order_id": body["order_id"]},
+        "metadata": {"order_id": body["order_id"], **({OWNER_KEY: owner} if owner else {})},
         "receipt_email": body.get("customer_email"),
         "description": body.get("description"),
         # Server-side confirmation has no page to return to, so methods that redirect the customer are ruled out;

@@ -35,6 +35,12 @@ LOOKUP_PAGES = 10  # at 100 orders a page: the orders of one customer in the win
 
 class WooCommerceAdapter(Adapter):
     name = "woocommerce"
+    # The owner lives in the order's meta_data (`_cg_owner`). WooCommerce's REST API v3 cannot filter orders by a
+    # meta value (no meta_key/meta_value on GET /orders without a plugin), so a list reports each order's owner and
+    # the contract marks it `gateway-filtered` (docs/ownership.md).
+    OWNERSHIP = {"create_order": "create", "get_order": "read", "update_order": "change:get_order",
+                 "cancel_order": "change:get_order", "mark_delivered": "change:get_order",
+                 "list_orders": "list-unfiltered"}
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:
@@ -64,16 +70,17 @@ class WooCommerceAdapter(Adapter):
         return by_sku
 
     def _order(self, response: VendorResponse, status: int = 200) -> AdapterResult:
-        return AdapterResult(status, mapping.order_from_wc(response.json()))
+        order = response.json()
+        return AdapterResult(status, mapping.order_from_wc(order), owner=mapping.owner_of(order))
 
     @operation
     async def create_order(self, call: AdapterCall) -> AdapterResult:
         if call.idempotency_key and call.earlier_attempt_since is not None:
             earlier = await self._order_made_earlier(call, call.idempotency_key, call.earlier_attempt_since)
             if earlier is not None:
-                return AdapterResult(201, mapping.order_from_wc(earlier))
+                return AdapterResult(201, mapping.order_from_wc(earlier), owner=mapping.owner_of(earlier))
         products = await self._products(call, [item["sku"] for item in call.body["items"]])
-        payload = mapping.new_order_to_wc(call.body, products, call.idempotency_key)
+        payload = mapping.new_order_to_wc(call.body, products, call.idempotency_key, call.owner)
         return self._order(await self._call(call, "POST", "/orders", json=payload), 201)
 
     async def _order_made_earlier(self, call: AdapterCall, key: str, since: float) -> dict[str, Any] | None:
@@ -84,7 +91,8 @@ class WooCommerceAdapter(Adapter):
         for page in range(1, LOOKUP_PAGES + 1):
             response = await self._call(call, "GET", "/orders", params={**query, "page": str(page)})
             for order in response.json():
-                if mapping.meta(order, mapping.META_IDEMPOTENCY_KEY) == key:
+                # The key and the owner: another owner's order never answers this caller's create.
+                if mapping.meta(order, mapping.META_IDEMPOTENCY_KEY) == key and mapping.owner_of(order) == call.owner:
                     log.info("woocommerce: order %s was created by an earlier attempt; not creating it again",
                              order.get("id"), extra={"request_id": call.request_id})
                     return order
@@ -116,8 +124,9 @@ class WooCommerceAdapter(Adapter):
         response = await self._call(call, "GET", "/orders", params=query)
         pages = int(response.header("x-wp-totalpages") or "1")
         next_cursor = mapping.encode_cursor(page + 1, per_page) if page < pages else None
-        return AdapterResult(200, {"data": [mapping.order_from_wc(o) for o in response.json()],
-                                   "next_cursor": next_cursor})
+        orders = response.json()
+        return AdapterResult(200, {"data": [mapping.order_from_wc(o) for o in orders], "next_cursor": next_cursor},
+                             owners=[mapping.owner_of(o) for o in orders])
 
     async def _update(self, call: AdapterCall, payload: dict[str, Any]) -> AdapterResult:
         path = f"/orders/{mapping.order_id(call.params['order_id'])}"

@@ -27,6 +27,9 @@ META_CANCEL_REASON = "_cancel_reason"
 # The request's or job's idempotency key, stamped on every order the gateway creates with one: WooCommerce has no
 # idempotency keys, so this is how a repeated create finds the order an earlier attempt made (adapter.py).
 META_IDEMPOTENCY_KEY = "_cg_idempotency_key"
+# Who owns the order (x-gateway.ownership, docs/ownership.md): stamped on create, never taken from the caller. The
+# leading underscore makes it a protected meta key that WooCommerce's admin screens do not offer for editing.
+META_OWNER = "_cg_owner"
 
 
 def order_id(ours: str) -> int:
@@ -74,14 +77,20 @@ def meta(order: dict[str, Any], key: str) -> Any:
     return None
 
 
+def owner_of(order: dict[str, Any]) -> str | None:
+    """The owner stamped on a WooCommerce order, or None (an order made before ownership, or outside the gateway)."""
+    value = meta(order, META_OWNER)
+    return value if isinstance(value, str) and value else None
+
+
 def meta_list(**values: Any) -> list[dict[str, Any]]:
     return [{"key": k, "value": v} for k, v in values.items() if v is not None]
 
 
 def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]],
-                    idempotency_key: str | None = None) -> dict[str, Any]:
+                    idempotency_key: str | None = None, owner: str | None = None) -> dict[str, Any]:
     """The WooCommerce create-order payload for our validated order; `products` maps SKU -> WC product;
-    `idempotency_key` is stamped in meta_data (META_IDEMPOTENCY_KEY)."""
+    `idempotency_key` and `owner` are stamped in meta_data (META_IDEMPOTENCY_KEY, META_OWNER)."""
     customer = body["customer"]
     shipping = address_to_wc(body["shipping_address"])
     billing = address_to_wc(body.get("billing_address")) or dict(shipping)
@@ -99,7 +108,8 @@ def new_order_to_wc(body: dict[str, Any], products: dict[str, dict[str, Any]],
     payload: dict[str, Any] = {"status": "pending", "currency": body["currency"], "billing": billing,
                                "shipping": shipping, "line_items": items,
                                "meta_data": meta_list(**{META_EXTERNAL_REF: body.get("external_ref"),
-                                                         META_IDEMPOTENCY_KEY: idempotency_key})}
+                                                         META_IDEMPOTENCY_KEY: idempotency_key,
+                                                         META_OWNER: owner})}
     if body.get("note"):
         payload["customer_note"] = body["note"]
     return payload

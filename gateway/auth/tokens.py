@@ -60,6 +60,7 @@ class Principal:
     issuer: str
     expires_at: float
     method: str  # jwt | introspection | api_key
+    claims: dict[str, Any] | None = None  # the token's claims (x-gateway.ownership `owner: claim:<name>`)
 
     def public(self) -> dict[str, Any]:
         return {"client_id": self.client_id, "sub": self.subject, "iss": self.issuer, "method": self.method}
@@ -320,7 +321,7 @@ class TokenVerifier:
         if not isinstance(client, str) or not client:
             raise InvalidToken("the token names no client")
         subject = claims.get("sub") if isinstance(claims.get("sub"), str) else None
-        return Principal(client, subject, scopes, issuer.issuer, float(exp), method)
+        return Principal(client, subject, scopes, issuer.issuer, float(exp), method, claims)
 
     async def _introspect(self, token: str, now: float, freshness: Freshness) -> Principal:
         if not self.introspection:
@@ -382,7 +383,7 @@ class Introspector:
         client = claims.get("client_id") or claims.get("sub") or "unknown"
         until = float(exp) if isinstance(exp, (int, float)) else now + self.settings.max_cache_s
         principal = Principal(str(client), claims.get("sub"), scopes, str(claims.get("iss", self.settings.endpoint)),
-                              until, "introspection")
+                              until, "introspection", claims)
         if self.settings.max_cache_s > 0:
             self.cache.pop(key, None)
             if len(self.cache) >= self.settings.cache_size:

@@ -90,6 +90,8 @@ class Operation:
     completers: tuple[Any, ...] = ()  # the policies with an async on_complete
     emitter: Callable[..., Any] | None = None  # publishes x-gateway.emits events after success (webhooks)
     handler: Callable[..., Any] | None = None  # the adapter's method for adapter_operation (Adapter.handler)
+    # x-gateway.ownership: stamps, checks or filters by owner around the adapter call (gateway/policies/ownership.py)
+    ownership: Any = None
     mapping: Any = None  # a gateway.mappings module, for versions that map onto the adapter's model
     deadline_s: float = 20.0  # the whole vendor side of one request (settings, or x-gateway.timeout_s)
     priority: int = 2  # admission order under overload: 0 critical, 1 high, 2 normal, 3 low (x-gateway.priority)

@@ -14,6 +14,9 @@ At the document root (applies to every operation of the API):
       route: upstream.forward     # the default route of every operation that names none (a third-party document)
       bracketed_arrays: true      # accept a[]=x / a[0]=x for array query parameters and form fields (default)
       priority: normal            # critical | high | normal | low: what is shed last and first under overload
+      ownership:                  # object-level authorization (docs/ownership.md): objects belong to their creator
+        owner: client             # client (the caller's client id) | claim:<name> (e.g. claim:tenant_id)
+        bypass_scopes: [orders:all]   # callers holding one of these see and change every owner's objects
 
 On a path item (applies to its operations that name no route): `route` and `upstream_path`.
 
@@ -35,6 +38,9 @@ On an operation:
       calendar: payments-desk            # its jobs run only in these business hours (root `calendars:`)
       priority: high                     # under overload (gateway/http/admission.py): critical | high | normal | low
       sensitive: true                    # opaque tokens are introspected on every call (revocation at once)
+      ownership: gateway-filtered        # as at the root (fields merged, the operation's win); on a list the
+                                         # vendor cannot filter: the gateway filters it ({mode: gateway-filtered});
+                                         # `ownership: none` leaves an operation of an owned API unowned
 
 Values set on the operation win over the root, which wins over gateway.yaml (merged once, at compile time).
 Unknown keys are errors, so a typo cannot silently disable a policy.
@@ -94,6 +100,29 @@ class AsyncWork(_Ext):
     ordering_key: str | None = None  # a parameter name, or a JSON pointer into the body: such jobs run in order
 
 
+class Ownership(_Ext):
+    """Whose objects a caller may see and change (gateway/policies/ownership.py, docs/ownership.md)."""
+
+    # client: the caller's client id; claim:<name>: a claim of the caller's token (a tenant shared by its clients).
+    owner: str | None = Field(None, pattern=r"^(client|claim:[A-Za-z_][A-Za-z0-9_.:-]{0,63})$")
+    bypass_scopes: list[str] | None = None  # e.g. [orders:all]: operators and back offices see everything
+    # vendor: the adapter filters lists at the vendor; gateway-filtered: the gateway drops other owners' items
+    # (a list the vendor cannot filter); none: the operation is not owned although its API is.
+    mode: Literal["vendor", "gateway-filtered", "none"] | None = None
+    # A request body field a caller might use to name an owner: refused (400) if sent. Default: `owner`.
+    body_field: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+    # Gateway-filtered lists: where the items, the next cursor, the cursor and the limit are (the contract's names).
+    items: str | None = None
+    next_cursor: str | None = None
+    cursor_param: str | None = None
+    limit_param: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"mode": value} if isinstance(value, str) else value
+
+
 class ApiExtension(_Ext):
     api: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,40}$")
     version: str | None = Field(None, pattern=r"^v[0-9]{1,3}$")
@@ -109,6 +138,7 @@ class ApiExtension(_Ext):
     bracketed_arrays: bool | None = None  # tolerance for a[]=x / a[0]=x (docs/contracts.md); default on
     calendars: dict[str, CalendarSpec] | None = None  # business calendars (gateway/monitoring/calendar.py)
     priority: Priority | None = None
+    ownership: Ownership | None = None  # objects belong to whoever created them (docs/ownership.md)
 
 
 class PathExtension(_Ext):
@@ -135,3 +165,4 @@ class OperationExtension(_Ext):
     calendar: str | None = Field(None, pattern=r"^[a-z][a-z0-9-]{0,62}$")
     priority: Priority | None = None  # shed order under overload (default normal)
     sensitive: bool = False  # an opaque token is introspected on every call, never from the cache (docs/security.md)
+    ownership: Ownership | None = None  # merged over the root's, field by field (docs/ownership.md)

@@ -5,7 +5,9 @@
 - parameter names are unique across locations (adapters receive them by name);
 - no two operations of any contracts can match the same method and URL (`/a/{x}` and `/a/{y}` are one route);
 - every operation has an `x-gateway.route`, whose vendor is configured and whose adapter has that operation;
-- `x-gateway` blocks hold only known keys with valid values.
+- `x-gateway` blocks hold only known keys with valid values;
+- an owned operation (`x-gateway.ownership`) can have its ownership enforced: it needs credentials, its adapter
+  operation says where the owner is kept, and a list the vendor cannot filter is marked `gateway-filtered`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from adapters.registry import adapter_class
 from gateway.mappings import load_mapping
 from gateway.settings import Settings, VendorSettings
 
-from .extension import ApiExtension, OperationExtension, PathExtension
+from .extension import ApiExtension, OperationExtension, Ownership, PathExtension
 from .load import Contract, ContractProblem, pointer_join
 from .operations import TEMPLATE_VAR, RawOperation, iter_operations
 
@@ -139,8 +141,11 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
             out.append(ContractProblem(file, ptr, f"parameter {name!r} is declared both in {names[name]} and in "
                                        f"{where}; adapters receive parameters by name"))
         names[name] = where
-    out += _route_problems(op, file, settings)
+    route_problems = _route_problems(op, file, settings)
+    out += route_problems
     out += _security_problems(op, file)
+    if not route_problems:
+        out += _ownership_problems(op, file, settings)
     ext = op.extension if isinstance(op.extension, dict) else {}
     if ext.get("async") and "202" not in (op.node.get("responses") or {}):
         out.append(ContractProblem(file, pointer_join(op.pointer, "responses"),
@@ -227,3 +232,42 @@ def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[Con
         return [ContractProblem(file, route_ptr, f"adapter {vendor_settings.adapter!r} has no operation {name!r} "
                                 f"(it has: {ops})")]
     return []
+
+
+def _ownership_problems(op: RawOperation, file: str, settings: Settings) -> list[ContractProblem]:
+    """An owned operation whose ownership the gateway could not enforce (gateway/policies/ownership.py)."""
+    root = (op.contract.data.get("x-gateway") or {}).get("ownership")
+    own = op.extension.get("ownership") if isinstance(op.extension, dict) else None
+    if root is None and own is None:
+        return []
+    merged: dict[str, Any] = {}
+    try:
+        for raw in (root, own):
+            if raw is not None:
+                merged.update(Ownership.model_validate(raw).model_dump(exclude_unset=True))
+        block = Ownership.model_validate(merged)
+    except ValidationError:
+        return []  # reported at its pointer by the x-gateway checks
+    if block.mode == "none":
+        return []
+    where = pointer_join(op.pointer, "x-gateway", "ownership") if own is not None else "/x-gateway/ownership"
+    vendor, _, name = op.extension["route"].partition(".")
+    vendor_settings = settings.vendors.get(vendor)
+    adapter = vendor_settings.adapter if vendor_settings is not None else vendor
+    kind, reader = adapter_class(adapter).ownership_kind(name)
+    security = op.node.get("security", op.contract.data.get("security"))
+    out: list[str] = []
+    if not security or any(not requirement for requirement in security):
+        out.append("an owned operation needs credentials (a `security` requirement without `{}`): an anonymous "
+                   "caller owns nothing")
+    if kind is None:
+        out.append(f"the {adapter} adapter cannot enforce ownership on {name!r} (it does not say where the owner is "
+                   "kept for it); declare `ownership: none` if these objects belong to nobody")
+    elif kind == "list-unfiltered" and block.mode != "gateway-filtered":
+        out.append(f"the vendor cannot filter {name!r} by owner: mark the operation `ownership: gateway-filtered` "
+                   "so that the gateway filters its pages")
+    elif kind == "change" and (reader is None or adapter_class(adapter).ownership_kind(reader)[0] != "read"):
+        out.append(f"the {adapter} adapter names no read operation that tells who owns the object of {name!r}")
+    elif block.mode == "gateway-filtered" and kind not in ("list", "list-unfiltered"):
+        out.append(f"gateway-filtered is for lists; {name!r} is not one")
+    return [ContractProblem(file, where, f"ownership cannot be enforced: {reason}") for reason in out]

@@ -43,12 +43,12 @@ def operation_job(op: Operation, schedule: RetrySchedule, *, params: dict[str, A
                   client_id: str | None, scopes: frozenset[str], idempotency_key: str | None,
                   raw_body: bytes | None, query_string: bytes, media_type: str | None, request_id: str,
                   ordering_key: str | None, traceparent: str | None = None,
-                  tracestate: str | None = None) -> NewJob:
+                  tracestate: str | None = None, owner: str | None = None) -> NewJob:
     """The durable form of an accepted request: everything needed to run it later, and nothing secret."""
     payload = {"params": params, "body": body, "scopes": sorted(scopes), "idempotency_key": idempotency_key,
                "raw_body": base64.b64encode(raw_body).decode() if raw_body else None,
                "query_string": query_string.decode("latin-1"), "media_type": media_type,
-               "traceparent": traceparent or None, "tracestate": tracestate}
+               "traceparent": traceparent or None, "tracestate": tracestate, "owner": owner}
     return NewJob("operation", op.key, payload, client_id=client_id, vendor=op.vendor, ordering_key=ordering_key,
                   dedupe_key=idempotency_key, request_id=request_id, schedule=schedule)
 
@@ -198,12 +198,17 @@ class JobRunner:
                             traceparent=p.get("traceparent"), tracestate=p.get("tracestate"),
                             # Not the first attempt (a retry, a worker that died, a replay): an earlier one may have
                             # had its effect at the vendor; adapters of vendors without idempotency keys look first.
-                            earlier_attempt_since=job.created_at if job.attempts > 1 or job.history else None)
+                            earlier_attempt_since=job.created_at if job.attempts > 1 or job.history else None,
+                            # Whose objects it may touch, decided when it was accepted (x-gateway.ownership).
+                            owner=p.get("owner"))
         error: Exception | None = None
         status: int | None = None
         body: Any = None
+        owner = call.owner
         try:
-            response = render(op, call.request_id, {}, await execute(op, call))
+            result = await execute(op, call)
+            owner = result.owner or owner  # whose object the event is about (x-gateway.ownership)
+            response = render(op, call.request_id, {}, result)
             status = response.status
             body = orjson.loads(response.body) if response.body else None
         except GatewayError as exc:
@@ -224,7 +229,7 @@ class JobRunner:
         state, delay = classify(error, status, job.attempts, job.schedule)
         if state == "succeeded":
             if op.emitter is not None:
-                await op.emitter(op, body, call.request_id)
+                await op.emitter(op, body, call.request_id, owner)
             return Outcome("succeeded", attempt, result={"status": status, "body": body})
         if status is not None and status >= 400 and error is None:
             problem = {"status": status, "title": "The vendor refused the request", "detail": body}

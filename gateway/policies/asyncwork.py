@@ -65,7 +65,7 @@ class AsyncPolicy(BasePolicy):
                             scopes=ctx.scopes, idempotency_key=ctx.idempotency_key, raw_body=ctx.raw_body,
                             query_string=ctx.scope["query_string"], media_type=ctx.media_type,
                             request_id=ctx.request_id, ordering_key=self._ordering(ctx),
-                            traceparent=ctx.traceparent, tracestate=ctx.tracestate)
+                            traceparent=ctx.traceparent, tracestate=ctx.tracestate, owner=ctx.owner)
         try:
             stored = await self.services.jobs.store.enqueue(job)
         except StoreDown as exc:

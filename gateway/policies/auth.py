@@ -199,6 +199,7 @@ class AuthPolicy(BasePolicy):
                 ctx.client_id = principal.client_id
                 ctx.scopes = principal.scopes
                 ctx.principal = principal.public()
+                ctx.claims = principal.claims
                 return None
         if invalid is not None:
             log.info("refused credentials on %s: %s", self.op.key, invalid)
@@ -242,6 +243,7 @@ class AuthPolicy(BasePolicy):
             ctx.client_id = principal.client_id
             ctx.scopes = principal.scopes
             ctx.principal = principal.public()
+            ctx.claims = principal.claims
         ctx.notes["auth"] = "anonymous" if not presented else "identified, no requirement met"
         return None
 

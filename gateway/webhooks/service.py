@@ -70,8 +70,11 @@ class Webhooks:
     def subscriptions(self) -> list[SubscriptionSettings]:
         return list(self.settings.subscriptions)
 
-    async def emit(self, op: Operation, body: Any, request_id: str) -> int:
-        """Store one delivery job per subscription to the event `op` emits. Returns how many."""
+    async def emit(self, op: Operation, body: Any, request_id: str, owner: str | None = None) -> int:
+        """Store one delivery job per subscription to the event `op` emits. Returns how many.
+
+        `owner`: whose object the event is about (x-gateway.ownership); a subscription with an `owner` gets only the
+        events of that owner's objects (docs/ownership.md)."""
         event_type = (op.node.get("x-gateway") or {}).get("emits")
         if not event_type:
             return 0
@@ -82,6 +85,8 @@ class Webhooks:
                  "created_at": iso(time.time()), "data": body}
         n = 0
         for sub in self.subscriptions():
+            if sub.owner is not None and sub.owner != owner:
+                continue
             if "*" in sub.events or event_type in sub.events:
                 await self.jobs.store.enqueue(NewJob(
                     "webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,

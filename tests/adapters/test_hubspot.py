@@ -196,7 +196,8 @@ async def test_get_customer_reads_the_contact_in_the_contract_shape(hubspot, ope
     assert result.body["id"] == f"cus_{contact['id']}" and result.body["created_at"] == contact["createdAt"]
     assert (result.body["first_name"], result.body["company"], result.body["phone"]) == ("Bea", "Acme", None)
     [read] = await journal(control, "GET", f"{CONTACTS}/{contact['id']}")
-    assert parse_qs(read["query"]) == {"properties": ["email,firstname,lastname,phone,company"]}
+    # cg_owner: who owns the contact (x-gateway.ownership, docs/ownership.md), reported with every read.
+    assert parse_qs(read["query"]) == {"properties": ["email,firstname,lastname,phone,company,cg_owner"]}
 
 
 async def test_get_of_an_unknown_customer_is_resource_not_found(hubspot, control):

@@ -166,7 +166,8 @@ def test_metrics_after_a_scripted_sequence(start, sandboxes):
     key = {"Idempotency-Key": str(uuid.uuid4())}
     client.post("/v2/orders", json=ORDER, headers=key)
     client.post("/v2/orders", json=ORDER, headers=key)
-    readonly = bearer(app, "demo-readonly", ["orders:read"])
+    # orders:all: the order is demo-partner's, and only its owner or a bypass scope reads it (docs/ownership.md).
+    readonly = bearer(app, "demo-readonly", ["orders:read", "orders:all"])
     codes = [client.get(f"/v2/orders/{created['id']}", headers=readonly).status_code for _ in range(4)]
     assert codes == [200, 200, 200, 429]
     after = client.get("/metrics").text
@@ -204,7 +205,8 @@ def test_gateway_trace_tells_the_story_of_a_request_retried_twice(start, sandbox
     assert out.returncode == 0, out.stderr
     story = out.stdout
     assert f"request {rid}" in story and "GET /v2/orders/{order_id}" in story and "client demo-partner" in story
-    assert "policies: auth passed, ratelimit passed (allowed), validation passed, dispatch to woocommerce" in story
+    assert ("policies: auth passed, ratelimit passed (allowed), validation passed, ownership passed, dispatch to "
+            "woocommerce") in story
     assert story.count("-> HTTP 503") == 2 and "attempt 3: GET /wp-json/wc/v3/orders/" in story
     assert "retrying GET" in story
     assert "outcome: HTTP 200" in story and "3 vendor attempt(s)" in story
@@ -266,7 +268,8 @@ def test_operator_page_in_headless_chromium(start, sandboxes):
     created = client.post("/v2/orders", json=ORDER).json()
     for _ in range(3):
         client.get(f"/v2/orders/{created['id']}")
-    readonly = bearer(app, "demo-readonly", ["orders:read"])
+    # orders:all: the order is demo-partner's, and only its owner or a bypass scope reads it (docs/ownership.md).
+    readonly = bearer(app, "demo-readonly", ["orders:read", "orders:all"])
     client.get("/v2/orders/ord_1", headers=readonly)
     client.get("/v2/orders/ord_1", headers=readonly)
     token = bearer(app, "demo-operator", ["gateway:admin"])["authorization"].split()[1]

@@ -88,7 +88,7 @@ def ctx(op: Operation, body: bytes = b'{"name": "box"}', headers: list[tuple[byt
 def test_the_registry_lists_every_stage_in_order():
     """auth first (nothing runs for a stranger), async last (only a valid, claimed request is stored)."""
     assert [m.__name__.rsplit(".", 1)[-1] for m in ORDER] == [
-        "auth", "ratelimit", "versioning", "validation", "idempotency", "asyncwork"]
+        "auth", "ratelimit", "versioning", "validation", "ownership", "idempotency", "asyncwork"]
 
 
 async def test_versioning_announces_the_sunset_then_answers_410_after_it(op):
