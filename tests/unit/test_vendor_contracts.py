@@ -1,0 +1,228 @@
+"""Vendor contracts (issue 18): every request an adapter sends is checked against the vendor's contract before it
+leaves (enforce: refused as our bug, nothing sent; report: sent, logged, counted), and every answer is compared with
+the contract: drift counted, logged once with its pointer, kept for `gateway drift`. The three adapters run against
+their sandboxes in memory (ASGITransport) with the checks enforced."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from adapters.base import AdapterCall
+from adapters.client import VendorClient
+from adapters.hubspot.adapter import HubSpotAdapter
+from adapters.stripe.adapter import StripeAdapter
+from adapters.transport.mock import ASGITransport, MockAnswer, MockRequest, MockTransport
+from adapters.woocommerce.adapter import WooCommerceAdapter
+from gateway.cli import main
+from gateway.observability import metrics
+from gateway.problems import AdapterContractViolation
+from gateway.settings import VendorSettings
+from gateway.vendorcontracts import ContractCheck, DriftLog, load_vendor_contract
+from gateway.vendorcontracts.drift import read_drift
+from gateway.vendorcontracts.schema import FormError, nest
+from sandboxes import hubspot, stripe, woocommerce
+
+ROOT = Path(__file__).resolve().parents[2]
+CREDENTIALS = {"stripe": {"secret_key": "sk_test_sandbox0000000000000000"},
+               "hubspot": {"access_token": "pat-na1-sandbox-0000"},
+               "woocommerce": {"consumer_key": "ck_sandbox000000000000", "consumer_secret": "cs_sandbox000000000000"}}
+ADAPTERS = {"stripe": StripeAdapter, "hubspot": HubSpotAdapter, "woocommerce": WooCommerceAdapter}
+
+
+def check(vendor: str, mode: str = "enforce", drift: DriftLog | None = None) -> ContractCheck:
+    contract = load_vendor_contract(vendor, ROOT / "contracts" / "vendors" / f"{vendor}.yaml")
+    return ContractCheck(contract, mode, drift or DriftLog(None))
+
+
+async def adapter_over(vendor: str, transport: Any, contract: ContractCheck) -> Any:
+    settings = VendorSettings(adapter=vendor, base_url="http://vendor.test", credentials=CREDENTIALS[vendor],
+                              retries={"max_attempts": 1})
+    client = VendorClient(vendor, settings, transport)
+    client.contract = contract
+    adapter = ADAPTERS[vendor](vendor, settings, client)
+    await adapter.startup()
+    return adapter
+
+
+def call(operation_id: str, body: Any = None, key: str | None = None, **params: Any) -> AdapterCall:
+    return AdapterCall(operation_id, params, body, request_id="req-vc-1", idempotency_key=key)
+
+
+def drift_count(vendor: str, operation: str, kind: str) -> float:
+    return metrics.REGISTRY.get_sample_value("gateway_vendor_drift_total",
+                                             {"vendor": vendor, "operation": operation, "kind": kind}) or 0.0
+
+
+# -- the wire form --------------------------------------------------------------------------------------------------
+
+def test_bracketed_form_keys_decode_into_the_object_they_encode():
+    pairs = [("amount", "10"), ("metadata[order_id]", "ord_1"), ("expand[]", "a"), ("expand[]", "b"),
+             ("created[gte]", "1"), ("items[1][price]", "p2"), ("items[0][price]", "p1")]
+    assert nest(pairs) == {"amount": "10", "metadata": {"order_id": "ord_1"}, "expand": ["a", "b"],
+                           "created": {"gte": "1"}, "items": [{"price": "p1"}, {"price": "p2"}]}
+    assert nest([("properties", "email,phone")], csv=frozenset({"properties"})) == {"properties": ["email", "phone"]}
+    for broken in ([("a", "1"), ("a[b]", "2")], [("a]b", "1")], [("a", "1"), ("a", "2")]):
+        with pytest.raises(FormError):
+            nest(broken)
+
+
+# -- every adapter call against its sandbox, enforced ------------------------------------------------------------
+
+async def test_the_stripe_adapter_only_sends_what_stripes_contract_allows_and_its_sandbox_answers_without_drift(
+        tmp_path):
+    drift = DriftLog(tmp_path / "drift.sqlite")
+    adapter = await adapter_over("stripe", ASGITransport(stripe.create_sandbox()), check("stripe", drift=drift))
+    body = {"order_id": "ord_7", "amount": 4200, "currency": "EUR", "capture_method": "manual",
+            "payment_method": "pm_card_visa", "customer_email": "ana@example.com", "description": "two mugs"}
+    created = await adapter.create_payment(call("createPayment", body, key="vc-key-0001"))
+    pid = created.body["id"]
+    await adapter.capture_payment(call("capturePayment", {"amount": 4000}, key="vc-key-0002", payment_id=pid))
+    await adapter.get_payment(call("getPayment", payment_id=pid))
+    await adapter.refund_payment(call("refundPayment", {"amount": 100, "reason": "requested_by_customer"},
+                                      key="vc-key-0003", payment_id=pid))
+    await adapter.list_payments(call("listPayments", since="2020-01-01T00:00:00Z", until="2100-01-01T00:00:00Z"))
+    with pytest.raises(Exception) as declined:  # a declined card: Stripe's error object, per the contract
+        await adapter.create_payment(call("createPayment", {**body, "payment_method": "pm_card_chargeDeclined"},
+                                          key="vc-key-0004"))
+    assert not isinstance(declined.value, AdapterContractViolation)
+    assert read_drift(tmp_path / "drift.sqlite") == []
+    await adapter.shutdown()
+
+
+async def test_the_hubspot_adapter_only_sends_what_the_contract_allows(tmp_path):
+    drift = DriftLog(tmp_path / "drift.sqlite")
+    adapter = await adapter_over("hubspot", ASGITransport(hubspot.create_sandbox()), check("hubspot", drift=drift))
+    made = await adapter.upsert_customer(call("upsertCustomer", {"email": "ana@example.com", "first_name": "Ana"}))
+    await adapter.upsert_customer(call("upsertCustomer", {"email": "ana@example.com", "phone": "+351 1"}))
+    await adapter.get_customer(call("getCustomer", customer_id=made.body["id"]))
+    await adapter.search_customers(call("searchCustomers", q="ana", limit=5))
+    await adapter.find_customers(call("findCustomers", keys=["ana@example.com", "nobody@example.com"]))
+    assert read_drift(tmp_path / "drift.sqlite") == []
+    await adapter.shutdown()
+
+
+async def test_the_woocommerce_adapter_only_sends_what_the_contract_allows(tmp_path):
+    drift = DriftLog(tmp_path / "drift.sqlite")
+    adapter = await adapter_over("woocommerce", ASGITransport(woocommerce.create_sandbox()),
+                                 check("woocommerce", drift=drift))
+    order = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana"},
+             "items": [{"sku": "SKU-123", "quantity": 2}], "external_ref": "ext-1",
+             "shipping_address": {"line1": "Rua Augusta 10", "city": "Lisboa", "postal_code": "1100-053",
+                                  "country": "PT"}}
+    made = await adapter.create_order(call("createOrder", order, key="vc-order-1"))
+    oid = made.body["id"]
+    await adapter.get_order(call("getOrder", order_id=oid))
+    await adapter.list_orders(call("listOrders", status=["pending"], limit=5, created_after="2020-01-01T00:00:00"))
+    await adapter.update_order(call("updateOrder", {"note": "ring twice"}, order_id=oid))
+    await adapter.mark_paid(call("markPaid", order_id=oid))
+    await adapter.cancel_order(call("cancelOrder", {"reason": "changed mind"}, order_id=oid))
+    await adapter.count_orders(call("countOrders"))
+    retried = AdapterCall("createOrder", {}, order, request_id="req-vc-2", idempotency_key="vc-order-1",
+                          earlier_attempt_since=1.0)
+    assert (await adapter.create_order(retried)).body["id"] == oid
+    assert read_drift(tmp_path / "drift.sqlite") == []
+    await adapter.shutdown()
+
+
+# -- a request that breaks the contract ---------------------------------------------------------------------------
+
+def stripe_answer(request: MockRequest) -> MockAnswer:
+    return MockAnswer(200, orjson.dumps(PI), {"content-type": "application/json"})
+
+
+PI = {"id": "pi_1", "object": "payment_intent", "amount": 100, "amount_capturable": 0, "amount_received": 100,
+      "capture_method": "automatic", "confirmation_method": "automatic", "created": 1700000000, "currency": "eur",
+      "livemode": False, "metadata": {"order_id": "ord_1"}, "payment_method_types": ["card"], "status": "succeeded",
+      "latest_charge": None, "receipt_email": None, "description": None, "last_payment_error": None}
+
+
+async def test_in_enforce_mode_a_request_that_breaks_the_contract_is_refused_and_never_sent(caplog):
+    transport = MockTransport(stripe_answer)
+    adapter = await adapter_over("stripe", transport, check("stripe", "enforce"))
+    with caplog.at_level(logging.ERROR, logger="gateway.vendors.contract"):
+        with pytest.raises(AdapterContractViolation) as refused:
+            # amount as a decimal string and a parameter Stripe does not have: what a mapping bug would send
+            await adapter.client.request("POST", "/v1/payment_intents",
+                                         form=[("amount", "39.98"), ("currency", "eur"), ("colour", "red")],
+                                         call=call("createPayment"))
+    assert refused.value.status == 500 and refused.value.slug == "adapter-contract-violation"
+    pointers = {v["pointer"] for v in refused.value.extensions["violations"]}
+    assert pointers == {"/amount", ""} and "colour" in str(refused.value.detail)
+    assert transport.requests == []
+    assert "adapter contract violation (enforce)" in caplog.text and "PostPaymentIntents" in caplog.text
+    with pytest.raises(AdapterContractViolation, match="no operation"):
+        await adapter.client.request("DELETE", "/v1/payment_intents/pi_1", call=call("x"))
+    with pytest.raises(AdapterContractViolation, match="query /query: is required"):
+        await adapter.client.request("GET", "/v1/payment_intents/search", params={"limit": "3"}, call=call("x"))
+    assert transport.requests == []
+
+
+async def test_in_report_mode_the_request_is_sent_and_the_violation_logged_and_counted(caplog):
+    transport = MockTransport(stripe_answer)
+    adapter = await adapter_over("stripe", transport, check("stripe", "report"))
+    labels = {"vendor": "stripe", "operation": "PostPaymentIntents", "mode": "report"}
+    before = metrics.REGISTRY.get_sample_value("gateway_vendor_contract_violations_total", labels) or 0
+    with caplog.at_level(logging.ERROR, logger="gateway.vendors.contract"):
+        answer = await adapter.client.request("POST", "/v1/payment_intents", form=[("currency", "eur")],
+                                              call=call("createPayment"))
+    assert answer.status == 200 and len(transport.requests) == 1
+    assert metrics.REGISTRY.get_sample_value("gateway_vendor_contract_violations_total", labels) == before + 1
+    assert "body /amount: is required" in caplog.text
+
+
+# -- drift --------------------------------------------------------------------------------------------------------
+
+async def test_planted_drift_is_counted_logged_once_with_its_pointer_and_listed_by_gateway_drift(
+        tmp_path, caplog, capsys):
+    drifted = {**PI, "status": "requires_reauthorization", "surprise": {"a": 1}}  # a new enum value, a new field
+    del drifted["confirmation_method"]  # a field the contract says is always there
+    drifted["amount_received"] = "100"  # a type change
+    transport = MockTransport(lambda r: MockAnswer(200, orjson.dumps(drifted), {"content-type": "application/json"}))
+    db = tmp_path / "drift.sqlite"
+    adapter = await adapter_over("stripe", transport, check("stripe", drift=DriftLog(db)))
+    op = "GetPaymentIntentsIntent"
+    before = {k: drift_count("stripe", op, k)
+              for k in ("unknown_enum", "undeclared_field", "missing_required", "type_change")}
+    with caplog.at_level(logging.WARNING, logger="gateway.vendors.drift"):
+        for _ in range(2):
+            result = await adapter.get_payment(call("getPayment", payment_id="pay_1"))
+            assert result.body["status"] == "requires_reauthorization"  # the public answer is the mapping's, as before
+    for kind in before:
+        assert drift_count("stripe", op, kind) == before[kind] + 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.vendors.drift"]
+    assert len(lines) == 4 and sum("at /status" in line for line in lines) == 1
+    assert {(r["kind"], r["pointer"]) for r in read_drift(db)} == {
+        ("unknown_enum", "/status"), ("undeclared_field", "/surprise"), ("missing_required", "/confirmation_method"),
+        ("type_change", "/amount_received")}
+    assert main(["drift", "--db", str(db), "--since", "1h"]) == 0
+    out = capsys.readouterr().out
+    assert "unknown_enum" in out and "/surprise" in out and "GetPaymentIntentsIntent" in out
+    assert main(["drift", "--db", str(db), "--since", "2100-01-01T00:00:00Z"]) == 0
+    assert "no vendor drift" in capsys.readouterr().out
+
+
+async def test_an_undeclared_status_and_a_body_that_is_not_json_are_drift_and_never_crash_the_adapter(tmp_path):
+    answers = iter([MockAnswer(418, b"<html>teapot</html>", {"content-type": "text/html"})])
+    transport = MockTransport(lambda r: next(answers))
+    db = tmp_path / "drift.sqlite"
+    adapter = await adapter_over("woocommerce", transport, check("woocommerce", drift=DriftLog(db)))
+    with pytest.raises(Exception) as failed:
+        await adapter.get_order(call("getOrder", order_id="ord_1"))
+    assert getattr(failed.value, "status", 0) >= 400  # the adapter's own mapping of the failure, as before
+    assert {r["kind"] for r in read_drift(db)} == {"not_json"}  # `default` covers 418: only the body is drift
+
+
+def test_drift_of_items_in_a_list_is_one_drift_with_a_star_for_the_index():
+    contract = load_vendor_contract("stripe", ROOT / "contracts" / "vendors" / "stripe.yaml")
+    from gateway.vendorcontracts import find_drift
+
+    page = {"object": "list", "url": "/v1/payment_intents", "has_more": False,
+            "data": [{**PI, "status": "paused"}, {**PI, "status": "paused"}]}
+    schema = contract.operations[0].responses["200"][0]
+    assert [(d.kind, d.pointer) for d in find_drift(contract, schema, page)] == [
+        ("unknown_enum", "/data/*/status"), ("unknown_enum", "/data/*/status")]
