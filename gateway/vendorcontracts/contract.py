@@ -96,7 +96,7 @@ class VendorContract:
 
         def variable(m: re.Match[str]) -> str:
             names.append(m.group(1))
-            return "(?P<p%d>[^/]+)" % (len(names) - 1)
+            return f"(?P<p{len(names) - 1}>[^/]+)"
 
         pattern = re.compile("^" + re.sub(r"\\\{([^{}]+)\\\}", variable, re.escape(op.template)) + "$")
         self._templated.append((op.method, pattern, op))
@@ -153,7 +153,8 @@ class VendorContract:
                 params[(p["name"], p["in"])] = p
         query_props: dict[str, Any] = {}
         query_required: list[str] = []
-        csv, repeated = set(), set()
+        csv: set[str] = set()
+        repeated: set[str] = set()
         for (name, where), p in params.items():
             schema = p.get("schema") or {}
             resolved = self.resolve(schema)

@@ -33,7 +33,6 @@ from gateway.stores.sqlite import connect
 from .contract import VendorContract, VendorOperation
 
 log = logging.getLogger("gateway.vendors.drift")
-_TYPES = {"string": str, "object": dict, "array": list, "boolean": bool}
 _MAX_DEPTH = 64
 
 
@@ -57,7 +56,13 @@ def _type_of(value: Any) -> str:
         return "integer"
     if isinstance(value, float):
         return "number"
-    return {str: "string", dict: "object", list: "array"}.get(type(value), type(value).__name__)
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
 
 
 def _fits(value: Any, declared: str) -> bool:
