@@ -226,3 +226,49 @@ def test_drift_of_items_in_a_list_is_one_drift_with_a_star_for_the_index():
     schema = contract.operations[0].responses["200"][0]
     assert [(d.kind, d.pointer) for d in find_drift(contract, schema, page)] == [
         ("unknown_enum", "/data/*/status"), ("unknown_enum", "/data/*/status")]
+
+
+# -- re-extraction from the vendor's published document ---------------------------------------------------------
+
+def test_an_excerpt_keeps_the_named_operations_and_every_component_they_reach_and_says_where_it_came_from(
+        tmp_path, capsys):
+    from gateway.vendorcontracts.extract import main as extract_main
+
+    upstream = {
+        "openapi": "3.0.0", "info": {"title": "Shop API", "version": "2026-01"},
+        "paths": {
+            "/v1/things/{id}": {
+                "parameters": [{"$ref": "#/components/parameters/id"}],
+                "get": {"operationId": "GetThing", "responses": {"200": {"$ref": "#/components/responses/thing"},
+                                                                 "default": {"$ref": "#/components/responses/err"}}},
+                "delete": {"operationId": "DeleteThing", "responses": {"204": {"description": "gone"}}}},
+            "/v1/other": {"get": {"operationId": "GetOther", "responses": {"200": {"description": "x", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/unused"}}}}}}}},
+        "components": {
+            "parameters": {"id": {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}},
+            "responses": {
+                "thing": {"description": "a thing", "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/thing"}}}},
+                "err": {"description": "error", "content": {"application/json": {"schema": {
+                    "$ref": "#/components/schemas/error"}}}}},
+            "schemas": {
+                "thing": {"type": "object", "properties": {"id": {"type": "string"},
+                                                            "owner": {"$ref": "#/components/schemas/owner"}}},
+                "owner": {"type": "object", "properties": {"name": {"type": "string"},
+                                                            "boss": {"$ref": "#/components/schemas/owner"}}},
+                "error": {"type": "object", "properties": {"message": {"type": "string"}}},
+                "unused": {"type": "string"}}}}
+    source = tmp_path / "upstream.json"
+    source.write_text(orjson.dumps(upstream).decode())
+    assert extract_main([str(source), "--vendor", "shop", "--source", "https://example.com/spec.json",
+                         "--commit", "abc123", "--licence", "MIT", "--operation", "GetThing"]) == 0
+    out = tmp_path / "shop.yaml"
+    out.write_text(capsys.readouterr().out)
+    contract = load_vendor_contract("shop", out)
+    assert [op.operation_id for op in contract.operations] == ["GetThing"]
+    assert sorted(contract.components) == ["error", "owner", "thing"]  # `unused` left out, the cycle followed once
+    assert contract.excerpt["source_commit"] == "abc123" and contract.excerpt["licence"] == "MIT"
+    assert contract.match("GET", "/v1/things/t1") is not None and contract.match("DELETE", "/v1/things/t1") is None
+    assert extract_main([str(source), "--vendor", "shop", "--source", "s", "--licence", "MIT",
+                         "--operation", "PostNothing"]) == 1
+    assert "PostNothing" in capsys.readouterr().err
