@@ -42,6 +42,16 @@ class Param:
     repeated: bool  # an array written as a repeated key (style form, explode true)
 
 
+@dataclass(frozen=True)
+class Declared:
+    """One declared answer: its body schema (None: no body), a compiled validator that accepts exactly the answers
+    without drift (the fast first look), and the header names it declares."""
+
+    schema: Any
+    no_drift: SchemaValidator | None
+    headers: frozenset[str]
+
+
 @dataclass
 class VendorOperation:
     vendor: str
@@ -56,10 +66,10 @@ class VendorOperation:
     headers: list[Param] = field(default_factory=list)
     body_required: bool = False
     bodies: dict[str, SchemaValidator] = field(default_factory=dict)
-    # status ("200", "2XX", "default") -> (resolved schema or None for no body, declared header names)
-    responses: dict[str, tuple[Any, frozenset[str]]] = field(default_factory=dict)
+    # status ("200", "2XX", "default") -> what it declares
+    responses: dict[str, Declared] = field(default_factory=dict)
 
-    def response_for(self, status: int) -> tuple[Any, frozenset[str]] | None:
+    def response_for(self, status: int) -> Declared | None:
         """What the contract declares for this status: exact, then its range (`4XX`), then `default`."""
         return (self.responses.get(str(status)) or self.responses.get(f"{status // 100}XX")
                 or self.responses.get("default"))
@@ -190,7 +200,8 @@ class VendorContract:
             schema = media.get("schema") if isinstance(media, dict) else None
             headers = frozenset(h.lower() for h in (response.get("headers") or {}))
             key = str(status)
-            op.responses["default" if key.lower() == "default" else key.upper()] = (schema, headers)
+            no_drift = self._validator(schema, "drift", f"{pointer}/responses/{key}") if schema else None
+            op.responses["default" if key.lower() == "default" else key.upper()] = Declared(schema, no_drift, headers)
         return op
 
 

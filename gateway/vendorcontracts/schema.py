@@ -5,6 +5,9 @@ Two conversions of the same schema:
 - `form`: for query strings, path segments, headers and form bodies, whose values all arrive as strings:
   `integer` becomes a string of digits, `number` a decimal string, `boolean` "true"/"false". (Numeric bounds
   cannot be checked on a string and are dropped there.)
+- `drift`: for answers, the fast first look of drift.py: `json`, with every object whose properties are listed
+  closed to others (unless `x-excerpt-open`), and the constraints drift does not judge (lengths, patterns,
+  bounds) left out. An answer it accepts has no drift; one it refuses is walked to say which drift and where.
 A sub-schema marked `x-excerpt-pruned: true` (a part of the vendor's object our adapters neither send nor read,
 left out of the excerpt) accepts anything.
 """
@@ -14,12 +17,13 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-Mode = Literal["json", "form"]
+Mode = Literal["json", "form", "drift"]
 PRUNED = "x-excerpt-pruned"
 OPEN = "x-excerpt-open"
 _DROPPED = {"nullable", "discriminator", "xml", "externalDocs", "example", "examples", "deprecated", "readOnly",
             "writeOnly", "style", "explode", "title", "description", "format"}
 _NUMERIC_BOUNDS = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"}
+_NOT_DRIFT = _NUMERIC_BOUNDS | {"pattern", "maxLength", "minLength", "maxItems", "minItems", "uniqueItems"}
 _FORM_TYPES: dict[str, dict[str, Any]] = {
     "integer": {"type": "string", "pattern": r"^-?[0-9]+$"},
     "number": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"},
@@ -52,7 +56,7 @@ def convert(node: Any, mode: Mode) -> Any:
             out[key] = [convert(v, mode) for v in value]
         elif key in ("items", "not") or (key == "additionalProperties" and isinstance(value, dict)):
             out[key] = convert(value, mode)
-        elif mode == "form" and key in _NUMERIC_BOUNDS:
+        elif (mode == "form" and key in _NUMERIC_BOUNDS) or (mode == "drift" and key in _NOT_DRIFT):
             continue
         else:
             out[key] = value
@@ -62,7 +66,9 @@ def convert(node: Any, mode: Mode) -> Any:
         out.update(_FORM_TYPES[kind])
         if enum is not None:
             out["enum"] = [("true" if v else "false") if isinstance(v, bool) else str(v) for v in enum]
-    if node.get("nullable") is True and mode == "json":
+    if mode == "drift" and "properties" in out and "additionalProperties" not in out and not node.get(OPEN):
+        out["additionalProperties"] = False
+    if node.get("nullable") is True and mode != "form":
         if isinstance(out.get("type"), str):
             out["type"] = [out["type"], "null"]
             if "enum" in out:
@@ -101,7 +107,14 @@ def nest(pairs: list[tuple[str, str]], csv: frozenset[str] = frozenset(),
     {"a": ["x", "y"]}. Names in `csv` are comma-separated lists (OpenAPI style form, explode false); names in
     `repeated` are lists written as a repeated key (style form, explode true)."""
     root: dict[str, Any] = {}
+    nested = False
     for key, value in pairs:
+        if "[" not in key and "]" not in key and key not in csv and key not in repeated:  # the common case
+            if key in root:
+                raise FormError(key, "is given twice")
+            root[key] = value
+            continue
+        nested = True
         match = _KEY.match(key)
         if match is None:
             raise FormError(key, "is not a parameter name or a bracketed key")
@@ -115,7 +128,7 @@ def nest(pairs: list[tuple[str, str]], csv: frozenset[str] = frozenset(),
             existing.append(value)
         else:
             _put(root, key, parts, value)
-    return _lists(root)
+    return _lists(root) if nested else root
 
 
 def _put(root: dict[str, Any], key: str, parts: list[str], value: Any) -> None:
