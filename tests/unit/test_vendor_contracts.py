@@ -275,3 +275,38 @@ def test_an_excerpt_keeps_the_named_operations_and_every_component_they_reach_an
     assert extract_main([str(source), "--vendor", "shop", "--source", "s", "--licence", "MIT",
                          "--operation", "PostNothing"]) == 1
     assert "PostNothing" in capsys.readouterr().err
+
+
+# -- the vendor's published examples, replayed ---------------------------------------------------------------------
+
+STRIPE_EXAMPLES = orjson.loads((ROOT / "tests" / "data" / "vendor_examples" / "stripe.json").read_bytes())
+
+
+@pytest.mark.parametrize("name", ["payment_intent", "refund", "charge"])
+def test_stripes_published_examples_conform_to_our_stripe_contract(name: str):
+    contract = load_vendor_contract("stripe", ROOT / "contracts" / "vendors" / "stripe.yaml")
+    from gateway.vendorcontracts import find_drift
+
+    assert find_drift(contract, {"$ref": f"#/components/schemas/{name}"}, STRIPE_EXAMPLES[name]) == []
+
+
+async def test_stripes_published_examples_replayed_through_the_adapter(tmp_path):
+    """Stripe's own example objects, as Stripe would answer them: no drift; what we stamp on a PaymentIntent
+    (metadata.order_id) makes it our Payment, and an intent we never made (no order_id) is a clean 502, never a crash."""
+    pi, charge, refund = (STRIPE_EXAMPLES[k] for k in ("payment_intent", "charge", "refund"))
+    ours = {**pi, "metadata": {"order_id": "ord_1"}, "status": "succeeded", "amount_received": 1099,
+            "latest_charge": {**charge, "amount": 1099, "amount_captured": 1099, "captured": True,
+                              "payment_intent": pi["id"]}}
+    answers = iter([ours, pi, {**refund, "payment_intent": pi["id"]}])
+    transport = MockTransport(lambda r: MockAnswer(200, orjson.dumps(next(answers)),
+                                                   {"content-type": "application/json"}))
+    db = tmp_path / "drift.sqlite"
+    adapter = await adapter_over("stripe", transport, check("stripe", drift=DriftLog(db)))
+    payment = await adapter.get_payment(call("getPayment", payment_id="pay_1MoS6fLgUG5tbmjca6AdBPsl"))
+    assert payment.body["order_id"] == "ord_1" and payment.body["amount_captured"] == 1099
+    with pytest.raises(Exception) as foreign:
+        await adapter.get_payment(call("getPayment", payment_id="pay_1MoS6fLgUG5tbmjca6AdBPsl"))
+    assert getattr(foreign.value, "slug", "") == "upstream-contract-violation"
+    made = await adapter.refund_payment(call("refundPayment", {}, key="vc-key-ex", payment_id="pay_1"))
+    assert made.body["id"] == "ref_1MoqxHLgUG5tbmjcYO7PFWn6" and made.body["amount"] == 100
+    assert read_drift(db) == []
