@@ -59,6 +59,7 @@ class VendorOperation:
     method: str
     template: str
     pointer: str  # where it is declared: /paths/<escaped path>/<method>
+    used_by: tuple[str, ...] = ()  # `x-gateway-used-by`: the adapter operations that call it (for `gateway diff`)
     path_params: dict[str, Param] = field(default_factory=dict)
     query: SchemaValidator | None = None
     csv: frozenset[str] = frozenset()
@@ -155,7 +156,7 @@ class VendorContract:
         raw = item[method]
         pointer = "/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method
         op = VendorOperation(self.vendor, str(raw.get("operationId") or f"{method.upper()} {path}"), method, path,
-                             pointer)
+                             pointer, used_by=tuple(str(n) for n in raw.get("x-gateway-used-by") or ()))
         params: dict[tuple[str, str], dict[str, Any]] = {}
         for source in (item.get("parameters") or [], raw.get("parameters") or []):
             for p in source:

@@ -6,6 +6,7 @@ their sandboxes in memory (ASGITransport) with the checks enforced."""
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,37 @@ ADAPTERS = {"stripe": StripeAdapter, "hubspot": HubSpotAdapter, "woocommerce": W
 def check(vendor: str, mode: str = "enforce", drift: DriftLog | None = None) -> ContractCheck:
     contract = load_vendor_contract(vendor, ROOT / "contracts" / "vendors" / f"{vendor}.yaml")
     return ContractCheck(contract, mode, drift or DriftLog(None))
+
+
+class Recording(ContractCheck):
+    """The check, also noting which adapter operation (found up the call stack) sent each vendor operation: what
+    `x-gateway-used-by` must say for `gateway diff --vendor` to name the affected public operations."""
+
+    calls: set[tuple[str, str]]
+
+    def check_request(self, method: str, target: str, headers: dict[str, str], content: bytes | None,
+                      call: Any) -> Any:
+        op = super().check_request(method, target, headers, content, call)
+        names = set(ADAPTERS[self.vendor].OPERATIONS)
+        frame = sys._getframe()
+        while frame is not None and frame.f_code.co_name not in names:
+            frame = frame.f_back  # type: ignore[assignment]
+        assert frame is not None, "a vendor call outside any adapter operation"
+        self.calls.add((op.operation_id, frame.f_code.co_name))
+        return op
+
+
+def recording(vendor: str, drift: DriftLog) -> Recording:
+    contract = load_vendor_contract(vendor, ROOT / "contracts" / "vendors" / f"{vendor}.yaml")
+    rec = Recording(contract, "enforce", drift)
+    rec.calls = set()
+    return rec
+
+
+def assert_used_by_is_true(rec: Recording) -> None:
+    assert rec.calls  # the recording saw the calls
+    declared = {(op.operation_id, name) for op in rec.contract.operations for name in op.used_by}
+    assert rec.calls <= declared, f"x-gateway-used-by misses {sorted(rec.calls - declared)}"
 
 
 async def adapter_over(vendor: str, transport: Any, contract: ContractCheck) -> Any:
@@ -76,7 +108,8 @@ def test_bracketed_form_keys_decode_into_the_object_they_encode():
 async def test_the_stripe_adapter_only_sends_what_stripes_contract_allows_and_its_sandbox_answers_without_drift(
         tmp_path):
     drift = DriftLog(tmp_path / "drift.sqlite")
-    adapter = await adapter_over("stripe", ASGITransport(stripe.create_sandbox()), check("stripe", drift=drift))
+    rec = recording("stripe", drift)
+    adapter = await adapter_over("stripe", ASGITransport(stripe.create_sandbox()), rec)
     body = {"order_id": "ord_7", "amount": 4200, "currency": "EUR", "capture_method": "manual",
             "payment_method": "pm_card_visa", "customer_email": "ana@example.com", "description": "two mugs"}
     created = await adapter.create_payment(call("createPayment", body, key="vc-key-0001"))
@@ -91,25 +124,28 @@ async def test_the_stripe_adapter_only_sends_what_stripes_contract_allows_and_it
                                           key="vc-key-0004"))
     assert not isinstance(declined.value, AdapterContractViolation)
     assert read_drift(tmp_path / "drift.sqlite") == []
+    assert_used_by_is_true(rec)
     await adapter.shutdown()
 
 
 async def test_the_hubspot_adapter_only_sends_what_the_contract_allows(tmp_path):
     drift = DriftLog(tmp_path / "drift.sqlite")
-    adapter = await adapter_over("hubspot", ASGITransport(hubspot.create_sandbox()), check("hubspot", drift=drift))
+    rec = recording("hubspot", drift)
+    adapter = await adapter_over("hubspot", ASGITransport(hubspot.create_sandbox()), rec)
     made = await adapter.upsert_customer(call("upsertCustomer", {"email": "ana@example.com", "first_name": "Ana"}))
     await adapter.upsert_customer(call("upsertCustomer", {"email": "ana@example.com", "phone": "+351 1"}))
     await adapter.get_customer(call("getCustomer", customer_id=made.body["id"]))
     await adapter.search_customers(call("searchCustomers", q="ana", limit=5))
     await adapter.find_customers(call("findCustomers", keys=["ana@example.com", "nobody@example.com"]))
     assert read_drift(tmp_path / "drift.sqlite") == []
+    assert_used_by_is_true(rec)
     await adapter.shutdown()
 
 
 async def test_the_woocommerce_adapter_only_sends_what_the_contract_allows(tmp_path):
     drift = DriftLog(tmp_path / "drift.sqlite")
     adapter = await adapter_over("woocommerce", ASGITransport(woocommerce.create_sandbox()),
-                                 check("woocommerce", drift=drift))
+                                 rec := recording("woocommerce", drift))
     order = {"currency": "EUR", "customer": {"email": "ana@example.com", "first_name": "Ana"},
              "items": [{"sku": "SKU-123", "quantity": 2}], "external_ref": "ext-1",
              "shipping_address": {"line1": "Rua Augusta 10", "city": "Lisboa", "postal_code": "1100-053",
@@ -126,6 +162,7 @@ async def test_the_woocommerce_adapter_only_sends_what_the_contract_allows(tmp_p
                           earlier_attempt_since=1.0)
     assert (await adapter.create_order(retried)).body["id"] == oid
     assert read_drift(tmp_path / "drift.sqlite") == []
+    assert_used_by_is_true(rec)
     await adapter.shutdown()
 
 
@@ -292,7 +329,7 @@ def test_stripes_published_examples_conform_to_our_stripe_contract(name: str):
 
 async def test_stripes_published_examples_replayed_through_the_adapter(tmp_path):
     """Stripe's own example objects, as Stripe would answer them: no drift; what we stamp on a PaymentIntent
-    (metadata.order_id) makes it our Payment, and an intent we never made (no order_id) is a clean 502, never a crash."""
+    (metadata.order_id) makes it our Payment; an intent we never made (no order_id) is a clean 502, never a crash."""
     pi, charge, refund = (STRIPE_EXAMPLES[k] for k in ("payment_intent", "charge", "refund"))
     ours = {**pi, "metadata": {"order_id": "ord_1"}, "status": "succeeded", "amount_received": 1099,
             "latest_charge": {**charge, "amount": 1099, "amount_captured": 1099, "captured": True,
@@ -310,3 +347,24 @@ async def test_stripes_published_examples_replayed_through_the_adapter(tmp_path)
     made = await adapter.refund_payment(call("refundPayment", {}, key="vc-key-ex", payment_id="pay_1"))
     assert made.body["id"] == "ref_1MoqxHLgUG5tbmjcYO7PFWn6" and made.body["amount"] == 100
     assert read_drift(db) == []
+
+
+# -- impact of a vendor release -------------------------------------------------------------------------------------
+
+def test_gateway_diff_on_two_stripe_releases_names_the_breaking_changes_and_our_affected_operations(tmp_path, capsys):
+    old = tmp_path / "stripe-old.yaml"
+    text = (ROOT / "contracts" / "vendors" / "stripe.yaml").read_text()
+    old.write_text(text)
+    new = tmp_path / "stripe-new.yaml"
+    new.write_text(text.replace("requires_payment_method, succeeded]",  # a new status in every PaymentIntent
+                                "requires_payment_method, requires_reauthorization, succeeded]")
+                   .replace("reason: {type: string, enum: [duplicate, fraudulent, requested_by_customer]",
+                            "reason: {type: string, enum: [duplicate, requested_by_customer]"))  # a value we send
+    assert main(["diff", "--vendor", "stripe", "--config", str(ROOT / "gateway.yaml"), str(old), str(new)]) == 1
+    out = capsys.readouterr().out
+    status, reason = out.split("BREAKING")[1:3]
+    assert "enum-value-added" in status and "affects payments v1 getPayment" in status
+    assert "affects payments v1 createPayment" in status and "affects payments v1 capturePayment" in status
+    assert "enum-value-removed" in reason and "PostRefunds" in reason
+    assert "affects payments v1 refundPayment" in reason and "createPayment" not in reason
+    assert main(["diff", "--vendor", "stripe", "--config", str(ROOT / "gateway.yaml"), str(old), str(old)]) == 0
