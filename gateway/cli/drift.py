@@ -1,7 +1,8 @@
 """`gateway drift [--since]`: where vendors answered differently from their contracts (contracts/vendors/).
 
-Lists each distinct drift (vendor, vendor operation, kind, JSON pointer) the gateway's processes have seen, with when
-it was first seen; counts per kind are in the metric gateway_vendor_drift_total (docs/vendor-contracts.md).
+Lists each distinct drift (vendor, vendor operation, kind, JSON pointer) the gateway's processes have seen: when it
+was first and last seen and about how often (occurrences are written at most once a minute per drift and process;
+the exact counts per kind are in the metric gateway_vendor_drift_total). `--since` keeps what was seen since then.
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    head = ("first seen (UTC)", "vendor", "operation", "kind", "pointer", "detail")
-    lines = [(datetime.fromtimestamp(r["first_seen"], UTC).strftime("%Y-%m-%d %H:%M:%S"), r["vendor"],
-              r["operation"], r["kind"], r["pointer"] or "/", r["detail"]) for r in rows]
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    head = ("first seen (UTC)", "last seen (UTC)", "count", "vendor", "operation", "kind", "pointer", "detail")
+    lines = [(when(r["first_seen"]), when(r["last_seen"]), str(r["count"]), r["vendor"], r["operation"], r["kind"],
+              r["pointer"] or "/", r["detail"]) for r in rows]
     widths = [max(len(str(x[i])) for x in [head, *lines]) for i in range(len(head) - 1)]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1]
                      for line in [head, *lines])
@@ -66,7 +70,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser("drift", help="where vendors answered differently from their contracts (contracts/vendors/)")
     add_config(p)
-    p.add_argument("--since", help="only drift first seen since then: a duration (30m, 2h, 7d) or an ISO 8601 time")
+    p.add_argument("--since", help="only drift seen since then: a duration (30m, 2h, 7d) or an ISO 8601 time")
     p.add_argument("--db", help="the drift file (default: var/vendor-drift.sqlite under the configuration's base)")
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_drift)

@@ -149,16 +149,22 @@ def _choose(contract: VendorContract, branches: list[Any], value: Any) -> Any:
 
 
 class DriftLog:
-    """Drift counted, logged once per distinct drift, kept in a SQLite file for `gateway drift`."""
+    """Drift counted, logged once per distinct drift, kept in a SQLite file for `gateway drift`.
+
+    The file holds, per distinct drift, when it was first and last seen and how often; it is written when a drift is
+    first seen by this process and then at most once a minute per drift (a short blocking write, rare by design)."""
+
+    WRITE_EVERY_S = 60.0
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._seen: set[tuple[str, str, str, str]] = set()
+        self._seen: dict[tuple[str, str, str, str], list[float]] = {}  # key -> [last write, occurrences unwritten]
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._db: Any = None
         self._lock = threading.Lock()
 
     def record(self, vendor: str, operation: str, drifts: list[Drift], request_id: str | None = None) -> None:
+        now = time.time()
         for drift in drifts:
             label = (vendor, operation, drift.kind)
             counter = self._counters.get(label)
@@ -166,24 +172,31 @@ class DriftLog:
                 counter = self._counters[label] = metrics.vendor_drift_total.labels(*label)
             counter.inc()
             key = (vendor, operation, drift.kind, drift.pointer)
-            if key in self._seen:
+            state = self._seen.get(key)
+            if state is None:
+                self._seen[key] = [now, 0]
+                log.warning("vendor drift: %s %s %s at %s: %s", vendor, operation, drift.kind, drift.pointer,
+                            drift.detail, extra={"vendor": vendor, "operation": operation, "kind": drift.kind,
+                                                 "pointer": drift.pointer, "request_id": request_id})
+                self._keep(key, drift.detail, now, 1)
                 continue
-            self._seen.add(key)
-            log.warning("vendor drift: %s %s %s at %s: %s", vendor, operation, drift.kind, drift.pointer,
-                        drift.detail, extra={"vendor": vendor, "operation": operation, "kind": drift.kind,
-                                             "pointer": drift.pointer, "request_id": request_id})
-            self._keep(key, drift.detail)
+            state[1] += 1
+            if now - state[0] >= self.WRITE_EVERY_S:
+                self._keep(key, drift.detail, now, int(state[1]))
+                state[0], state[1] = now, 0
 
-    def _keep(self, key: tuple[str, str, str, str], detail: str) -> None:
-        """Written once per distinct drift and process (rare): a short blocking write is acceptable here."""
+    def _keep(self, key: tuple[str, str, str, str], detail: str, now: float, count: int) -> None:
         if self.path is None:
             return
         try:
             with self._lock:
                 if self._db is None:
                     self._db = open_db(self.path)
-                self._db.execute("INSERT OR IGNORE INTO drift (vendor, operation, kind, pointer, detail, first_seen) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)", (*key, detail, time.time()))
+                self._db.execute(
+                    "INSERT INTO vendor_drift (vendor, operation, kind, pointer, detail, first_seen, last_seen, "
+                    "count) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (vendor, operation, kind, pointer) DO UPDATE "
+                    "SET last_seen = excluded.last_seen, count = count + excluded.count, detail = excluded.detail",
+                    (*key, detail, now, now, count))
         except Exception:  # noqa: BLE001 - keeping the list must never fail the request that showed the drift
             log.exception("vendor drift: cannot write %s", self.path)
 
@@ -195,24 +208,25 @@ class DriftLog:
 
 def open_db(path: Path) -> Any:
     db = connect(path, 5.0)
-    db.execute("CREATE TABLE IF NOT EXISTS drift (vendor TEXT, operation TEXT, kind TEXT, pointer TEXT, detail TEXT, "
-               "first_seen REAL, PRIMARY KEY (vendor, operation, kind, pointer))")
+    db.execute("CREATE TABLE IF NOT EXISTS vendor_drift (vendor TEXT, operation TEXT, kind TEXT, pointer TEXT, "
+               "detail TEXT, first_seen REAL, last_seen REAL, count INTEGER, "
+               "PRIMARY KEY (vendor, operation, kind, pointer))")
     return db
 
 
 def read_drift(path: Path, since: float | None = None) -> list[dict[str, Any]]:
-    """The drift kept in `path`, oldest first (only what was first seen at or after `since`)."""
+    """The drift kept in `path`, most recently seen last (only what was seen at or after `since`)."""
     if not path.exists():
         return []
     db = open_db(path)
     try:
-        rows = db.execute("SELECT vendor, operation, kind, pointer, detail, first_seen FROM drift "
-                          "WHERE first_seen >= ? ORDER BY first_seen, vendor, operation, pointer",
+        rows = db.execute("SELECT vendor, operation, kind, pointer, detail, first_seen, last_seen, count "
+                          "FROM vendor_drift WHERE last_seen >= ? ORDER BY last_seen, vendor, operation, pointer",
                           (since or 0.0,)).fetchall()
     finally:
         db.close()
-    return [dict(zip(("vendor", "operation", "kind", "pointer", "detail", "first_seen"), r, strict=True))
-            for r in rows]
+    names = ("vendor", "operation", "kind", "pointer", "detail", "first_seen", "last_seen", "count")
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 def check_status(op: VendorOperation, status: int) -> list[Drift]:
