@@ -10,6 +10,10 @@ recorded on the AdapterCall (for logs, metrics and `gateway trace`).
 Below the client is a transport (adapters/transport/: one method, `send`): `h1`, the lean keep-alive pool on
 httptools (the default, measured ~45% less CPU per request than aiohttp in the full chain), or `aiohttp`; tests
 plug in `MockTransport` or `ASGITransport` (no sockets). A transport raises four errors, mapped here to ours.
+
+`contract`: the vendor's own contract (gateway/vendorcontracts/, installed by the runtime; None when the vendor has
+none). Each logical request is checked once before it is sent, on its real wire form (`check_request` raises in
+enforce mode), and its final answer is checked for drift (`check_answer`, which never raises).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 import orjson
@@ -81,6 +85,15 @@ def attempt_outcome(entry: dict[str, Any]) -> str:
     return "ok" if status < 400 else ("4xx" if status < 500 else "5xx")
 
 
+class ContractHook(Protocol):
+    """What the client asks of a vendor contract (gateway/vendorcontracts/check.py implements it)."""
+
+    def check_request(self, method: str, target: str, headers: dict[str, str], content: bytes | None,
+                      call: Any) -> Any: ...
+
+    def check_answer(self, checked: Any, status: int, headers: Any, body: bytes, call: Any) -> None: ...
+
+
 class VendorClient:
     """Pooled HTTP client for one vendor. `request()` returns any HTTP answer; only transport failures raise."""
 
@@ -100,6 +113,7 @@ class VendorClient:
         # Set by the runtime: where attempt lines go (gateway/observability/logs.py), and the tracer when tracing is on.
         self.events: Any = None
         self.tracing: Any = None
+        self.contract: ContractHook | None = None  # set by the runtime: the vendor's contract, checked both ways
         self._attempt_metrics: dict[tuple[str, str], Any] = {}
         self._started = False
         t = settings.timeouts
@@ -143,18 +157,26 @@ class VendorClient:
         elif form is not None:
             content = urlencode(form, doseq=True).encode()
             hdrs["content-type"] = "application/x-www-form-urlencoded"
+        if params:  # the wire form, encoded once for every attempt and for the contract check
+            path += ("&" if "?" in path else "?") + urlencode(params, doseq=True)
+            params = None
+        contract = self.contract
+        checked = contract.check_request(method, path, hdrs, content, call) if contract is not None else None
         # Safe to send twice: the method says so, or the vendor deduplicates by our idempotency key.
         repeatable = read_only or method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in hdrs)
         deadline = call.deadline if call is not None else None
         async with self.throttle.slot():  # our side of the vendor's limits: refused here, the vendor never knows
             trial = self.breaker.admit()
             try:
-                return await self._attempts(method, path, params, content, hdrs, call, repeatable, deadline, trial,
-                                            request_id)
+                response = await self._attempts(method, path, params, content, hdrs, call, repeatable, deadline,
+                                                 trial, request_id)
             except asyncio.CancelledError:
                 if trial:  # never recorded: without this the half-open breaker would wait for it forever
                     self.breaker.release_trial()
                 raise
+        if contract is not None:
+            contract.check_answer(checked, response.status, response.headers, response.body, call)
+        return response
 
     async def _attempts(self, method: str, path: str, params: Any, content: bytes | None, hdrs: dict[str, str],
                         call: AdapterCall | None, repeatable: bool, deadline: float | None, trial: bool,

@@ -331,6 +331,43 @@ def compile_time(tmp: Path, operations: int) -> list[tuple[str, float]]:
             (f"contract of {count} operations: total start-up cost, cold (s)", best_check + best_runtime)]
 
 
+def vendor_contracts() -> list[tuple[str, float]]:
+    """The vendor contract checks (gateway/vendorcontracts/) on the Stripe calls the adapter makes: a form-encoded
+    create (the largest request) before it is sent, and the drift check of a PaymentIntent answer."""
+    from urllib.parse import urlencode
+
+    import orjson
+
+    from adapters.stripe.mapping import create_params, form_pairs
+    from gateway.vendorcontracts import ContractCheck, DriftLog, load_vendor_contract
+
+    root = Path(__file__).resolve().parents[1]
+    contract = load_vendor_contract("stripe", root / "contracts" / "vendors" / "stripe.yaml")
+    check = ContractCheck(contract, "enforce", DriftLog(None))
+    body = urlencode(list(form_pairs(create_params({"amount": 3998, "currency": "EUR", "order_id": "ord_1",
+                                                    "payment_method": "pm_card_visa",
+                                                    "customer_email": "ana@example.com"})))).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    op = check.check_request("POST", "/v1/payment_intents", headers, body, None)
+    charge = {"id": "ch_1", "object": "charge", "amount": 3998, "amount_captured": 3998, "amount_refunded": 0,
+              "captured": True, "created": 1700000000, "currency": "eur", "livemode": False, "paid": True,
+              "refunded": False, "status": "succeeded", "payment_intent": "pi_1", "payment_method": "pm_card_visa"}
+    intent = orjson.dumps({"id": "pi_1", "object": "payment_intent", "amount": 3998, "amount_capturable": 0,
+                           "amount_received": 3998, "capture_method": "automatic", "confirmation_method": "automatic",
+                           "created": 1700000000, "currency": "eur", "livemode": False,
+                           "metadata": {"order_id": "ord_1"}, "payment_method_types": ["card"],
+                           "status": "succeeded", "latest_charge": charge, "receipt_email": "ana@example.com"})
+    get_target = "/v1/payment_intents/pi_1?expand%5B%5D=latest_charge"
+    return [
+        ("vendor contract: Stripe create request (form, 11 keys)",
+         us(lambda: check.check_request("POST", "/v1/payment_intents", headers, body, None), 20_000)),
+        ("vendor contract: Stripe retrieve request (path + query)",
+         us(lambda: check.check_request("GET", get_target, {}, None, None), 20_000)),
+        ("vendor contract: PaymentIntent answer drift check (expanded charge)",
+         us(lambda: check.check_answer(op, 200, {}, intent, None), 20_000)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="'' to skip the Redis limiter")
@@ -338,7 +375,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        rows = jwt(tmp) + failed_auth(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
+        rows = (jwt(tmp) + failed_auth(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
+                + vendor_contracts())
         print("| policy | µs per call |\n|---|---:|")
         for label, value in rows:
             print(f"| {label} | {value:,.1f} |")

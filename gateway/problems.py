@@ -207,6 +207,12 @@ class UpstreamContractViolation(UpstreamProblem):
     status, slug, title = 502, "upstream-contract-violation", "The vendor's response breaks the contract"
 
 
+class AdapterContractViolation(ServerProblem):
+    """Our adapter was about to send the vendor a request its contract (contracts/vendors/) does not allow: our bug."""
+
+    status, slug, title = 500, "adapter-contract-violation", "The gateway built a request the vendor does not accept"
+
+
 class VendorCredentialsRejected(UpstreamProblem):
     """The vendor refused OUR credentials: an operator must fix the configuration."""
 

@@ -27,6 +27,8 @@ from gateway.policies.base import completers
 from gateway.problems import ProblemRenderer
 from gateway.services import build_services
 from gateway.settings import Settings, VendorSettings
+from gateway.vendorcontracts import DriftLog, build_check
+from gateway.vendorcontracts.contract import VendorContractError
 from gateway.versions import VersionIndex
 
 log = logging.getLogger("gateway")
@@ -68,6 +70,22 @@ def check(settings: Settings) -> tuple[list[Contract], list[Operation], list[Con
     return contracts, operations, problems
 
 
+def drift_path(settings: Settings) -> Any:
+    """Where vendor drift is kept for `gateway drift` (gateway/vendorcontracts/drift.py)."""
+    return settings.base_dir / "var" / "vendor-drift.sqlite"
+
+
+def vendor_contract_problems(settings: Settings) -> list[ContractProblem]:
+    """Each configured vendor's contract (contracts/vendors/) loads and compiles."""
+    problems = []
+    for name, vendor in settings.vendors.items():
+        try:
+            build_check(name, vendor, settings.base_dir, None)
+        except VendorContractError as exc:
+            problems.append(ContractProblem(exc.where, "", exc.reason))
+    return problems
+
+
 def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list[ContractProblem],
                                             list[ContractProblem]]:
     """`check`, and the warnings: things served anyway that the author should know (an unsupported alternative).
@@ -81,6 +99,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
     if entry is not None:
         contracts, problems = load_contracts(settings.contract_paths(), verify=False)
         problems += _settings_problems(settings)  # the filesystem may have changed (signing keys): always checked
+        problems += vendor_contract_problems(settings)
         if not problems:
             operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
             if not problems:
@@ -88,6 +107,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
                 return contracts, operations if not problems else [], problems, warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
+    problems += vendor_contract_problems(settings)
     problems += lint(contracts, settings)
     warnings = sorted({p for p in problems if p.warning})
     problems = [p for p in problems if not p.warning]
@@ -136,10 +156,16 @@ class Runtime:
             self.jobs.status_template = status.path.replace("{operation_id}", "{id}")
         self.ready = False
         self.extras: dict[str, Any] = {}  # per-feature state (stores, metrics...) keyed by feature name
+        self.drift = DriftLog(drift_path(settings))  # vendor answers that differ from the vendor's contract
         for name in sorted({op.vendor for op in operations}):
-            vendor = settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal")
+            vendor = settings.vendors.get(name) or VendorSettings(adapter=name, base_url="http://gateway.internal",
+                                                                  contract={"mode": "off"})
             client = VendorClient(name, vendor, settings.transport, limiter=self.limiter)
             client.events = events
+            try:  # the vendor's own contract (contracts/vendors/), checked on every request and answer
+                client.contract = build_check(name, vendor, settings.base_dir, self.drift)
+            except VendorContractError as exc:
+                raise ContractError([ContractProblem(exc.where, "", exc.reason)]) from None
             adapter = adapter_class(vendor.adapter)(name, vendor, client)
             if isinstance(adapter, GatewayOperationsAdapter):
                 adapter.jobs = self.jobs.store
@@ -201,6 +227,7 @@ class Runtime:
         await self.monitoring.stop()
         await self.jobs.stop()
         await self.webhooks.close()
+        self.drift.close()
         await self.auth.close()
         await self.idempotency_store.close()
         await self.limiter.close()

@@ -101,6 +101,16 @@ class VendorLimitSettings(Strict):
     max_wait_s: float = Field(0.0, ge=0)  # how long a call may wait for a concurrency slot before a 503
 
 
+class VendorContractSettings(Strict):
+    """The vendor's own contract (docs/vendor-contracts.md): every request checked before it is sent, every answer
+    checked for drift. `enforce` refuses a request that breaks it (500 adapter-contract-violation: our bug);
+    `report` sends it anyway and logs and counts it (production); `off` checks nothing."""
+
+    mode: Literal["enforce", "report", "off"] = "report"
+    file: str | None = None  # default: contracts/vendors/<adapter>.yaml when it exists
+    answers: bool = True  # check answers for drift
+
+
 class VendorSettings(Strict):
     """One vendor the gateway talks to: which adapter translates for it, where it lives, how we authenticate."""
 
@@ -114,6 +124,7 @@ class VendorSettings(Strict):
     limits: VendorLimitSettings = VendorLimitSettings()
     pool: PoolSettings = PoolSettings()
     options: dict[str, Any] = Field(default_factory=dict)
+    contract: VendorContractSettings = VendorContractSettings()
 
     @field_validator("base_url")
     @classmethod

@@ -19,7 +19,9 @@ drop the rule), `probability` (0..1), and one effect: `latency_ms` (delay, then 
 with this status and the vendor's error body; `retry_after_s` adds Retry-After), `hang_s` (never answer within
 this time: a timeout), `malformed` (a body that is not JSON), `break_contract` (valid JSON of the wrong shape),
 `reset` (close the connection without an answer), `drop_response` (do the work, then close the connection without
-the answer: the vendor acted but the caller never heard).
+the answer: the vendor acted but the caller never heard), `drift` (serve normally, then change the top-level fields
+of the JSON answer: {"set": {"status": "paused", "surprise": 1}, "remove": ["currency"]}: a vendor that changed its
+API, for the drift checks of docs/vendor-contracts.md).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Fault:
     break_contract: bool = False
     reset: bool = False
     drop_response: bool = False
+    drift: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Fault:
@@ -166,7 +169,29 @@ class Sandbox:
                                       media_type="application/json")(scope, receive, send)
             if fault.break_contract:
                 return await JSONResponse(self._broken())(scope, receive, send)
+            if fault.drift is not None:
+                return await self._drifted(fault.drift, scope, body, send)
         await self.vendor_app(scope, _replay(body), send)
+
+    async def _drifted(self, drift: dict[str, Any], scope: dict[str, Any], body: bytes, send: Any) -> None:
+        """The real answer with its top-level fields changed as the `drift` fault says."""
+        messages: list[dict[str, Any]] = []
+
+        async def keep(message: dict[str, Any]) -> None:
+            messages.append(message)
+
+        await self.vendor_app(scope, _replay(body), keep)
+        start = next(m for m in messages if m["type"] == "http.response.start")
+        raw = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        answer = json.loads(raw) if raw else None
+        if isinstance(answer, dict):
+            answer.update(drift.get("set") or {})
+            for name in drift.get("remove") or []:
+                answer.pop(name, None)
+            raw = json.dumps(answer).encode()
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        await send({**start, "headers": [*headers, (b"content-length", str(len(raw)).encode())]})
+        await send({"type": "http.response.body", "body": raw})
 
     def _record(self, scope: dict[str, Any], method: str, path: str, body: bytes) -> None:
         self.state.requests[f"{method} {path}"] += 1

@@ -154,7 +154,8 @@ class HubSpotAdapter(Adapter):
         headers = {"authorization": "Bearer " + self.settings.secret("access_token"), "accept": "application/json"}
         # A batch read changes nothing: safe to retry like a GET.
         response = await self.client.request("POST", CONTACTS + "/batch/read", json={
-            "properties": list(PROPERTIES), "idProperty": "email", "inputs": inputs}, headers=headers, call=call,
+            "properties": list(PROPERTIES), "propertiesWithHistory": [], "idProperty": "email",
+            "inputs": inputs}, headers=headers, call=call,
             request_id=call.request_id, read_only=True)
         if response.status >= 300:
             raise problem_from_response(self.vendor, response)

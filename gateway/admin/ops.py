@@ -93,6 +93,7 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
     vendors: dict[tuple[str, str], float] = {}
     gauges: dict[str, float] = {}
     shed: dict[str, float] = {}
+    drift: dict[tuple[str, str, str], float] = {}  # vendor answers that differ from the vendor's contract
     for sample in metrics.samples():
         name, labels, value = sample.name, sample.labels, sample.value
         if name == "gateway_requests_total":
@@ -108,6 +109,9 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
         elif name == "gateway_ratelimit_rejections_total":
             key = (f"{labels['api']} {labels['version']} {labels['operation']}", labels["client"], labels["reason"])
             rejections[key] = rejections.get(key, 0.0) + value
+        elif name == "gateway_vendor_drift_total":
+            key = (labels["vendor"], labels["operation"], labels["kind"])
+            drift[key] = drift.get(key, 0.0) + value
         elif name == "gateway_vendor_attempt_seconds_count":
             key = (labels["vendor"], labels["outcome"])
             vendors[key] = vendors.get(key, 0.0) + value
@@ -134,6 +138,8 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
         "ratelimit_rejections": [{"operation": k[0], "client": k[1], "reason": k[2], "count": int(v)}
                                  for k, v in sorted(rejections.items())],
         "vendor_attempts": [{"vendor": k[0], "outcome": k[1], "count": int(v)} for k, v in sorted(vendors.items())],
+        "vendor_drift": [{"vendor": k[0], "operation": k[1], "kind": k[2], "count": int(v)}
+                         for k, v in sorted(drift.items()) if v],  # where: `gateway drift`
         "jobs": {"queue_depth": int(gauges.get("gateway_jobs_queue_depth", 0)),
                  "oldest_age_s": round(gauges.get("gateway_jobs_oldest_age_seconds", 0.0), 1),
                  "dead_letters": int(gauges.get("gateway_jobs_dead", 0))},

@@ -7,15 +7,16 @@
     trace.py       trace
     auth.py        hash-secret, api-key, token
     monitoring.py  reconcile, slo, exceptions, synthetic
+    drift.py       drift (vendor answers that differ from the vendor's contract)
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import auth, contracts, init, jobs, monitoring, serve, trace
+from . import auth, contracts, drift, init, jobs, monitoring, serve, trace
 
-GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring)
+GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring, drift)
 
 
 def main(argv: list[str] | None = None) -> int:

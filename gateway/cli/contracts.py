@@ -48,6 +48,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
     from gateway.contracts.diff import diff_paths
 
+    if args.vendor:
+        return _vendor_diff(args)
     with tempfile.TemporaryDirectory() as tmp:
         if args.base:
             new = [Path(args.paths[0])] if args.paths else [Path("contracts")]
@@ -71,6 +73,44 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 1 if report.breaking else 0
 
 
+def _vendor_diff(args: argparse.Namespace) -> int:
+    """`gateway diff --vendor NAME OLD NEW`: a vendor release's changes and which of our operations they touch."""
+    import json
+
+    from gateway.runtime import check_all
+    from gateway.vendorcontracts.contract import VendorContractError
+    from gateway.vendorcontracts.impact import public_routes, vendor_impact
+
+    if len(args.paths) != 2:
+        print("usage: gateway diff --vendor NAME OLD NEW  (two versions of a vendor contract)", file=sys.stderr)
+        return 2
+    settings = settings_of(args)
+    names = {n for n, v in settings.vendors.items() if args.vendor in (n, v.adapter)}
+    operations = check_all(settings)[1]
+    try:
+        impacts, errors = vendor_impact(args.vendor, Path(args.paths[0]), Path(args.paths[1]),
+                                        public_routes(operations, args.vendor, names))
+    except VendorContractError as exc:
+        errors = [str(exc)]
+    if errors:
+        print("cannot compare, vendor contracts do not load:", *errors, sep="\n  ", file=sys.stderr)
+        return 2
+    breaking = [i for i in impacts if i.change.breaking]
+    if args.format == "json":
+        print(json.dumps({"breaking": len(breaking), "changes": [i.as_dict() for i in impacts]}, indent=2))
+    else:
+        for impact in impacts:
+            print(impact.change)
+            print(f"    vendor operations: {', '.join(impact.vendor_operations) or '-'}; adapter: "
+                  f"{', '.join(impact.adapter_operations) or '-'}")
+            for public in impact.public_operations:
+                print(f"    affects {public}")
+        affected = sorted({p for i in breaking for p in i.public_operations})
+        print(f"{len(impacts)} changes, {len(breaking)} breaking; public operations affected by breaking changes: "
+              f"{len(affected)}", file=sys.stderr)
+    return 1 if breaking else 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("check", help="validate contracts (and routes against gateway.yaml); exit 1 on problems")
     p.add_argument("paths", nargs="*", help="contract files or folders (default: those in the config)")
@@ -81,4 +121,7 @@ def register(sub: Any) -> None:
     p.add_argument("paths", nargs="*", help="OLD NEW (files or folders), or with --base: the contracts folder")
     p.add_argument("--base", help="compare the contracts folder with its state at this git revision")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--vendor", help="OLD and NEW are versions of this vendor's contract (contracts/vendors/): list "
+                                    "which of our public operations each change affects")
+    add_config(p)
     p.set_defaults(func=cmd_diff)

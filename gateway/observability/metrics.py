@@ -56,6 +56,12 @@ breaker_rejections_total = Counter(
     ["vendor"], registry=REGISTRY)
 vendor_retries_total = Counter(
     "gateway_vendor_retries_total", "Vendor calls retried, by why", ["vendor", "reason"], registry=REGISTRY)
+vendor_drift_total = Counter(
+    "gateway_vendor_drift_total", "Vendor answers that differ from the vendor's contract (contracts/vendors/), by kind",
+    ["vendor", "operation", "kind"], registry=REGISTRY)
+vendor_contract_violations_total = Counter(
+    "gateway_vendor_contract_violations_total", "Requests to a vendor that broke the vendor's contract, by mode",
+    ["vendor", "operation", "mode"], registry=REGISTRY)
 retry_budget_exhausted_total = Counter(
     "gateway_retry_budget_exhausted_total", "Retries not made because the vendor's retry budget was spent",
     ["vendor"], registry=REGISTRY)

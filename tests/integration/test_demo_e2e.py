@@ -21,6 +21,7 @@ def gateway(sandboxes):
     app = create_app(demo_settings(sandboxes.urls))
     server = ServerThread(app).start()
     with httpx.Client(base_url=server.url, timeout=10, headers=bearer(app)) as client:
+        client.gateway_app = app  # type: ignore[attr-defined]  # for tests that need the operator's view
         yield client
     server.stop()
 
@@ -112,3 +113,38 @@ def test_vendor_outage_and_garbage_become_problems(gateway, sandboxes):
     httpx.put(woo + "/_sandbox/faults", json=[{"malformed": True, "times": 1}]).raise_for_status()
     garbage = gateway.get("/v1/orders/ord_1")
     assert garbage.status_code == 502 and garbage.json()["type"].endswith("/upstream-contract-violation")
+
+
+def test_a_vendor_that_drifts_shows_in_the_metric_the_log_the_operator_page_and_gateway_drift(gateway, sandboxes,
+                                                                                              caplog, capsys):
+    """Issue 18: the Stripe sandbox answers a PaymentIntent with a new field, a new status and without a field the
+    contract says is always there. The caller's answer is unchanged in shape (the public contract still holds); the
+    drift is counted per kind, logged once with its pointer, on the operator page and listed by `gateway drift`."""
+    import logging
+
+    from gateway.cli import main
+
+    stripe = sandboxes.urls["stripe"]
+    body = {"order_id": "ord_4242", "amount": 1200, "currency": "EUR", "payment_method": "pm_card_visa"}
+    made = gateway.post("/v1/payments", json=body, headers={"Idempotency-Key": str(uuid.uuid4())})
+    assert made.status_code == 201, made.text
+    httpx.put(stripe + "/_sandbox/faults", json=[{"method": "GET", "path": "/v1/payment_intents/", "times": 2,
+                                                 "drift": {"set": {"surprise": {"new": True}, "status": "succeeded",
+                                                                   "capture_method": "automatic_delayed"},
+                                                           "remove": ["confirmation_method"]}}]).raise_for_status()
+    with caplog.at_level(logging.WARNING, logger="gateway.vendors.drift"):
+        for _ in range(2):
+            read = gateway.get(f"/v1/payments/{made.json()['id']}")
+            assert read.status_code == 200 and read.json()["status"] == "succeeded"
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.vendors.drift"
+             and "GetPaymentIntentsIntent" in r.getMessage()]
+    assert sum("/surprise" in line for line in lines) == 1
+    assert sum("/confirmation_method" in line for line in lines) == 1
+    app = gateway.gateway_app
+    page = gateway.get("/admin/ops/data", headers=bearer(app, "ops", ["gateway:admin"])).json()["vendor_drift"]
+    kinds = {d["kind"]: d["count"] for d in page if d["operation"] == "GetPaymentIntentsIntent"}
+    assert kinds["undeclared_field"] >= 2 and kinds["missing_required"] >= 2 and kinds["unknown_enum"] >= 2
+    capsys.readouterr()
+    assert main(["drift", "--db", str(app.runtime.drift.path), "--since", "10m"]) == 0
+    out = capsys.readouterr().out
+    assert "/surprise" in out and "/capture_method" in out and "missing_required" in out

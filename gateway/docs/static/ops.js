@@ -51,6 +51,7 @@ function draw(data) {
        [dt > 0 ? ((n - (shedBefore[reason] || 0)) / dt).toFixed(1) : null]]);
   rows("breakers", Object.entries(data.breakers), ([v, s]) => [[v, "l"], [s, "l " + s]]);
   rows("vendors", data.vendor_attempts, (a) => [[a.vendor, "l"], [a.outcome, "l"], [a.count]]);
+  rows("drift", data.vendor_drift || [], (d) => [[d.vendor, "l"], [d.operation, "l"], [d.kind, "l bad"], [d.count]]);
   rows("limits", data.ratelimit_rejections, (r) => [[r.operation, "l"], [r.client, "l"], [r.reason, "l"], [r.count]]);
   cards("jobs", [["queue depth", data.jobs.queue_depth], ["oldest job", data.jobs.oldest_age_s + " s"],
                  ["dead letters", data.jobs.dead_letters]]);
