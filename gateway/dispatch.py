@@ -57,7 +57,8 @@ async def dispatch(ctx: RequestContext) -> Response:
     response = render(op, ctx.request_id, ctx.notes, result)
     if op.emitter is not None and response.status < 300:
         # Shielded: the vendor already acted, so its events are stored even if the caller hangs up meanwhile.
-        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id))
+        ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id,
+                                                              traceparent=ctx.traceparent, owner=ctx.client_id))
     return response
 
 

@@ -87,6 +87,8 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.handlers: dict[str, Handler] = {"operation": self._run_operation}
+        self.stager: Callable[..., Any] | None = None  # Webhooks.stage: what a success causes (gateway/webhooks/)
+        self.on_staged: Callable[[Any], None] | None = None  # Webhooks.notify: wake who handles what was staged
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
@@ -163,6 +165,8 @@ class JobRunner:
                     log.warning("cannot record the outcome of %s (%s); retrying", job.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        if outcome.staged and self.on_staged is not None:
+            self.on_staged(outcome.staged)
         metrics.jobs_finished_total.labels(job.kind, job.name, outcome.state).inc()
         level = logging.WARNING if outcome.state == "dead" else logging.INFO
         log.log(level, "job %s (%s) attempt %d: %s", job.id, job.name, job.attempts, outcome.state,
@@ -223,9 +227,13 @@ class JobRunner:
             problem = _problem(error)
         state, delay = classify(error, status, job.attempts, job.schedule)
         if state == "succeeded":
-            if op.emitter is not None:
+            # The webhook deliveries and events this success causes are written with its outcome (one transaction).
+            staged = None
+            if op.emitter is not None and self.stager is not None:
+                staged = self.stager(op, body, call.request_id, traceparent=p.get("traceparent"), owner=job.client_id)
+            elif op.emitter is not None:
                 await op.emitter(op, body, call.request_id)
-            return Outcome("succeeded", attempt, result={"status": status, "body": body})
+            return Outcome("succeeded", attempt, result={"status": status, "body": body}, staged=staged)
         if status is not None and status >= 400 and error is None:
             problem = {"status": status, "title": "The vendor refused the request", "detail": body}
         return Outcome(state, attempt, problem=problem, retry_in_s=delay)
