@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from gateway.auth.service import AuthService
 from gateway.events.service import EventBus
+from gateway.events.triggers import Triggers
 from gateway.jobs.service import Jobs
 from gateway.observability.logs import EventLog
 from gateway.observability.tracing import Tracing
@@ -75,6 +76,8 @@ def build_services(settings: Settings, events: EventLog, run_workers: bool = Tru
     jobs.handle(webhook_in=webhooks.process, webhook_out=webhooks.deliver)
     bus = EventBus(settings.events, jobs.store, run_relay=run_workers) if settings.events.enabled else None
     webhooks.bus = bus
+    if bus is not None and run_workers and settings.events.triggers:
+        bus.consumers.append(Triggers(settings.events, bus, webhooks))
     if jobs.runner is not None:  # a success's webhook deliveries and events are written with its outcome
         jobs.runner.stager, jobs.runner.on_staged = webhooks.stage, webhooks.notify
     return Services(settings=settings, events=events, tracing=Tracing(settings.observability.tracing),

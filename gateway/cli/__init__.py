@@ -7,15 +7,16 @@
     trace.py       trace
     auth.py        hash-secret, api-key, token
     monitoring.py  reconcile, slo, exceptions, synthetic
+    events.py      asyncapi, events tail, events replay
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import auth, contracts, init, jobs, monitoring, serve, trace
+from . import auth, contracts, events, init, jobs, monitoring, serve, trace
 
-GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring)
+GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring, events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,6 +53,7 @@ class EventBus:
         self.nc: Any = None
         self.js: Any = None
         self.relay = Relay(store, settings, self.jetstream) if run_relay else None
+        self.consumers: list[Any] = []  # started and stopped with the bus (triggers.py)
         self._streams_ready = False
 
     def load(self, contracts: list[Contract]) -> None:
@@ -111,12 +112,16 @@ class EventBus:
     async def start(self) -> None:
         if self.relay is not None:
             self.relay.start()
+        for consumer in self.consumers:
+            await consumer.start()
 
     def notify(self) -> None:
         if self.relay is not None:
             self.relay.notify()
 
     async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
         if self.relay is not None:
             await self.relay.stop()
         if self.nc is not None and not self.nc.is_closed:
