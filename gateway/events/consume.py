@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import nats
@@ -67,17 +67,64 @@ async def connect(url: str) -> Any:
                               max_reconnect_attempts=2)
 
 
+def intersect(a: str, b: str) -> str | None:
+    """The subjects both filters match, as one filter (NATS wildcards `*` and `>`), or None if there are none:
+    `events.*.order.created.*` and `events.orders.>` give `events.orders.order.created.*`."""
+    ta, tb = a.split("."), b.split(".")
+    out = []
+    for i in range(max(len(ta), len(tb))):
+        x, y = (ta[i] if i < len(ta) else None), (tb[i] if i < len(tb) else None)
+        if x == ">" and y is not None:
+            return ".".join(out + tb[i:])
+        if y == ">" and x is not None:
+            return ".".join(out + ta[i:])
+        if x is None or y is None:
+            return None
+        if x == "*" or x == y:
+            out.append(y)
+        elif y == "*":
+            out.append(x)
+        else:
+            return None
+    return ".".join(out)
+
+
+async def streams_for(js: Any, subject: str) -> list[tuple[str, str]]:
+    """(stream, consumer filter) for every stream holding subjects that `subject` matches; the filter is what both
+    match (JetStream wants a consumer's filter within its stream's subjects)."""
+    found = []
+    for info in await js.streams_info():
+        for held in info.config.subjects or []:
+            if (both := intersect(subject, held)) is not None:
+                found.append((info.config.name, both))
+    if not found:
+        raise LookupError(f"no stream holds events on {subject}")
+    return found
+
+
 async def replay(js: Any, subject: str, consumer: str, since: datetime, until: datetime | None,
                  idle_s: float = 1.0) -> AsyncIterator[Received]:
-    """The events on `subject` stored in [since, until], in stream order, through the durable consumer `consumer`
-    (re)started at `since`. Ends at the first event after `until`, or when nothing more arrives within `idle_s`."""
-    stream = await js.find_stream_name_by_subject(subject)
+    """The events on `subject` stored in [since, until], in the order JetStream stored them (so per subject: in
+    publish order), through the durable consumer `consumer` of each stream, (re)started at `since`. A stream's read
+    ends at its first event after `until`, or when nothing more arrives within `idle_s`."""
+    found: list[Received] = []
+    for stream, flt in await streams_for(js, subject):
+        found += [r async for r in _replay_stream(js, stream, flt, consumer, since, until, idle_s)]
+    for got in sorted(found, key=lambda r: r.stored_at):
+        yield got
+
+
+async def _replay_stream(js: Any, stream: str, subject: str, consumer: str, since: datetime,
+                         until: datetime | None, idle_s: float) -> AsyncIterator[Received]:
     try:  # JetStream cannot move a durable consumer's start: it is set again at `since`
         await js.delete_consumer(stream, consumer)
     except NotFoundError:
         pass
     await js.add_consumer(stream, ConsumerConfig(
-        durable_name=consumer, deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=_rfc3339(since),
+        # A millisecond early: JetStream stores nanoseconds, a datetime holds microseconds; what is before `since`
+        # by the times this module reads is skipped below, so the window is exact in those terms.
+        durable_name=consumer, deliver_policy=DeliverPolicy.BY_START_TIME,
+        opt_start_time=_rfc3339(since - timedelta(milliseconds=1)),
         filter_subject=subject, ack_policy=AckPolicy.EXPLICIT))
     sub = await js.pull_subscribe_bind(consumer, stream)
     try:
@@ -88,6 +135,9 @@ async def replay(js: Any, subject: str, consumer: str, since: datetime, until: d
                 return
             for msg in msgs:
                 got = _received(msg)
+                if got.stored_at < since:
+                    await msg.ack()
+                    continue
                 if until is not None and got.stored_at > until:
                     await msg.nak()  # after the window: left for the consumer's next read
                     return
@@ -103,26 +153,43 @@ def _rfc3339(value: datetime) -> str:
 
 async def tail(js: Any, subject: str, since: datetime | None, limit: int | None = None,
                idle_s: float | None = None) -> AsyncIterator[Received]:
-    """Events on `subject` from `since` (else from now), as they arrive; stops after `limit` events, or after
-    `idle_s` without one (None: follows for ever)."""
-    config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.NEW,
-                            opt_start_time=_rfc3339(since) if since else None, ack_policy=AckPolicy.NONE,
-                            inactive_threshold=60.0)
-    sub = await js.pull_subscribe(subject, config=config)
+    """Events on `subject` from `since` (else from now) as they arrive, from every stream that holds them; stops
+    after `limit` events, or after `idle_s` without one (None: follows for ever)."""
+    queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=1024)
+    config = dict(deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.NEW,
+                  opt_start_time=_rfc3339(since - timedelta(milliseconds=1)) if since else None,
+                  ack_policy=AckPolicy.NONE,
+                  inactive_threshold=60.0)
+
+    async def read(stream: str, flt: str) -> None:
+        sub = await js.pull_subscribe(flt, stream=stream, config=ConsumerConfig(**config))
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(64, timeout=5.0)
+                except NatsTimeout:
+                    continue
+                for msg in msgs:
+                    got = _received(msg)
+                    if since is None or got.stored_at >= since:  # started a millisecond early (see replay)
+                        await queue.put(got)
+        finally:
+            await sub.unsubscribe()
+
+    readers = [asyncio.create_task(read(stream, flt)) for stream, flt in await streams_for(js, subject)]
     seen = 0
     try:
         while limit is None or seen < limit:
+            for task in readers:  # a reader that failed (a stream deleted meanwhile...) ends the tail, saying why
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
             try:
-                msgs = await sub.fetch(64, timeout=idle_s if idle_s is not None else 5.0)
-            except NatsTimeout:
-                if idle_s is not None:
-                    return
-                continue
-            for msg in msgs:
-                yield _received(msg)
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-            await asyncio.sleep(0)
+                got = await asyncio.wait_for(queue.get(), timeout=idle_s)
+            except TimeoutError:
+                return
+            yield got
+            seen += 1
     finally:
-        await sub.unsubscribe()
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)

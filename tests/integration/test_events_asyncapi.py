@@ -98,7 +98,8 @@ def test_a_breaking_change_to_an_event_schema_is_caught_by_gateway_diff(tmp_path
     report, errors = diff_paths([old], [new])
     assert not errors
     breaking = [c for c in report.breaking if "OrderEvent" in c.pointer]
-    assert [c.kind for c in breaking] == ["response-property-removed"], [f"{c.kind} {c.pointer}" for c in report.changes]
+    assert [c.kind for c in breaking] == ["response-property-removed"], [f"{c.kind} {c.pointer}"
+                                                                         for c in report.changes]
     run = subprocess.run([sys.executable, "-m", "gateway", "diff", str(old), str(new)], capture_output=True,
                          text=True, timeout=120, cwd=ROOT)
     assert run.returncode != 0 and "created_at" in run.stdout + run.stderr, run.stdout + run.stderr
