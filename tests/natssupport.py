@@ -113,7 +113,7 @@ async def read_subject(url: str, subject: str, expect: int, timeout_s: float = 2
         while True:
             try:
                 msgs = await sub.fetch(500, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats-py raises its own subclass, or asyncio's
                 break
             for m in msgs:
                 out.append(orjson.loads(m.data) | {"_seq": m.metadata.sequence.stream, "_subject": m.subject})

@@ -18,7 +18,6 @@ from typing import Any
 
 import nats
 import orjson
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -131,7 +130,7 @@ async def _replay_stream(js: Any, stream: str, subject: str, consumer: str, sinc
         while True:
             try:
                 msgs = await sub.fetch(256, timeout=idle_s)
-            except NatsTimeout:
+            except TimeoutError:  # nats-py raises its own subclass, or asyncio's
                 return
             for msg in msgs:
                 got = _received(msg)
@@ -167,7 +166,7 @@ async def tail(js: Any, subject: str, since: datetime | None, limit: int | None 
             while True:
                 try:
                     msgs = await sub.fetch(64, timeout=5.0)
-                except NatsTimeout:
+                except TimeoutError:  # nats-py raises its own subclass, or asyncio's
                     continue
                 for msg in msgs:
                     got = _received(msg)

@@ -21,7 +21,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from gateway.jobs.model import NewJob
@@ -83,7 +82,7 @@ class Triggers:
                 while not self._stopping:
                     try:
                         msgs = await sub.fetch(64, timeout=1.0)
-                    except NatsTimeout:
+                    except TimeoutError:  # nats-py raises its own subclass, or asyncio's
                         continue
                     for msg in msgs:
                         await self.handle(trigger, msg.data, msg.subject, msg.metadata.sequence.stream)
