@@ -79,7 +79,7 @@ def document(catalog: Catalog, url: str = "nats://127.0.0.1:4222", title: str = 
             done.add(id(defs))
             for def_name, schema in defs.items():
                 schemas[prefix + _id(def_name)] = _rename(schema, prefix)
-        key = _id(f"{entry.api}.{entry.type}.{entry.version}").replace(".", "_")
+        key = entry.key
         schemas[f"{key}_event"] = envelope_schema(f"#/components/schemas/{prefix}{_id(name)}")
         messages[key] = _message(entry, key)
         channels[key] = {"address": entry.subject, "title": f"{entry.type} ({entry.api} {entry.version})",

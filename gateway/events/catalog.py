@@ -50,6 +50,11 @@ class EventType:
     schemas: SchemaSet = field(repr=False)
     webhook: str | None = None  # the contract's webhook that describes it, if any
 
+    @property
+    def key(self) -> str:
+        """Its name in the AsyncAPI document (channel, message): orders_order_created_v2."""
+        return re.sub(r"[^A-Za-z0-9_-]", "_", f"{self.api}_{self.type}_{self.version}")
+
     def violations(self, data: Any) -> list[str]:
         """Why `data` breaks the declared schema (empty: it does not)."""
         validator = self.schemas.validator(self.schema_name, "response")

@@ -53,3 +53,10 @@ def start(port: int, store_dir: Path, host: str = "127.0.0.1", log_file: Path | 
     proc.kill()
     proc.wait(5)
     raise RuntimeError(f"nats-server did not answer on {host}:{port} within {ready_s} s")
+
+
+def for_demo(store_dir: Path, port: int = 4222) -> subprocess.Popen[bytes] | None:
+    """`gateway demo`: the nats-server on 127.0.0.1:`port` if one answers there (None), else one started now."""
+    if answers("127.0.0.1", port):
+        return None
+    return start(port, store_dir, log_file=store_dir.parent / "nats-server.log")

@@ -4,7 +4,7 @@ An event, as published on `events.<api>.<type>.v<major>` (CloudEvents 1.0, JSON 
 
     {"specversion": "1.0", "id": "evt_...", "source": "/contract-gateway/orders/v2", "type": "order.created",
      "time": "2026-...Z", "datacontenttype": "application/json", "subject": "<data.id>",
-     "dataschema": "/contracts/events/asyncapi.json#/components/schemas/<name>",
+     "dataschema": "/contracts/events/asyncapi.json#/components/messages/orders_order_created_v2",
      "traceparent": "00-...", "owner": "<client id>", "apiversion": "v2", "data": {...}}
 
 `id` is the webhook event id (derived from the request and the answer, so a job that runs again produces the same
@@ -78,7 +78,7 @@ class EventBus:
         ce: dict[str, Any] = {"specversion": "1.0", "id": event["id"], "source": f"{self.settings.source}/{api}/"
                               f"{version}", "type": entry.type, "time": event["created_at"],
                               "datacontenttype": "application/json",
-                              "dataschema": f"/contracts/events/asyncapi.json#/components/schemas/{entry.schema_name}",
+                              "dataschema": f"/contracts/events/asyncapi.json#/components/messages/{entry.key}",
                               "apiversion": version}
         if isinstance(data, dict) and isinstance(data.get("id"), (str, int)):
             ce["subject"] = str(data["id"])
