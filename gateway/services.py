@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.auth.service import AuthService
+from gateway.events.feed import WebhookFeed
 from gateway.events.service import EventBus
 from gateway.events.triggers import Triggers
 from gateway.jobs.service import Jobs
@@ -78,6 +79,8 @@ def build_services(settings: Settings, events: EventLog, run_workers: bool = Tru
     webhooks.bus = bus
     if bus is not None and run_workers and settings.events.triggers:
         bus.consumers.append(Triggers(settings.events, bus, webhooks))
+    if bus is not None and run_workers and settings.events.webhooks_from_backbone and settings.webhooks.subscriptions:
+        bus.consumers.append(WebhookFeed(bus, webhooks))
     if jobs.runner is not None:  # a success's webhook deliveries and events are written with its outcome
         jobs.runner.stager, jobs.runner.on_staged = webhooks.stage, webhooks.notify
     return Services(settings=settings, events=events, tracing=Tracing(settings.observability.tracing),

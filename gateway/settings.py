@@ -243,6 +243,9 @@ class EventSettings(Strict):
     relay_batch: int = Field(500, ge=1, le=10_000)
     relay_poll_s: float = Field(0.5, gt=0)  # the relay also wakes at once when an event is stored here
     publish_timeout_s: float = Field(5, gt=0)
+    # Partner webhooks are fed from the backbone (one durable consumer per subscription: gateway/events/feed.py);
+    # false: delivery jobs are stored with each event, as without events.
+    webhooks_from_backbone: bool = True
     triggers: list[EventTriggerSettings] = Field(default_factory=list)
     trigger_stream: str = Field("INBOUND", pattern=r"^[A-Za-z0-9_-]+$")  # holds the trigger subjects
 

@@ -110,10 +110,10 @@ class EventBus:
         log.debug("nats: %s", exc)
 
     async def start(self) -> None:
-        if self.relay is not None:
-            self.relay.start()
         for consumer in self.consumers:
             await consumer.start()
+        if self.relay is not None:
+            self.relay.start()
 
     def notify(self) -> None:
         if self.relay is not None:

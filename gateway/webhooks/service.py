@@ -88,6 +88,8 @@ class Webhooks:
             except EventRefused as exc:  # never published, nor delivered: its data is not what the contract says
                 log.error("event refused at the source: %s", exc, extra={"request_id": request_id})
                 return Staged()
+        if events and self.bus is not None and self.bus.settings.webhooks_from_backbone:
+            return Staged([], events)  # deliveries come from the backbone (gateway/events/feed.py)
         jobs = [NewJob("webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
                        dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule)
                 for sub in self.subscriptions() if "*" in sub.events or event_type in sub.events]

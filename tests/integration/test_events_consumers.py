@@ -294,3 +294,38 @@ def test_filters_meet_the_streams_subjects(a: str, b: str, both: str | None) -> 
 
     assert intersect(a, b) == both
     assert intersect(b, a) == both
+
+
+# -- partner webhooks fed from the backbone ------------------------------------------------------------------------
+
+def test_partner_webhooks_are_fed_from_the_backbone_with_the_same_event(demo_gateway: Any, serve_app: Any) -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from gateway.webhooks.signatures import verify_standard
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    async def hook(request: Request) -> JSONResponse:
+        received.append((dict(request.headers), await request.body()))
+        return JSONResponse({"ok": True})
+
+    partner = serve_app(Starlette(routes=[Route("/hooks", hook, methods=["POST"])])).url + "/hooks"
+    secret = "whsec_" + base64.b64encode(b"partner-secret-for-the-feed-000").decode()
+    overrides = {"events.enabled": True, "events.url": nats_url(), "events.relay_poll_s": 0.05,
+                 **unique_prefixes(), "events.triggers": [],
+                 "webhooks.subscriptions": [{"id": "acme", "url": partner, "secret": secret,
+                                             "events": ["order.created"]}]}
+    app, client = demo_gateway(**overrides)
+    order = client.post("/v2/orders", json=ORDER).json()
+    [on_backbone] = asyncio.run(read_subject(overrides["events.url"], f"{overrides['events.subject_prefix']}.>", 1))
+    wait_for("the partner's delivery", lambda: received)
+    headers, body = received[0]
+    delivered = orjson.loads(body)
+    assert delivered == {"id": on_backbone["id"], "type": "order.created", "version": "v2",
+                         "created_at": on_backbone["time"], "data": order}
+    assert headers["webhook-id"] == on_backbone["id"]
+    verify_standard(body, headers, [secret])  # raises if the signature is wrong
+    assert len(received) == 1
