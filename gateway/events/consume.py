@@ -70,7 +70,7 @@ def intersect(a: str, b: str) -> str | None:
     """The subjects both filters match, as one filter (NATS wildcards `*` and `>`), or None if there are none:
     `events.*.order.created.*` and `events.orders.>` give `events.orders.order.created.*`."""
     ta, tb = a.split("."), b.split(".")
-    out = []
+    out: list[str] = []
     for i in range(max(len(ta), len(tb))):
         x, y = (ta[i] if i < len(ta) else None), (tb[i] if i < len(tb) else None)
         if x == ">" and y is not None:
@@ -91,7 +91,7 @@ def intersect(a: str, b: str) -> str | None:
 async def streams_for(js: Any, subject: str) -> list[tuple[str, str]]:
     """(stream, consumer filter) for every stream holding subjects that `subject` matches; the filter is what both
     match (JetStream wants a consumer's filter within its stream's subjects)."""
-    found = []
+    found: list[tuple[str, str]] = []
     for info in await js.streams_info():
         for held in info.config.subjects or []:
             if (both := intersect(subject, held)) is not None:
@@ -123,7 +123,7 @@ async def _replay_stream(js: Any, stream: str, subject: str, consumer: str, sinc
         # A millisecond early: JetStream stores nanoseconds, a datetime holds microseconds; what is before `since`
         # by the times this module reads is skipped below, so the window is exact in those terms.
         durable_name=consumer, deliver_policy=DeliverPolicy.BY_START_TIME,
-        opt_start_time=_rfc3339(since - timedelta(milliseconds=1)),
+        opt_start_time=since - timedelta(milliseconds=1),
         filter_subject=subject, ack_policy=AckPolicy.EXPLICIT))
     sub = await js.pull_subscribe_bind(consumer, stream)
     try:
@@ -146,22 +146,18 @@ async def _replay_stream(js: Any, stream: str, subject: str, consumer: str, sinc
         await sub.unsubscribe()
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 async def tail(js: Any, subject: str, since: datetime | None, limit: int | None = None,
                idle_s: float | None = None) -> AsyncIterator[Received]:
     """Events on `subject` from `since` (else from now) as they arrive, from every stream that holds them; stops
     after `limit` events, or after `idle_s` without one (None: follows for ever)."""
     queue: asyncio.Queue[Received] = asyncio.Queue(maxsize=1024)
-    config = dict(deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.NEW,
-                  opt_start_time=_rfc3339(since - timedelta(milliseconds=1)) if since else None,
-                  ack_policy=AckPolicy.NONE,
-                  inactive_threshold=60.0)
+    def config() -> ConsumerConfig:
+        return ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.NEW,
+                              opt_start_time=since - timedelta(milliseconds=1) if since else None,
+                              ack_policy=AckPolicy.NONE, inactive_threshold=60.0)
 
     async def read(stream: str, flt: str) -> None:
-        sub = await js.pull_subscribe(flt, stream=stream, config=ConsumerConfig(**config))
+        sub = await js.pull_subscribe(flt, stream=stream, config=config())
         try:
             while True:
                 try:

@@ -75,7 +75,7 @@ class WebhookFeed:
 
     async def _consumer(self, js: Any, durable: str, stream: str, subjects: list[str]) -> Any:
         config = ConsumerConfig(durable_name=durable, deliver_policy=DeliverPolicy.BY_START_TIME,
-                                opt_start_time=self.since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                                opt_start_time=self.since,
                                 ack_policy=AckPolicy.EXPLICIT, ack_wait=30, filter_subjects=sorted(subjects))
         try:
             info = await js.consumer_info(stream, durable)

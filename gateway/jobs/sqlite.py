@@ -176,14 +176,14 @@ class SqliteJobStore:
         await self._run(run)
 
     async def outbox_pending(self, limit: int) -> list[OutboxEvent]:
-        return await self._run(lambda db: outbox.sqlite_pending(db, limit), durable=False)  # type: ignore[no-any-return]
+        return await self._run(lambda db: outbox.sqlite_pending(db, limit), durable=False)
 
     async def outbox_done(self, ids: list[str]) -> None:
         # NORMAL: a lost delete only publishes the event again, which JetStream drops as a duplicate.
         await self._run(lambda db: outbox.sqlite_delete(db, ids), durable=False)
 
     async def outbox_stats(self) -> dict[str, float]:
-        return await self._run(outbox.sqlite_stats, durable=False)  # type: ignore[no-any-return]
+        return await self._run(outbox.sqlite_stats, durable=False)
 
     async def claim(self, owner: str, lease_s: float, limit: int, vendors: set[str] | None = None) -> list[Job]:
         def run(db: sqlite3.Connection) -> list[Job]:
@@ -331,7 +331,7 @@ def _insert(db: sqlite3.Connection, job: NewJob, now: float) -> tuple[Any, ...]:
     if job.dedupe_key is not None:
         row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,)).fetchone()
         if row is not None:
-            return row  # type: ignore[no-any-return]
+            return row
     s = job.schedule
     db.execute(
         "INSERT INTO jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, "
@@ -339,7 +339,7 @@ def _insert(db: sqlite3.Connection, job: NewJob, now: float) -> tuple[Any, ...]:
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
         (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
          job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now, now + s.max_age_s))
-    return db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job.id,)).fetchone()  # type: ignore[no-any-return]
+    return db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
 
 
 def _write_staged(db: sqlite3.Connection, staged: Staged, now: float) -> None:
