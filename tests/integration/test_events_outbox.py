@@ -139,6 +139,13 @@ async def test_events_wait_in_the_outbox_while_nats_is_unreachable_and_drain_aft
     from tests.natssupport import NatsProcess
 
     broker = NatsProcess().start()
+    try:
+        await _outage(store, broker)
+    finally:
+        broker.stop()
+
+
+async def _outage(store: Any, broker: Any) -> None:
     cfg = settings(url=broker.url, publish_timeout_s=0.5)
     bus = EventBus(cfg, store)
     await bus.start()
@@ -164,7 +171,6 @@ async def test_events_wait_in_the_outbox_while_nats_is_unreachable_and_drain_aft
     finally:
         await within("the relay to stop", bus.stop())
     got = await read_subject(cfg.url, f"{cfg.subject_prefix}.test.>", expect=250)
-    broker.stop()
     ids = [e["id"] for e in got]
     assert len(ids) == len(set(ids)) == 250, "nothing lost, nothing doubled"
     assert set(ids) == {e.id for e in stored}
