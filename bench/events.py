@@ -109,7 +109,7 @@ async def end_to_end(name: str, store: Any, url: str, rate: int, seconds: float)
         ev = make(cfg, i)
         await store.stage(Staged([], [ev]))
         stored_at[ev.id] = time.perf_counter()
-        bus.notify()
+        bus.notify([ev])
 
     # Open loop: each event stored by its own task at its tick, as concurrent requests would (a slow commit does
     # not hold back the next one).
@@ -152,7 +152,7 @@ async def outage(name: str, store: Any, rate: int, down_s: float) -> None:
         ev = make(cfg, len(ids))
         ids.append(ev.id)
         await store.stage(Staged([], [ev]))
-        bus.notify()
+        bus.notify([ev])
 
     async def produce(seconds: float) -> None:
         nonlocal peak

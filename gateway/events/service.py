@@ -16,6 +16,7 @@ breaks it is refused at the source, logged and counted, never published.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import nats
@@ -115,9 +116,10 @@ class EventBus:
         if self.relay is not None:
             self.relay.start()
 
-    def notify(self) -> None:
+    def notify(self, events: Sequence[OutboxEvent] = ()) -> None:
+        """`events` were just committed by this process: the relay publishes them now."""
         if self.relay is not None:
-            self.relay.notify()
+            self.relay.notify(events)
 
     async def stop(self) -> None:
         for consumer in self.consumers:

@@ -148,9 +148,11 @@ class JobRunner:
         that the job is another worker's, and its claim records this attempt as abandoned."""
         give_up = time.monotonic() + self.lease_s
         delay = 0.1
+        recorded = False
         while True:
             try:
-                if not await self.store.finish(job.id, self.owner, outcome):
+                recorded = await self.store.finish(job.id, self.owner, outcome)
+                if not recorded:
                     log.warning("job %s: the outcome of attempt %d came after its lease expired; the attempt is "
                                 "recorded as abandoned and the job runs again", job.id, job.attempts,
                                 extra={"job_id": job.id, "request_id": job.request_id})
@@ -165,7 +167,7 @@ class JobRunner:
                     log.warning("cannot record the outcome of %s (%s); retrying", job.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-        if outcome.staged and self.on_staged is not None:
+        if recorded and outcome.staged and self.on_staged is not None:  # only what was committed
             self.on_staged(outcome.staged)
         metrics.jobs_finished_total.labels(job.kind, job.name, outcome.state).inc()
         level = logging.WARNING if outcome.state == "dead" else logging.INFO

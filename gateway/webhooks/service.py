@@ -100,7 +100,7 @@ class Webhooks:
         if staged.jobs:
             self.jobs.notify()
         if staged.events and self.bus is not None:
-            self.bus.notify()
+            self.bus.notify(staged.events)
 
     async def deliver(self, job: Job) -> Outcome:
         """One delivery attempt of an outbound event to a partner's endpoint."""
