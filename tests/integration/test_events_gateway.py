@@ -102,3 +102,23 @@ def test_catalog_violations_name_what_is_wrong(demo_gateway, bad: dict[str, Any]
     assert entry.violations(order) == []
     problems = entry.violations({**order, **bad})
     assert problems and f"/{next(iter(bad))}" in problems[0]
+
+
+def test_v1_and_v2_of_an_event_are_published_side_by_side_during_a_migration(demo_gateway, tmp_path) -> None:
+    from tests.jobsupport import contracts_with
+
+    # v1 of createOrder emits order.created too: its events carry v1's shapes on the v1 subject, in the same stream.
+    contracts = contracts_with(tmp_path, {"orders.v1/createOrder": {"emits": "order.created"}})
+    overrides = events_on(contracts=[str(contracts)], contracts_cache=None)
+    app, client = demo_gateway(**overrides)
+    v1 = client.post("/v1/orders", json=ORDER).json()
+    v2 = client.post("/v2/orders", json=ORDER).json()
+    prefix = overrides["events.subject_prefix"]
+    got = read(overrides["events.url"], f"{prefix}.orders.>", expect=2)
+    by_subject = {e["_subject"]: e for e in got}
+    assert set(by_subject) == {f"{prefix}.orders.order.created.v1", f"{prefix}.orders.order.created.v2"}
+    old, new = by_subject[f"{prefix}.orders.order.created.v1"], by_subject[f"{prefix}.orders.order.created.v2"]
+    assert old["data"] == v1 and old["data"]["total"] == "39.98" and old["apiversion"] == "v1"
+    assert new["data"] == v2 and new["data"]["total"] == {"amount": 3998, "currency": "EUR"}
+    doc = client.get("/contracts/events/asyncapi.json").json()
+    assert {"orders_order_created_v1", "orders_order_created_v2"} <= set(doc["channels"])
