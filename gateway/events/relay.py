@@ -142,8 +142,9 @@ class Relay:
             self._last_read = time.monotonic()
             rows = await self.store.outbox_pending(batch)
             self.read_store = len(rows) == batch  # more behind these: keep reading the outbox
-            if not self.read_store:
-                self.fresh.clear()  # all of them were in what was just read
+            if not self.read_store:  # all that was committed before the read is in `rows`: the rest comes next
+                read = {r.id for r in rows}
+                self.fresh = deque(e for e in self.fresh if e.id not in read)
         else:
             rows = [self.fresh.popleft() for _ in range(min(batch, len(self.fresh)))]
         if not rows:

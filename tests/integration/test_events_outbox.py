@@ -145,32 +145,43 @@ async def test_events_wait_in_the_outbox_while_nats_is_unreachable_and_drain_aft
         broker.stop()
 
 
+OUTAGE_S = 30.0  # how long the broker is down (the issue's figure)
+RATE = 100  # events per second stored meanwhile
+
+
 async def _outage(store: Any, broker: Any) -> None:
     cfg = settings(url=broker.url, publish_timeout_s=0.5)
     bus = EventBus(cfg, store)
     await bus.start()
     stored: list[OutboxEvent] = []
+    loop = asyncio.get_running_loop()
 
-    async def produce(n: int) -> None:
-        for _ in range(n):
+    async def produce(seconds: float) -> None:
+        """Events at RATE per second for `seconds`, each stored and handed to the relay as a request would."""
+        started = loop.time()
+        for i in range(int(seconds * RATE)):
             ev = event(cfg, len(stored))
             await store.stage(Staged([], [ev]))
             stored.append(ev)
-            bus.notify()
-            await asyncio.sleep(0.002)  # a steady rate of events, not a wait for anything
+            bus.notify([ev])
+            ahead = started + (i + 1) / RATE - loop.time()
+            if ahead > 0:
+                await asyncio.sleep(ahead)  # the load's fixed rate, not a wait for anything
 
     try:
-        await within("the first events", produce(50))
+        await within("the first events", produce(1.0))
         await poll("the first events to be published", lambda: _empty(store))
         broker.stop()
-        await within("events during the outage", produce(200))
+        await within("events during the outage", produce(OUTAGE_S), timeout_s=OUTAGE_S * 3)
         depth = (await store.outbox_stats())["depth"]
-        assert depth >= 150, f"the outbox should hold what could not be published, holds {depth}"
+        assert depth >= OUTAGE_S * RATE * 0.9, f"the outbox should hold what could not be published, holds {depth}"
         broker.start()
-        await poll("the outbox to drain after the outage", lambda: _empty(store), timeout_s=30)
+        await within("events after the outage", produce(1.0))
+        await poll("the outbox to drain after the outage", lambda: _empty(store), timeout_s=60)
     finally:
         await within("the relay to stop", bus.stop())
-    got = await read_subject(cfg.url, f"{cfg.subject_prefix}.test.>", expect=250)
+    total = int(RATE * (OUTAGE_S + 2))
+    got = await read_subject(cfg.url, f"{cfg.subject_prefix}.test.>", expect=total, timeout_s=60)
     ids = [e["id"] for e in got]
-    assert len(ids) == len(set(ids)) == 250, "nothing lost, nothing doubled"
-    assert set(ids) == {e.id for e in stored}
+    assert len(ids) == len(set(ids)) == total, "nothing lost, nothing doubled"
+    assert ids == [e.id for e in stored], "in the order stored"
