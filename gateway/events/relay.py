@@ -99,6 +99,9 @@ class Relay:
                     log.info("events: publishing again after %.1f s", time.time() - self._down_since)
                     self._down_since = None
             except Exception as exc:  # NATS or the store unreachable: the rows stay; try again after a pause
+                # Whatever failed or waits is in the outbox: read it from there, oldest first, before anything newer.
+                self.read_store = True
+                self.fresh.clear()
                 if self._down_since is None:
                     self._down_since = time.time()
                     log.warning("events: cannot publish (%s: %s); events wait in the outbox", type(exc).__name__,
@@ -171,8 +174,6 @@ class Relay:
             if self._deleter is None or self._deleter.done():
                 self._deleter = asyncio.create_task(self._delete(), name="events-outbox-delete")
         if failure is not None:
-            self.read_store = True  # what failed is in the outbox: read it from there
-            self.fresh.clear()
             raise failure if isinstance(failure, Exception) else RuntimeError(str(failure))
         if from_store and len(rows) < batch:
             stats = await self.store.outbox_stats()

@@ -184,4 +184,11 @@ async def _outage(store: Any, broker: Any) -> None:
     got = await read_subject(cfg.url, f"{cfg.subject_prefix}.test.>", expect=total, timeout_s=60)
     ids = [e["id"] for e in got]
     assert len(ids) == len(set(ids)) == total, "nothing lost, nothing doubled"
-    assert ids == [e.id for e in stored], "in the order stored"
+    position = {e.id: n for n, e in enumerate(stored)}
+    order = [position[i] for i in ids]
+    runs, start = [], 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or order[k] != order[k - 1] + 1:
+            runs.append((order[start], order[k - 1]))
+            start = k
+    assert order == sorted(order), f"in the order stored, not in runs {runs[:20]}"
