@@ -59,7 +59,8 @@ async def dispatch(ctx: RequestContext) -> Response:
         # Shielded: the vendor already acted, so its events are stored even if the caller hangs up meanwhile.
         # The event is about the object's owner (as the vendor stored it), else the caller's.
         ctx.notes["events"] = await asyncio.shield(op.emitter(op, result.body, ctx.request_id,
-                                                              result.owner or ctx.owner))
+                                                              traceparent=ctx.traceparent,
+                                                              owner=result.owner or ctx.owner))
     return response
 
 

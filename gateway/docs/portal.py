@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 
 from gateway.contracts.compile import api_identity
 from gateway.contracts.diff import diff_contracts
+from gateway.events.asyncapi import routes as event_routes
 from gateway.problems import NotFound
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def _page(title: str, body: str) -> str:
 
 def build_portal(runtime: Runtime) -> APIRouter:
     router = APIRouter()
+    router.include_router(event_routes(runtime.contracts, runtime.settings, _page))  # the events (AsyncAPI)
     documents: dict[tuple[str, str], Contract] = {api_identity(c): c for c in runtime.contracts}
     by_api: dict[str, list[str]] = {}
     for api, version in sorted(documents, key=lambda k: (k[0], int(k[1][1:]))):
@@ -73,7 +75,9 @@ def build_portal(runtime: Runtime) -> APIRouter:
                  + "".join(rows) + "</tbody></table>")
         return _page("API docs", "<h1>APIs</h1>" + table +
                      "<p>Errors are <code>application/problem+json</code> (RFC 9457): see "
-                     "<a href='/problems'>the problem types</a>.</p>")
+                     "<a href='/problems'>the problem types</a>.</p>"
+                     "<p>Events: <a href='/docs/events'>the event catalog</a> &middot; "
+                     "<a href='/contracts/events/asyncapi.json'>asyncapi.json</a> (AsyncAPI 3.0).</p>")
 
     @router.get("/docs/{api}/changelog", response_class=HTMLResponse)
     async def api_changelog(api: str) -> str:

@@ -23,9 +23,12 @@ import random
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.problems import DependencyUnavailable
+
+if TYPE_CHECKING:
+    from gateway.events.outbox import OutboxEvent, Staged
 
 ACTIVE = ("pending", "retrying", "running")
 PUBLIC_STATE = {"pending": "pending", "retrying": "failed", "running": "running", "succeeded": "succeeded",
@@ -135,6 +138,9 @@ class Outcome:
     result: dict[str, Any] | None = None
     problem: dict[str, Any] | None = None
     retry_in_s: float = 0.0
+    # Written in the same transaction as this outcome, only if it is recorded: the success's webhook deliveries and
+    # its events for the backbone (gateway/events/outbox.py).
+    staged: Staged | None = None
 
 
 @dataclass(frozen=True)
@@ -184,5 +190,13 @@ class JobStore(Protocol):
     async def discard(self, job_id: str, reason: str) -> bool: ...
 
     async def stats(self) -> dict[str, float]: ...
+
+    async def stage(self, staged: Staged) -> None: ...  # jobs and outbox events, one transaction
+
+    async def outbox_pending(self, limit: int) -> list[OutboxEvent]: ...
+
+    async def outbox_done(self, ids: list[str]) -> None: ...
+
+    async def outbox_stats(self) -> dict[str, float]: ...
 
     async def check(self) -> dict[str, Any]: ...  # for /readyz: {"ok", "state", "since", "error"?}

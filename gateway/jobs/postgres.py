@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from gateway.events import outbox
+from gateway.events.outbox import OutboxEvent, Staged
 from gateway.stores.guard import StoreGuard
 
 from .model import ACTIVE, LOST, DeadLetterFilter, Job, NewJob, Outcome, StoreDown, replayed_entry
@@ -97,6 +99,25 @@ FROM next WHERE cg_jobs.seq = next.seq
 RETURNING {", ".join("cg_jobs." + c.strip() for c in COLUMNS.split(","))}
 """
 
+INSERT_JOB = (f"INSERT INTO cg_jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, "
+              f"request_id, state, max_attempts, base_s, cap_s, created_at, updated_at, run_after, expires_at) "
+              f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s) "
+              f"ON CONFLICT (dedupe_key) DO NOTHING RETURNING {COLUMNS}")
+
+
+def _job_params(job: NewJob, now: float) -> tuple[Any, ...]:
+    s = job.schedule
+    return (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
+            job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now, now + s.max_age_s)
+
+
+async def _write_staged(conn: Any, staged: Staged, now: float) -> None:
+    """Inside the caller's transaction: the staged jobs (a taken dedupe key adds nothing) and events."""
+    for job in staged.jobs:
+        await conn.execute(INSERT_JOB, _job_params(job, now))
+    await outbox.pg_insert(conn, staged.events)
+
+
 # What means "PostgreSQL cannot be reached" (as opposed to a bug in a statement): a 503, and the breaker opens.
 UNREACHABLE = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 
@@ -159,7 +180,7 @@ class PostgresJobStore:
         async def run(conn: Any) -> None:
             await conn.execute("SET statement_timeout = 0")  # a first start on a big table may take a while
             try:
-                await conn.execute(SCHEMA)
+                await conn.execute(SCHEMA + outbox.PG_SCHEMA)
                 cur = await conn.execute("SELECT column_name FROM information_schema.columns "
                                          "WHERE table_name = 'cg_jobs' AND table_schema = current_schema()")
                 have = {r[0] for r in await cur.fetchall()}
@@ -204,20 +225,28 @@ class PostgresJobStore:
         return await self._run(run)
 
     async def enqueue(self, job: NewJob) -> Job:
-        now = time.time()
-        s = job.schedule
-        row = await self._exec(
-            f"INSERT INTO cg_jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, request_id, "
-            f"state, max_attempts, base_s, cap_s, created_at, updated_at, run_after, expires_at) VALUES "
-            f"(%s, %s, %s, %s, %s, %s, %s, %s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s) "
-            f"ON CONFLICT (dedupe_key) DO NOTHING RETURNING {COLUMNS}",
-            (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
-             job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now, now + s.max_age_s),
-            fetch="one")
+        row = await self._exec(INSERT_JOB, _job_params(job, time.time()), fetch="one")
         if row is None:  # the dedupe key exists: the first job is the answer
             row = await self._exec(f"SELECT {COLUMNS} FROM cg_jobs WHERE dedupe_key = %s", (job.dedupe_key,),
                                    fetch="one")
         return row_to_job(row)
+
+    async def stage(self, staged: Staged) -> None:
+        """Jobs (deduplicated by their keys) and outbox events, in one transaction."""
+        async def run(conn: Any) -> None:
+            async with conn.transaction():
+                await _write_staged(conn, staged, time.time())
+
+        await self._run(run)
+
+    async def outbox_pending(self, limit: int) -> list[OutboxEvent]:
+        return await self._run(lambda conn: outbox.pg_pending(conn, limit))
+
+    async def outbox_done(self, ids: list[str]) -> None:
+        await self._run(lambda conn: outbox.pg_delete(conn, ids))
+
+    async def outbox_stats(self) -> dict[str, float]:
+        return await self._run(outbox.pg_stats)
 
     async def claim(self, owner: str, lease_s: float, limit: int, vendors: set[str] | None = None) -> list[Job]:
         now = time.time()
@@ -237,16 +266,28 @@ class PostgresJobStore:
         now = time.time()
         state = "retrying" if outcome.state == "retry" else outcome.state
         # Retries past the job's age limit become dead letters, decided in the same statement.
-        n = await self._exec(
-            "UPDATE cg_jobs SET state = CASE WHEN %(state)s = 'retrying' AND %(after)s > expires_at THEN 'dead' "
-            "ELSE %(state)s END, run_after = %(after)s, updated_at = %(now)s, lease_owner = NULL, "
-            "lease_until = NULL, history = history || %(attempt)s::jsonb, result = %(result)s, "
-            "problem = %(problem)s WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'",
-            {"state": state, "after": now + outcome.retry_in_s, "now": now, "attempt": json.dumps([outcome.attempt]),
-             "result": json.dumps(outcome.result) if outcome.result is not None else None,
-             "problem": json.dumps(outcome.problem) if outcome.problem is not None else None,
-             "id": job_id, "owner": owner}, fetch="rowcount")
-        return n == 1
+        sql = ("UPDATE cg_jobs SET state = CASE WHEN %(state)s = 'retrying' AND %(after)s > expires_at THEN 'dead' "
+               "ELSE %(state)s END, run_after = %(after)s, updated_at = %(now)s, lease_owner = NULL, "
+               "lease_until = NULL, history = history || %(attempt)s::jsonb, result = %(result)s, "
+               "problem = %(problem)s WHERE id = %(id)s AND lease_owner = %(owner)s AND state = 'running'")
+        params = {"state": state, "after": now + outcome.retry_in_s, "now": now,
+                  "attempt": json.dumps([outcome.attempt]),
+                  "result": json.dumps(outcome.result) if outcome.result is not None else None,
+                  "problem": json.dumps(outcome.problem) if outcome.problem is not None else None,
+                  "id": job_id, "owner": owner}
+        staged = outcome.staged
+        if not staged:
+            return bool(await self._exec(sql, params, fetch="rowcount") == 1)
+
+        async def run(conn: Any) -> bool:
+            async with conn.transaction():  # the outcome and what it caused (webhook jobs, events), or neither
+                cur = await conn.execute(sql, params)
+                if cur.rowcount != 1:
+                    return False
+                await _write_staged(conn, staged, now)
+                return True
+
+        return await self._run(run)
 
     async def get(self, job_id: str) -> Job | None:
         row = await self._exec(f"SELECT {COLUMNS} FROM cg_jobs WHERE id = %s", (job_id,), fetch="one")

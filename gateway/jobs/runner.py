@@ -87,6 +87,8 @@ class JobRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self.handlers: dict[str, Handler] = {"operation": self._run_operation}
+        self.stager: Callable[..., Any] | None = None  # Webhooks.stage: what a success causes (gateway/webhooks/)
+        self.on_staged: Callable[[Any], None] | None = None  # Webhooks.notify: wake who handles what was staged
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._loop(), name="job-runner")
@@ -146,9 +148,11 @@ class JobRunner:
         that the job is another worker's, and its claim records this attempt as abandoned."""
         give_up = time.monotonic() + self.lease_s
         delay = 0.1
+        recorded = False
         while True:
             try:
-                if not await self.store.finish(job.id, self.owner, outcome):
+                recorded = await self.store.finish(job.id, self.owner, outcome)
+                if not recorded:
                     log.warning("job %s: the outcome of attempt %d came after its lease expired; the attempt is "
                                 "recorded as abandoned and the job runs again", job.id, job.attempts,
                                 extra={"job_id": job.id, "request_id": job.request_id})
@@ -163,6 +167,8 @@ class JobRunner:
                     log.warning("cannot record the outcome of %s (%s); retrying", job.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+        if recorded and outcome.staged and self.on_staged is not None:  # only what was committed
+            self.on_staged(outcome.staged)
         metrics.jobs_finished_total.labels(job.kind, job.name, outcome.state).inc()
         level = logging.WARNING if outcome.state == "dead" else logging.INFO
         log.log(level, "job %s (%s) attempt %d: %s", job.id, job.name, job.attempts, outcome.state,
@@ -228,9 +234,13 @@ class JobRunner:
             problem = _problem(error)
         state, delay = classify(error, status, job.attempts, job.schedule)
         if state == "succeeded":
-            if op.emitter is not None:
-                await op.emitter(op, body, call.request_id, owner)
-            return Outcome("succeeded", attempt, result={"status": status, "body": body})
+            # The webhook deliveries and events this success causes are written with its outcome (one transaction).
+            staged = None
+            if op.emitter is not None and self.stager is not None:
+                staged = self.stager(op, body, call.request_id, traceparent=p.get("traceparent"), owner=owner)
+            elif op.emitter is not None:
+                await op.emitter(op, body, call.request_id, owner=owner)
+            return Outcome("succeeded", attempt, result={"status": status, "body": body}, staged=staged)
         if status is not None and status >= 400 and error is None:
             problem = {"status": status, "title": "The vendor refused the request", "detail": body}
         return Outcome(state, attempt, problem=problem, retry_in_s=delay)

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.events import outbox
+from gateway.events.outbox import OutboxEvent, Staged
 from gateway.stores.guard import StoreGuard
 from gateway.stores.sqlite import connect as sqlite_connect
 
@@ -84,7 +86,7 @@ class SqliteJobStore:
         # The busy timeout is the caller's bound: a file locked by another process is a 503, not a long wait.
         db = sqlite_connect(self.path, self.timeout_s)
         try:
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + outbox.SQLITE_SCHEMA)
             have = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
             for column, ddl in MIGRATIONS.items():
                 if column not in have:
@@ -149,23 +151,9 @@ class SqliteJobStore:
 
     async def enqueue(self, job: NewJob) -> Job:
         def run(db: sqlite3.Connection) -> Job:
-            now = time.time()
             db.execute("BEGIN IMMEDIATE")
             try:
-                if job.dedupe_key is not None:
-                    row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,)).fetchone()
-                    if row is not None:
-                        db.execute("COMMIT")
-                        return row_to_job(row)
-                s = job.schedule
-                db.execute(
-                    "INSERT INTO jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, "
-                    "request_id, state, max_attempts, base_s, cap_s, created_at, updated_at, run_after, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
-                    (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
-                     job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now,
-                     now + s.max_age_s))
-                row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
+                row = _insert(db, job, time.time())
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -173,6 +161,29 @@ class SqliteJobStore:
             return row_to_job(row)
 
         return await self._run(run)
+
+    async def stage(self, staged: Staged) -> None:
+        """Jobs (deduplicated by their keys) and outbox events, in one transaction."""
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                _write_staged(db, staged, time.time())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._run(run)
+
+    async def outbox_pending(self, limit: int) -> list[OutboxEvent]:
+        return await self._run(lambda db: outbox.sqlite_pending(db, limit), durable=False)
+
+    async def outbox_done(self, ids: list[str]) -> None:
+        # NORMAL: a lost delete only publishes the event again, which JetStream drops as a duplicate.
+        await self._run(lambda db: outbox.sqlite_delete(db, ids), durable=False)
+
+    async def outbox_stats(self) -> dict[str, float]:
+        return await self._run(outbox.sqlite_stats, durable=False)
 
     async def claim(self, owner: str, lease_s: float, limit: int, vendors: set[str] | None = None) -> list[Job]:
         def run(db: sqlite3.Connection) -> list[Job]:
@@ -240,6 +251,8 @@ class SqliteJobStore:
                     state, run_after = "retrying", now + outcome.retry_in_s
                     if run_after > row[1]:
                         state = "dead"  # too old to keep trying
+                if outcome.staged:
+                    _write_staged(db, outcome.staged, now)
                 db.execute("UPDATE jobs SET state = ?, run_after = ?, updated_at = ?, lease_owner = NULL, "
                            "lease_until = NULL, history = ?, result = ?, problem = ? WHERE id = ?",
                            (state, run_after, now, json.dumps(history),
@@ -311,3 +324,25 @@ class SqliteJobStore:
             return {"depth": depth, "oldest_age_s": (time.time() - oldest) if oldest else 0.0, "dead": dead}
 
         return await self._run(run)
+
+
+def _insert(db: sqlite3.Connection, job: NewJob, now: float) -> tuple[Any, ...]:
+    """Store a job inside the caller's transaction; the first job's row if its dedupe key is taken."""
+    if job.dedupe_key is not None:
+        row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE dedupe_key = ?", (job.dedupe_key,)).fetchone()
+        if row is not None:
+            return row
+    s = job.schedule
+    db.execute(
+        "INSERT INTO jobs (id, kind, name, payload, client_id, vendor, ordering_key, dedupe_key, "
+        "request_id, state, max_attempts, base_s, cap_s, created_at, updated_at, run_after, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)",
+        (job.id, job.kind, job.name, json.dumps(job.payload), job.client_id, job.vendor, job.ordering_key,
+         job.dedupe_key, job.request_id, s.max_attempts, s.base_s, s.cap_s, now, now, now, now + s.max_age_s))
+    return db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
+
+
+def _write_staged(db: sqlite3.Connection, staged: Staged, now: float) -> None:
+    for job in staged.jobs:
+        _insert(db, job, now)
+    outbox.sqlite_insert(db, staged.events)

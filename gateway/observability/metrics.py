@@ -199,3 +199,20 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 def samples() -> list:
     """Every sample (name, labels, value) now: this process's, or every worker's in multiprocess mode."""
     return [s for metric in _registry().collect() for s in metric.samples]
+
+# Events on NATS JetStream (gateway/events/): the transactional outbox and its relay.
+events_outbox_depth = Gauge(
+    "gateway_events_outbox_depth", "Events stored and not yet acknowledged by JetStream", registry=REGISTRY,
+    multiprocess_mode="max")
+events_outbox_oldest_age_seconds = Gauge(
+    "gateway_events_outbox_oldest_age_seconds", "Age of the oldest event waiting in the outbox", registry=REGISTRY,
+    multiprocess_mode="max")
+events_publish_lag_seconds = Histogram(
+    "gateway_events_publish_lag_seconds", "From an event's store to JetStream's acknowledgement",
+    buckets=LATENCY_BUCKETS + (30.0, 60.0, 300.0), registry=REGISTRY)
+events_published_total = Counter(
+    "gateway_events_published_total", "Events acknowledged by JetStream (stored, or dropped as a duplicate)",
+    ["result"], registry=REGISTRY)
+events_refused_total = Counter(
+    "gateway_events_refused_total", "Events refused at the source: their data broke the declared schema",
+    ["type"], registry=REGISTRY)

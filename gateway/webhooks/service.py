@@ -28,6 +28,8 @@ import orjson
 from adapters.base import AdapterCall
 from adapters.resilience import VendorBreaker
 from gateway.http.egress import EgressPolicy, EgressRefused, Lookup, PinnedResolver
+from gateway.events.outbox import Staged
+from gateway.events.service import EventBus, EventRefused
 from gateway.jobs.model import Job, NewJob, Outcome, RetrySchedule, iso
 from gateway.observability import metrics
 from gateway.problems import GatewayError, VendorUnavailable
@@ -56,6 +58,7 @@ class Webhooks:
         self.session: aiohttp.ClientSession | None = None
         self.egress = EgressPolicy(settings.allow_http, settings.allow_networks)
         self.lookup: Lookup | None = None  # how names resolve (None: the system resolver)
+        self.bus: EventBus | None = None  # events on the backbone, when enabled (gateway/events/)
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -70,31 +73,51 @@ class Webhooks:
     def subscriptions(self) -> list[SubscriptionSettings]:
         return list(self.settings.subscriptions)
 
-    async def emit(self, op: Operation, body: Any, request_id: str, owner: str | None = None) -> int:
-        """Store one delivery job per subscription to the event `op` emits. Returns how many.
+    async def emit(self, op: Operation, body: Any, request_id: str, *, traceparent: str | None = None,
+                   owner: str | None = None) -> int:
+        """Store what the success of `op` causes, in one transaction: one delivery job per subscription to its
+        event, and, with events enabled, the event for the backbone (gateway/events/). Returns how many jobs."""
+        staged = self.stage(op, body, request_id, traceparent=traceparent, owner=owner)
+        if staged:
+            await self.jobs.store.stage(staged)
+            self.notify(staged)
+        return len(staged.jobs)
+
+    def stage(self, op: Operation, body: Any, request_id: str, *, traceparent: str | None = None,
+              owner: str | None = None) -> Staged:
+        """What `emit` stores, for a job to write in the transaction of its own outcome (Outcome.staged).
 
         `owner`: whose object the event is about (x-gateway.ownership); a subscription with an `owner` gets only the
         events of that owner's objects (docs/ownership.md)."""
         event_type = (op.node.get("x-gateway") or {}).get("emits")
         if not event_type:
-            return 0
+            return Staged()
         # The id is derived from what happened (the request and the answer), so a job that runs again after its
         # event was stored produces the same event: deduplicated here, and by partners on webhook-id.
         digest = hashlib.sha256(f"{event_type}|{op.key}|{request_id}|".encode() + orjson.dumps(body)).hexdigest()
         event = {"id": "evt_" + digest[:24], "type": event_type, "version": op.version,
                  "created_at": iso(time.time()), "data": body}
-        n = 0
-        for sub in self.subscriptions():
-            if sub.owner is not None and sub.owner != owner:
-                continue
-            if "*" in sub.events or event_type in sub.events:
-                await self.jobs.store.enqueue(NewJob(
-                    "webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
-                    dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule))
-                n += 1
-        if n:
+        events = []
+        if self.bus is not None:
+            try:
+                events.append(self.bus.envelope(op.api, op.version, event, traceparent=traceparent, owner=owner))
+            except EventRefused as exc:  # never published, nor delivered: its data is not what the contract says
+                log.error("event refused at the source: %s", exc, extra={"request_id": request_id})
+                return Staged()
+        if events and self.bus is not None and self.bus.settings.webhooks_from_backbone:
+            return Staged([], events)  # deliveries come from the backbone (gateway/events/feed.py)
+        jobs = [NewJob("webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
+                       dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule)
+                for sub in self.subscriptions()
+                if ("*" in sub.events or event_type in sub.events) and sub.owner in (None, owner)]
+        return Staged(jobs, events)
+
+    def notify(self, staged: Staged) -> None:
+        """Wake the workers and the relay for what was just stored."""
+        if staged.jobs:
             self.jobs.notify()
-        return n
+        if staged.events and self.bus is not None:
+            self.bus.notify(staged.events)
 
     async def deliver(self, job: Job) -> Outcome:
         """One delivery attempt of an outbound event to a partner's endpoint."""
@@ -169,6 +192,10 @@ class Webhooks:
         at, started = iso(time.time()), time.monotonic()
         config = self.settings.inbound.get(vendor)
         event = job.payload["event"]
+        if job.payload.get("error"):  # a malformed message from the backbone (gateway/events/triggers.py)
+            return Outcome("dead", {"at": at, "ms": 0, "error": job.payload["error"]},
+                           problem={"title": "Malformed event", "detail": job.payload["error"],
+                                    "raw": job.payload.get("raw")})
         order_id = _order_of(event)
         action = {"payment_intent.succeeded": "mark_paid", "shipment.delivered": "mark_delivered"}.get(event_type)
         if config is None or action is None or not order_id:
@@ -196,7 +223,10 @@ class Webhooks:
             op = self.operations.get("orders.v2.markOrderDelivered")
             if op is not None and op.mapping is not None:
                 result = op.mapping.from_canonical(op.operation_id, result)
-                await self.emit(op, result.body, job.request_id or job.id)
+                staged = self.stage(op, result.body, job.request_id or job.id)
+                return Outcome("succeeded", {"at": at, "ms": round((time.monotonic() - started) * 1000, 1),
+                                             "status": result.status}, result={"status": result.status},
+                               staged=staged)
         return Outcome("succeeded", {"at": at, "ms": round((time.monotonic() - started) * 1000, 1),
                                      "status": result.status}, result={"status": result.status})
 
