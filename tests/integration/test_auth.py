@@ -47,7 +47,9 @@ def issuer():
             pytest.fail("the test issuer did not start")
         time.sleep(0.05)
     yield url
-    stop_process(proc, 10)
+    proc.terminate()
+    proc.wait(10)
+    proc.stdout.close()
 
 
 def settings(upstream: str, issuer: str, min_refresh_s: float = 0):
