@@ -146,7 +146,7 @@ class Adapter:
     def handler(self, operation: str) -> Handler:
         """The bound method for one entry of the operation table (KeyError if the adapter has no such operation)."""
         function = self.OPERATIONS[operation]
-        return types.MethodType(function, self)  # type: ignore[return-value]
+        return types.MethodType(function, self)
 
     @classmethod
     def check_settings(cls, settings: VendorSettings) -> list[str]:

@@ -78,7 +78,7 @@ async def execute(op: Operation, call: AdapterCall) -> AdapterResult:
     return result
 
 
-def render(op: Operation, request_id: str, notes: dict, result: AdapterResult) -> Response:
+def render(op: Operation, request_id: str, notes: dict[str, Any], result: AdapterResult) -> Response:
     """Serialize the result after checking it against the operation's declared responses."""
     if result.raw is not None:
         body = result.raw

@@ -50,7 +50,7 @@ class VersionIndex:
         self.clock = clock
         self.versions: dict[str, dict[str, VersionInfo]] = {}
         self.header: dict[str, str] = {}  # api -> header name, for APIs that opted in
-        unversioned: dict[tuple[str, str], list[Operation]] = {}
+        unversioned: dict[tuple[str, str], list[_Alias]] = {}
         for op in operations:
             base = op.route_options.get("base_path", "")
             info = self.versions.setdefault(op.api, {}).get(op.version)
@@ -65,7 +65,7 @@ class VersionIndex:
                 self.header[op.api] = op.api_extension["version_header"].lower()
             stripped = op.path[len(base):] if base and op.path.startswith(base) else op.path
             unversioned.setdefault((op.api, op.version), []).append(_Alias(stripped, op.method, op))
-        self.routers = {key: Router(ops) for key, ops in unversioned.items()}  # type: ignore[arg-type]
+        self.routers = {key: Router(ops) for key, ops in unversioned.items()}
 
     def listing(self, api: str) -> list[dict[str, Any]]:
         out = []

@@ -117,6 +117,7 @@ def demo_gateway(sandboxes: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
     from gateway.app import create_app
 
     servers: list[ServerThread] = []
+    clients: list[httpx.Client] = []
     for url in sandboxes.urls.values():
         httpx.post(url + "/_sandbox/reset").raise_for_status()
 
@@ -126,9 +127,12 @@ def demo_gateway(sandboxes: Any) -> Iterator[Callable[..., tuple[Any, Any]]]:
             prepare(app)
         server = ServerThread(app).start()
         servers.append(server)
-        return app, httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+        clients.append(httpx.Client(base_url=server.url, timeout=30, headers=bearer(app)))
+        return app, clients[-1]
 
     yield run
+    for client in clients:
+        client.close()
     for server in servers:
         server.stop()
     for url in sandboxes.urls.values():

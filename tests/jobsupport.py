@@ -153,4 +153,4 @@ class Worker:
         self.proc.wait(10)
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, reader=self.reader)

@@ -99,6 +99,8 @@ def monitored_gateway(demo_gateway: Any, sandboxes: Any, tmp_path: Path, serve_a
     am_url = serve_app(am.app).url
     receiver_url = serve_app(receiver.app).url + "/alerts"
 
+    admins: list[httpx.Client] = []
+
     def run(prepare: Any = None, **overrides: Any) -> tuple[Any, httpx.Client, httpx.Client]:
         values = {"jobs.sqlite_path": str(tmp_path / "jobs.db"), "monitoring.tick_s": 3600,
                   "monitoring.schedules": False, "monitoring.reconcile": [str(rules_file(tmp_path))],
@@ -109,9 +111,12 @@ def monitored_gateway(demo_gateway: Any, sandboxes: Any, tmp_path: Path, serve_a
         app, client = demo_gateway(prepare, **values)
         admin = httpx.Client(base_url=client.base_url, timeout=60,
                              headers=bearer(app, "demo-operator", ["gateway:admin"]))
+        admins.append(admin)
         return app, client, admin
 
     run.alertmanager, run.receiver = am, receiver  # type: ignore[attr-defined]
     yield run
+    for admin in admins:
+        admin.close()
     for url in sandboxes.urls.values():  # webhook wiring and settings survive a reset only partly: undo them
         httpx.put(url + "/_sandbox/webhooks", json={}).raise_for_status()

@@ -13,22 +13,38 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 
-def stop_process(proc: subprocess.Popen, grace_s: float = 15) -> None:
-    """SIGTERM (a graceful stop, as an orchestrator would ask), then SIGKILL if it is not gone within grace_s."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
+def stop_process(proc: subprocess.Popen, grace_s: float = 15,
+                 reader: threading.Thread | None = None) -> tuple[Any, Any]:
+    """SIGTERM (a graceful stop, as an orchestrator would ask), then SIGKILL if it is not gone within grace_s.
+
+    Its pipes are read to their end and closed: returns what is left of (stdout, stderr) (None for no pipe). With
+    `reader`, the test's thread reading the pipes, that thread reads to the end instead (then (None, None))."""
+    if proc.poll() is None:
+        proc.terminate()
+    if reader is None:
+        try:
+            return proc.communicate(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.communicate(timeout=5)
     try:
         proc.wait(grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+    reader.join(10)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return None, None
 
 
 def free_port() -> int:

@@ -27,11 +27,18 @@ class TransportTimeout(TimeoutError):
 
 
 class Answer(Protocol):
-    """What a transport hands back: status, headers (looked up by any-case name) and the whole body."""
+    """What a transport hands back: status, headers (looked up by any-case name) and the whole body.
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    Read-only members, so a transport may hold a narrower type (h1's `Headers` dict) than the protocol promises."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def body(self) -> bytes: ...
 
 
 class Transport(Protocol):

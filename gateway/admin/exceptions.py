@@ -124,6 +124,7 @@ def build_exception_routes(runtime: Runtime, require_admin: Any) -> APIRouter:
             violations.append(Violation("body", "/comment", "say why"))
         if violations:
             raise RequestInvalid(violations)
+        assert isinstance(matchers, dict) and isinstance(comment, str)  # checked above: for the type checker
         silence_id = await monitoring.alerts.silence(matchers, float(duration), admin, comment.strip()[:500])
         return {"id": silence_id}
 

@@ -113,8 +113,8 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
             key = (labels["vendor"], labels["operation"], labels["kind"])
             drift[key] = drift.get(key, 0.0) + value
         elif name == "gateway_vendor_attempt_seconds_count":
-            key = (labels["vendor"], labels["outcome"])
-            vendors[key] = vendors.get(key, 0.0) + value
+            vendor_key = (labels["vendor"], labels["outcome"])
+            vendors[vendor_key] = vendors.get(vendor_key, 0.0) + value
         elif name in ("gateway_jobs_queue_depth", "gateway_jobs_oldest_age_seconds", "gateway_jobs_dead",
                       "gateway_admission_loop_delay_seconds"):
             gauges[name] = max(gauges.get(name, 0.0), value)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, KeySetSerialization, RSAKey
 
 from .config import BuiltinIssuerSettings
 
@@ -34,7 +34,7 @@ class SigningKeys:
     def active(self) -> Any:
         return self.private[self.active_kid]
 
-    def jwks(self) -> dict[str, Any]:
+    def jwks(self) -> KeySetSerialization:
         """The public half of every key: what /.well-known/jwks.json publishes."""
         keys = []
         for kid, key in sorted(self.private.items()):

@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import httpx
 import orjson
@@ -193,6 +193,14 @@ class TrustedIssuer:
         return key
 
 
+class _Refresh(TypedDict):
+    """How often an issuer's keys are fetched again (TrustedIssuer's keyword arguments)."""
+
+    ttl_s: float
+    min_refresh_s: float
+    timeout_s: float
+
+
 class TokenVerifier:
     """Verifies bearer tokens against every configured issuer; caches successes for their lifetime."""
 
@@ -214,14 +222,14 @@ class TokenVerifier:
         self.cache_size = settings.token_cache_size
 
     def _issuer(self, cfg: IssuerSettings) -> TrustedIssuer:
-        common = {"ttl_s": cfg.jwks_ttl_s, "min_refresh_s": self.settings.min_jwks_refresh_s,
-                  "timeout_s": self.settings.issuer_timeout_s}
+        common: _Refresh = {"ttl_s": cfg.jwks_ttl_s, "min_refresh_s": self.settings.min_jwks_refresh_s,
+                            "timeout_s": self.settings.issuer_timeout_s}
         if cfg.hs256_secret is not None:
             key = OctKey.import_key(cfg.hs256_secret.get_secret_value().encode())
             return TrustedIssuer(cfg.issuer, cfg.audiences, ["HS256"], keys=KeySet([key]), **common)
         if cfg.jwks is not None:
-            return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms, keys=KeySet.import_key_set(cfg.jwks),
-                                 **common)
+            return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms,
+                                 keys=KeySet.import_key_set({"keys": cfg.jwks["keys"]}), **common)
         if cfg.pem is not None:
             key = _import_pem(cfg.pem.get_secret_value().encode())
             return TrustedIssuer(cfg.issuer, cfg.audiences, cfg.algorithms, keys=KeySet([key]), **common)
@@ -273,7 +281,8 @@ class TokenVerifier:
             raise InvalidToken("the token is not a well-formed JWT") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise InvalidToken("the token is not a well-formed JWT")
-        issuer = self.issuers.get(claims.get("iss")) if isinstance(claims.get("iss"), str) else None
+        iss = claims.get("iss")
+        issuer = self.issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise InvalidToken("the token's issuer is not trusted")
         kid = header.get("kid") if isinstance(header.get("kid"), str) else None

@@ -81,11 +81,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                       f"{last.get('at', '-')}  {last.get('error', (job.problem or {}).get('type', ''))}")
             return 0
         if args.action == "show":
-            job = await store.get(args.id)
-            if job is None:
+            found = await store.get(args.id)
+            if found is None:
                 print(f"no job {args.id}", file=sys.stderr)
                 return 1
-            print(json.dumps(dead_letter(job), indent=2, default=str))
+            print(json.dumps(dead_letter(found), indent=2, default=str))
             return 0
         if args.action == "discard":
             ok = await store.discard(args.id, args.reason)

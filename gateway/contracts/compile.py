@@ -116,7 +116,7 @@ def api_identity(contract: Contract) -> tuple[str, str]:
     found = contract.__dict__.get("_identity")
     if found is None:
         found = contract.__dict__["_identity"] = _identity(contract)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _identity(contract: Contract) -> tuple[str, str]:
@@ -299,7 +299,7 @@ def _api_config(contract: Contract) -> ApiExtension:
     found = contract.__dict__.get("_api_config")
     if found is None:
         found = contract.__dict__["_api_config"] = ApiExtension.model_validate(contract.data.get("x-gateway") or {})
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 def _resolved(contract: Contract, node: Any, file: Path, pointer: str) -> tuple[Any, Path, str]:
@@ -321,8 +321,8 @@ def _parameters(raw: RawOperation, schemas: SchemaSet) -> tuple[list[ParamSpec],
     brackets = (raw.contract.data.get("x-gateway") or {}).get("bracketed_arrays", True) is not False
     defs = schemas.defs["request"]
     for p, file, ptr in raw.parameters:
-        location = p.get("in")
-        name = p.get("name")
+        location: str = p["in"]  # both required by the OpenAPI schema, checked before anything is compiled
+        name: str = p["name"]
         if location == "header" and str(name).lower() in ("accept", "content-type", "authorization"):
             continue
         json_content = False

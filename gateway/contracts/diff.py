@@ -166,12 +166,11 @@ class _Differ:
         ptr = pointer_join(new.pointer, "requestBody")
         ob = self._deref(self.old, old.node.get("requestBody"), old.file)
         nb = self._deref(self.new, new.node.get("requestBody"), new.file)
-        if ob is None and nb is None:
-            return
         if ob is None:
-            required = bool(nb[0].get("required"))
-            self.add("request-body-added", required, ptr,
-                     f"a {'required' if required else 'optional'} request body was added")
+            if nb is not None:
+                required = bool(nb[0].get("required"))
+                self.add("request-body-added", required, ptr,
+                         f"a {'required' if required else 'optional'} request body was added")
             return
         if nb is None:
             self.add("request-body-removed", True, pointer_join(old.pointer, "requestBody"),
@@ -385,7 +384,7 @@ class _SchemaWalk:
                 self.narrowed("enum-added", pointer_join(ptr, "enum"), "values are now restricted to an enum")
             elif o is not None and n is None:
                 self.widened("enum-removed", pointer_join(ptr, "enum"), "values are no longer restricted")
-            else:
+            elif o is not None and n is not None:
                 removed = [v for v in o if v not in n]
                 added = [v for v in n if v not in o]
                 if removed:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from adapters.registry import adapter_class
 from gateway.mappings import load_mapping
@@ -28,7 +28,7 @@ from .operations import TEMPLATE_VAR, RawOperation, iter_operations
 log = logging.getLogger("gateway.contracts")
 
 
-def _extension_problems(file: str, pointer: str, model: type, value: Any) -> list[ContractProblem]:
+def _extension_problems(file: str, pointer: str, model: type[BaseModel], value: Any) -> list[ContractProblem]:
     if value is None:
         return []
     try:
@@ -132,15 +132,15 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
     for name, ptr in declared.items():
         if name not in in_template:
             out.append(ContractProblem(file, ptr, f"path parameter {name!r} does not appear in the path template"))
-    names: dict[str, str] = {}
+    names: dict[str | None, str | None] = {}  # None: no name / no `in` (a document the schema check refused)
     for p, _, ptr in op.parameters:
-        name, where = p.get("name"), p.get("in")
-        if where == "header" and str(name).lower() in ("accept", "content-type", "authorization"):
+        name, location = p.get("name"), p.get("in")
+        if location == "header" and str(name).lower() in ("accept", "content-type", "authorization"):
             continue
-        if name in names and names[name] != where:
+        if name in names and names[name] != location:
             out.append(ContractProblem(file, ptr, f"parameter {name!r} is declared both in {names[name]} and in "
-                                       f"{where}; adapters receive parameters by name"))
-        names[name] = where
+                                       f"{location}; adapters receive parameters by name"))
+        names[name] = location
     route_problems = _route_problems(op, file, settings)
     out += route_problems
     out += _security_problems(op, file)
@@ -151,9 +151,9 @@ def _operation_problems(op: RawOperation, file: str, seen_ids: dict[str, str],
         out.append(ContractProblem(file, pointer_join(op.pointer, "responses"),
                                    "an asynchronous operation answers 202: declare it (with the operation status)"))
     if ext.get("idempotency") == "required":
-        declared = [p for p, _, _ in op.parameters if p.get("in") == "header"
-                    and str(p.get("name", "")).lower() == "idempotency-key"]
-        if not declared or not declared[0].get("required"):
+        key_headers = [p for p, _, _ in op.parameters if p.get("in") == "header"
+                       and str(p.get("name", "")).lower() == "idempotency-key"]
+        if not key_headers or not key_headers[0].get("required"):
             out.append(ContractProblem(file, pointer_join(op.pointer, "x-gateway", "idempotency"),
                                        "the key is required: declare the Idempotency-Key header parameter with "
                                        "required: true so that clients see it"))

@@ -38,7 +38,7 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep=deep)
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)  # type: ignore[arg-type]
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 # OpenAPI documents are JSON: an unquoted `2019-05-17` (an example, a date) is the string, not a Python date that
 # could not be served back as JSON.
 _StrictLoader.yaml_implicit_resolvers = {

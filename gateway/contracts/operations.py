@@ -102,9 +102,9 @@ def iter_operations(contract: Contract) -> Iterator[RawOperation | tuple[str, st
             if not isinstance(op, dict):
                 continue
             op_ptr = pointer_join(item_ptr, method)
-            own = _parameters(op.get("parameters"), contract, item_file, pointer_join(op_ptr, "parameters"))
+            op_params = _parameters(op.get("parameters"), contract, item_file, pointer_join(op_ptr, "parameters"))
             merged = {(p.get("name"), p.get("in")): (p, f, ptr) for p, f, ptr in shared}
-            merged.update({(p.get("name"), p.get("in")): (p, f, ptr) for p, f, ptr in own})
+            merged.update({(p.get("name"), p.get("in")): (p, f, ptr) for p, f, ptr in op_params})
             yield RawOperation(contract, path, method, op_ptr, op, list(merged.values()), prefix, item_file,
                                defaults, defaults_ptr)
 

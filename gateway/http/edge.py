@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from gateway import pipeline
@@ -42,7 +43,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-def request_id_of(scope: dict[str, Any]) -> str:
+def request_id_of(scope: Mapping[str, Any]) -> str:
     """The caller's X-Request-ID when it is safe to echo (unreserved URI characters, 1-128), else a new one.
 
     The edge decides once per request (`scope["gateway.request_id"]`), so the shell's answers carry the same id.

@@ -167,7 +167,8 @@ class MultipartDecoder:
                 violations.append(Violation("body", "", "every part needs a Content-Disposition with a name"))
                 continue
             sent = part.get_content_type().lower() if part.get("content-type") else None
-            payload = part.get_payload(decode=True) or b""
+            decoded = part.get_payload(decode=True)  # bytes, or None for a nested multipart
+            payload = decoded if isinstance(decoded, bytes) else b""
             allowed = self.allowed.get(name)
             if allowed and sent is not None and not _media_matches(sent, allowed):
                 violations.append(Violation("body", "/" + name, f"part has Content-Type {sent}; expected "

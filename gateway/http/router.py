@@ -7,22 +7,35 @@ Segments are split on the raw path and percent-decoded one by one, so `%2F` insi
 from __future__ import annotations
 
 import re
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
-from gateway.contracts.compile import Operation
 from gateway.contracts.operations import TEMPLATE_VAR
 from gateway.problems import MalformedRequest, MethodNotAllowed, NotFound
 
 
-class _Node:
+class Routable(Protocol):
+    """What the router matches on: a compiled Operation, or versions.py's alias of one without its prefix."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+R = TypeVar("R", bound=Routable)
+
+
+class _Node(Generic[R]):
     __slots__ = ("literal", "params", "methods")
 
     def __init__(self) -> None:
-        self.literal: dict[str, _Node] = {}
+        self.literal: dict[str, _Node[R]] = {}
         # (name of a whole-segment variable or None, compiled pattern for a mixed segment or None,
         #  the variable names of that pattern, child)
-        self.params: list[tuple[str | None, re.Pattern[str] | None, tuple[str, ...], _Node]] = []
-        self.methods: dict[str, Operation] = {}
+        self.params: list[tuple[str | None, re.Pattern[str] | None, tuple[str, ...], _Node[R]]] = []
+        self.methods: dict[str, R] = {}
 
 
 def _segment_pattern(segment: str) -> re.Pattern[str]:
@@ -37,16 +50,16 @@ def _group(name: str) -> str:
     return "p_" + re.sub(r"\W", "_", name)
 
 
-class Router:
+class Router(Generic[R]):
     """Finds the operation for (method, raw path). Raises NotFound or MethodNotAllowed."""
 
-    def __init__(self, operations: list[Operation]) -> None:
-        self.root = _Node()
-        self.static: dict[str, dict[str, Operation]] = {}
+    def __init__(self, operations: list[R]) -> None:
+        self.root: _Node[R] = _Node()
+        self.static: dict[str, dict[str, R]] = {}
         for op in operations:
             self._add(op)
 
-    def _add(self, op: Operation) -> None:
+    def _add(self, op: R) -> None:
         if "{" not in op.path:
             self.static.setdefault(op.path, {})[op.method] = op
         node = self.root
@@ -69,7 +82,7 @@ class Router:
                 node = child
         node.methods[op.method] = op
 
-    def match(self, method: str, raw_path: str) -> tuple[Operation, dict[str, str]]:
+    def match(self, method: str, raw_path: str) -> tuple[R, dict[str, str]]:
         static = self.static.get(raw_path)
         if static is not None and method in static and "%" not in raw_path:
             return static[method], {}
@@ -80,7 +93,7 @@ class Router:
             raise MalformedRequest("the path is not valid UTF-8 after percent-decoding") from None
         if not raw_path.startswith("/") or any(s == "" or "\x00" in s for s in decoded[:-1]) or "\x00" in decoded[-1]:
             raise NotFound(f"no operation at {raw_path[:200]!r}")
-        found: list[tuple[_Node, dict[str, str]]] = []
+        found: list[tuple[_Node[R], dict[str, str]]] = []
         self._walk(self.root, decoded, 0, {}, found)
         if not found:
             raise NotFound("no operation is declared at this path")
@@ -92,8 +105,8 @@ class Router:
             raise MethodNotAllowed(sorted(node.methods))
         return op, params
 
-    def _walk(self, node: _Node, segments: list[str], i: int, params: dict[str, str],
-              found: list[tuple[_Node, dict[str, str]]]) -> None:
+    def _walk(self, node: _Node[R], segments: list[str], i: int, params: dict[str, str],
+              found: list[tuple[_Node[R], dict[str, str]]]) -> None:
         if i == len(segments):
             if node.methods:
                 found.append((node, dict(params)))
@@ -113,8 +126,8 @@ class Router:
                 captured = {var: m.group(_group(var)) for var in variables}
                 self._walk(child, segments, i + 1, {**params, **captured}, found)
 
-    def operations(self) -> list[Operation]:
-        out: list[Operation] = []
+    def operations(self) -> list[R]:
+        out: list[R] = []
         stack = [self.root]
         while stack:
             node = stack.pop()

@@ -294,7 +294,8 @@ class PostgresJobStore:
         return row_to_job(row) if row else None
 
     async def dead_letters(self, flt: DeadLetterFilter) -> list[Job]:
-        where, params = ["state = 'dead'"], []
+        where: list[str] = ["state = 'dead'"]
+        params: list[str | float] = []
         for column, value in (("vendor", flt.vendor), ("name", flt.operation)):
             if value:
                 where.append(f"{column} = %s")

@@ -189,7 +189,7 @@ class JobRunner:
         started = time.monotonic()
         at = iso(time.time())
         if op is None:  # the contract no longer has this operation: nobody can run it
-            attempt = {"at": at, "ms": 0, "error": f"operation {job.name} no longer exists"}
+            attempt: dict[str, Any] = {"at": at, "ms": 0, "error": f"operation {job.name} no longer exists"}
             return Outcome("dead", attempt, problem={"title": "Operation no longer exists", "detail": job.name})
         p = job.payload
         call = adapter_call(op, params=p["params"], body=p["body"], request_id=job.request_id or job.id,
@@ -222,8 +222,8 @@ class JobRunner:
         except Exception as exc:  # a bug, or a vendor answer the adapter could not handle
             log.exception("job %s (%s) raised", job.id, job.name)
             error = exc
-        attempt: dict[str, Any] = {"at": at, "ms": round((time.monotonic() - started) * 1000, 1), "status": status,
-                                   "vendor_attempts": call.attempts}
+        attempt = {"at": at, "ms": round((time.monotonic() - started) * 1000, 1), "status": status,
+                   "vendor_attempts": call.attempts}
         vendor_ids = [a["vendor_request_id"] for a in call.attempts if a.get("vendor_request_id")]
         if vendor_ids:
             attempt["vendor_request_id"] = vendor_ids[-1]

@@ -275,7 +275,8 @@ class SqliteJobStore:
 
     async def dead_letters(self, flt: DeadLetterFilter) -> list[Job]:
         def run(db: sqlite3.Connection) -> list[Job]:
-            where, params = ["state = 'dead'"], []
+            where: list[str] = ["state = 'dead'"]
+            params: list[str | float] = []
             for column, value in (("vendor", flt.vendor), ("name", flt.operation)):
                 if value:
                     where.append(f"{column} = ?")

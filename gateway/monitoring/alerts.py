@@ -19,6 +19,7 @@ A silence (label matchers until a time) keeps matching alerts off every receiver
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import secrets
@@ -169,10 +170,10 @@ class AlertCenter:
         if self.settings.alertmanager:
             await self._alertmanager(alerts, now)
 
-    def _subscribers(self, event_type: str) -> list[Any]:
+    def _subscribers(self, event_type: str) -> builtins.list[Any]:  # `list` below the method is the method
         return [s for s in self.runtime.settings.webhooks.subscriptions if event_type in s.events]
 
-    async def _webhooks(self, alerts: list[dict[str, Any]], now: float) -> None:
+    async def _webhooks(self, alerts: builtins.list[dict[str, Any]], now: float) -> None:
         for alert in alerts:
             state, notified, t = alert["state"], alert["notified"], alert["_t"]
             repeat = (state == "firing" and t["notified"] is not None
@@ -214,7 +215,7 @@ class AlertCenter:
                 "startsAt": alert["starts_at"], "endsAt": ends,
                 "generatorURL": f"{self.external_url}/admin/queue#alert={alert['fingerprint']}"}
 
-    async def _alertmanager(self, alerts: list[dict[str, Any]], now: float) -> None:
+    async def _alertmanager(self, alerts: builtins.list[dict[str, Any]], now: float) -> None:
         import aiohttp
 
         for receiver in self.settings.alertmanager:

@@ -89,12 +89,18 @@ class VolumeSpec(_Model):
 
 # -- business calendars (x-gateway.calendars at the root, x-gateway.calendar on an operation) -----------------------
 
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _workweek() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri"]
+
+
 class CalendarSpec(_Model):
     """When held work may run: open days and hours in a time zone, closed dates, and a month-end close."""
 
     timezone: str = "UTC"
-    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
-        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"], min_length=1)
+    days: list[Weekday] = Field(default_factory=_workweek, min_length=1)
     hours: list[str] = Field(default_factory=lambda: ["00:00-24:00"], min_length=1)  # "08:00-18:00", local time
     closed: list[dt.date] = Field(default_factory=list)  # holidays
     month_end_close_days: int = Field(0, ge=0, le=10)  # the last N days of every month are closed

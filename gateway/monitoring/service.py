@@ -173,8 +173,12 @@ class Monitoring:
             return False
         task = asyncio.create_task(work, name=name)
         self._tasks[name] = task
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
-            "%s failed: %r", name, t.exception()))
+
+        def report(t: asyncio.Task[Any]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %r", name, t.exception())
+
+        task.add_done_callback(report)
         return True
 
     async def idle(self) -> None:
@@ -336,9 +340,9 @@ class Monitoring:
                               "finished_at": iso(last[3]), "summary": orjson.loads(last[4]) if last[4] else None}})
         paths = []
         for name, path in self.decl.paths.items():
-            last = await self.store.get_value(f"synthetic:{name}:last")
+            saved = await self.store.get_value(f"synthetic:{name}:last")
             paths.append({"path": name, "description": path.spec.description, "every": path.spec.every,
-                          "last_run": orjson.loads(last) if last else None})
+                          "last_run": orjson.loads(saved) if saved else None})
         return {"rules": rules, "paths": paths, "burn_rates": self.burn_rates,
                 "objectives": [{"operation": o.op.key, "slo": o.kind, "objective": o.text(),
                                 "window_days": o.window_days} for o in self.objectives],

@@ -120,7 +120,8 @@ class BurnAlert:
                 f"{days * 24:.1f} hours.")
 
 
-async def evaluate(store: MonitoringStore, objs: list[Objective], now: float) -> tuple[list[BurnAlert], dict]:
+async def evaluate(store: MonitoringStore, objs: list[Objective],
+                   now: float) -> tuple[list[BurnAlert], dict[str, dict[str, float]]]:
     """The pairs that burn too fast now, and every burn rate (for the gauge and the operator page)."""
     alerts: list[BurnAlert] = []
     rates: dict[str, dict[str, float]] = {}

@@ -147,8 +147,9 @@ class SyntheticRunner:
                     answer = orjson.loads(text) if text else None
                 except orjson.JSONDecodeError:
                     answer = text[:MAX_BODY_SHOWN]
-                entry = {"step": step.name, "operation": step.operation, "method": op.method, "path": url,
-                         "status": status, "ms": round(seconds * 1000, 1), "request_id": request_id}
+                entry: dict[str, Any] = {"step": step.name, "operation": step.operation, "method": op.method,
+                                         "path": url, "status": status, "ms": round(seconds * 1000, 1),
+                                         "request_id": request_id}
                 steps.append(entry)
                 problems = []
                 if status != step.expect:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.samples import Sample
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -196,7 +197,7 @@ def status_class(status: int) -> str:
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
-def samples() -> list:
+def samples() -> list[Sample]:
     """Every sample (name, labels, value) now: this process's, or every worker's in multiprocess mode."""
     return [s for metric in _registry().collect() for s in metric.samples]
 

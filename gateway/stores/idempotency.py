@@ -50,7 +50,7 @@ class Stored:
 
     @classmethod
     def loads(cls, raw: dict[str, Any]) -> Stored:
-        return cls(raw["status"], [tuple(h) for h in raw["headers"]], base64.b64decode(raw["body"]),  # type: ignore
+        return cls(raw["status"], [tuple(h) for h in raw["headers"]], base64.b64decode(raw["body"]),
                    raw.get("media_type"))
 
 

@@ -186,7 +186,7 @@ class MemoryLimiter:
             if len(self.tats) + len(self.counts) > self.max_keys:
                 self._expire(now)
             for kind, (k, value) in updates:
-                (self.tats if kind == "tat" else self.counts)[k] = value  # type: ignore[index]
+                (self.tats if kind == "tat" else self.counts)[k] = value
         return Decision(True, tuple(states))
 
     def _untouched(self, key: str, buckets: tuple[Bucket, ...], now: float) -> list[State]:

@@ -27,9 +27,9 @@ import orjson
 
 from adapters.base import AdapterCall
 from adapters.resilience import VendorBreaker
-from gateway.http.egress import EgressPolicy, EgressRefused, Lookup, PinnedResolver
 from gateway.events.outbox import Staged
 from gateway.events.service import EventBus, EventRefused
+from gateway.http.egress import EgressPolicy, EgressRefused, Lookup, PinnedResolver
 from gateway.jobs.model import Job, NewJob, Outcome, RetrySchedule, iso
 from gateway.observability import metrics
 from gateway.problems import GatewayError, VendorUnavailable

@@ -21,7 +21,7 @@ from gateway.observability import metrics
 from gateway.settings import load_settings
 from tests.conftest import DATA, ROOT, TEST_KEYS, ServerThread
 from tests.echo import echo_app
-from tests.services import free_port
+from tests.services import free_port, stop_process
 
 API_KEY = "cgk_test_key_for_things_000000001"
 RO_KEY = "cgk_test_key_without_scopes_00002"
@@ -43,6 +43,7 @@ def issuer():
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline or proc.poll() is not None:
+            stop_process(proc, 10)
             pytest.fail("the test issuer did not start")
         time.sleep(0.05)
     yield url

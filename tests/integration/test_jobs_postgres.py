@@ -65,6 +65,7 @@ def env(sandboxes, pg_db, tmp_path):
         httpx.post(url + "/_sandbox/reset").raise_for_status()
     servers: list[ServerThread] = []
     workers: list[Worker] = []
+    clients: list[httpx.Client] = []
     base = {"jobs.backend": "postgres", "jobs.postgres_dsn": pg_db, "jobs.lease_s": 2, "jobs.poll_s": 0.2,
             **{f"vendors.{name}.base_url": url for name, url in sandboxes.urls.items()}}
 
@@ -85,7 +86,8 @@ def env(sandboxes, pg_db, tmp_path):
             app = create_app(demo_settings(sandboxes.urls, **self.overrides(**extra)))
             server = ServerThread(app).start()
             servers.append(server)
-            return app, httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+            clients.append(httpx.Client(base_url=server.url, timeout=30, headers=bearer(app)))
+            return app, clients[-1]
 
         def worker(self, concurrency: int = 4, **extra) -> Worker:
             worker = Worker(config_file(tmp_path, self.overrides(**extra)), concurrency)
@@ -93,6 +95,8 @@ def env(sandboxes, pg_db, tmp_path):
             return worker
 
     yield Env()
+    for client in clients:
+        client.close()
     for worker in workers:
         worker.stop()
     for server in servers:

@@ -56,14 +56,18 @@ def upstream():
 @pytest.fixture
 def gateway(upstream, sandboxes):
     started = []
+    clients: list[httpx.Client] = []
 
     def start(**extra):
         app = create_app(load_settings(None, config(upstream, sandboxes.urls["hubspot"], **extra)))
         server = ServerThread(app).start()
         started.append(server)
-        return httpx.Client(base_url=server.url, timeout=10)
+        clients.append(httpx.Client(base_url=server.url, timeout=10))
+        return clients[-1]
 
     yield start
+    for client in clients:
+        client.close()
     for server in started:
         server.stop()
 

@@ -34,7 +34,8 @@ class Serve:
                                      stderr=subprocess.STDOUT, text=True,
                                      env={**os.environ, "GATEWAY_LOG_LEVEL": "INFO"})
         self.out: list[str] = []
-        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()  # type: ignore
+        self.reader = threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True)  # type: ignore
+        self.reader.start()
         wait_for("the gateway to answer", self._ready, timeout_s=60)
 
     def _ready(self) -> bool:
@@ -49,7 +50,7 @@ class Serve:
         return {"authorization": f"Bearer {r.json()['access_token']}"}
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, reader=self.reader)
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def env(sandboxes, db, tmp_path):
             **{f"vendors.{name}.base_url": url for name, url in sandboxes.urls.items()}}
     servers: list[ServerThread] = []
     workers: list[Worker] = []
+    clients: list[httpx.Client] = []
 
     class Env:
         dsn = db
@@ -86,7 +87,8 @@ def env(sandboxes, db, tmp_path):
             app = create_app(demo_settings(sandboxes.urls, **{**base, **extra}))
             server = ServerThread(app).start()
             servers.append(server)
-            return app, httpx.Client(base_url=server.url, timeout=30, headers=bearer(app))
+            clients.append(httpx.Client(base_url=server.url, timeout=30, headers=bearer(app)))
+            return app, clients[-1]
 
         def workers(self, count: int, concurrency: int = 8) -> list[Worker]:
             """`count` worker processes, started side by side."""
@@ -97,6 +99,8 @@ def env(sandboxes, db, tmp_path):
             return started
 
     yield Env()
+    for client in clients:
+        client.close()
     for worker in workers:
         worker.stop()
     for server in servers:
@@ -115,10 +119,12 @@ class Submitter(threading.Thread):
         self.accepted: dict[str, str] = {}  # job id -> operation
         self.refusals: list[httpx.Response] = []
         self.local = threading.local()
+        self.clients: list[httpx.Client] = []  # closed when the last order is accepted
 
     def _send(self, path: str, body: dict[str, Any], name: str) -> None:
         if not hasattr(self.local, "client"):  # one connection per sending thread
             self.local.client = httpx.Client(base_url=self.client.base_url, headers=self.client.headers, timeout=30)
+            self.clients.append(self.local.client)
         key = str(uuid.uuid4())
         for _ in range(600):
             r = self.local.client.post(path, json=body, headers={**ASYNC, "idempotency-key": key})
@@ -135,8 +141,12 @@ class Submitter(threading.Thread):
             work.append(("/v2/orders", {**ORDER, "note": f"order {n}"}, "orders"))
             if n % 3 == 0 and n // 3 < PAYMENTS:
                 work.append(("/v1/payments", {**PAYMENT, "order_id": f"ord_{n + 1}"}, "payments"))
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda w: self._send(*w), work))
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda w: self._send(*w), work))
+        finally:
+            for client in self.clients:
+                client.close()
 
     def done(self) -> int:
         return len(self.accepted)
@@ -299,8 +309,7 @@ def test_serve_started_without_postgres_starts_unready_serves_what_it_can_and_re
         accepted = httpx.post(base + "/v2/orders", json=ORDER, headers={**auth, **ASYNC})
         assert accepted.status_code == 202  # the schema was created when PostgreSQL first answered
     finally:
-        stop_process(proc)
-        out, err = proc.communicate()
+        out, err = stop_process(proc)
     assert "Traceback" not in out + err and "job store (PostgreSQL) cannot be reached at start-up" in out + err
 
 
