@@ -300,6 +300,14 @@ class SubscriptionSettings(Strict):
     # receives; unset: every event (an operator's endpoint). docs/ownership.md
     owner: str | None = Field(None, min_length=1, max_length=200)
 
+    def wants(self, event_type: str) -> bool:
+        """Whether this endpoint asked for events of `event_type`."""
+        return "*" in self.events or event_type in self.events
+
+    def receives_from(self, owner: str | None) -> bool:
+        """Whether an event about `owner`'s object goes to this endpoint."""
+        return self.owner is None or self.owner == owner
+
 
 class WebhookSettings(Strict):
     inbound: dict[str, InboundWebhookSettings] = Field(default_factory=dict)  # keyed by the path /webhooks/{vendor}

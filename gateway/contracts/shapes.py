@@ -51,11 +51,12 @@ def types_of(schema: Any, defs: Defs, _depth: int = 0) -> tuple[str, ...]:
         elif not found and ("items" in schema or "prefixItems" in schema):
             found = ["array"]
     if "enum" in schema and not found:
-        found = sorted({_json_type(v) for v in schema["enum"]})
+        found = sorted({json_type(v) for v in schema["enum"]})
     return tuple(sorted(set(found), key=lambda x: _ORDER.get(x, 9)))
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON Schema type of a value parsed from JSON or YAML (anything else, e.g. a YAML date, is a string)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -50,7 +50,7 @@ class WebhookFeed:
         assert self.bus.catalog is not None
         out: dict[str, list[str]] = {}
         for entry in self.bus.catalog.types():
-            if "*" in sub.events or entry.type in sub.events:
+            if sub.wants(entry.type):
                 out.setdefault(entry.stream, []).append(entry.subject)
         return out
 
@@ -119,7 +119,7 @@ class WebhookFeed:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.error("events: an unreadable event on the backbone was not delivered to %s", sub.id)
             return
-        if sub.owner is not None and cloudevent.get("owner") != sub.owner:
+        if not sub.receives_from(cloudevent.get("owner")):
             return  # a subscription with an owner gets only the events of that owner's objects (docs/ownership.md)
         w = self.webhooks
         await w.jobs.store.enqueue(NewJob("webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}",

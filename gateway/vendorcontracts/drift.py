@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.contracts.shapes import json_type
 from gateway.observability import metrics
 from gateway.stores.sqlite import connect
 
@@ -47,26 +48,8 @@ def _escape(part: str) -> str:
     return part.replace("~", "~0").replace("/", "~1")
 
 
-def _type_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__
-
-
 def _fits(value: Any, declared: str) -> bool:
-    actual = _type_of(value)
+    actual = json_type(value)
     return actual == declared or (declared == "number" and actual == "integer") or (
         declared == "integer" and isinstance(value, float) and value.is_integer())
 
@@ -95,7 +78,7 @@ def _walk(contract: VendorContract, schema: Any, value: Any, pointer: str, found
             kinds = sorted({str(contract.resolve(b).get("type", "object" if "properties" in contract.resolve(b)
                                                           else "any")) for b in branches})
             found.append(Drift("type_change", pointer or "/",
-                               f"is {_type_of(value)}, the contract allows {' or '.join(kinds)}"))
+                               f"is {json_type(value)}, the contract allows {' or '.join(kinds)}"))
         else:
             _walk(contract, chosen, value, pointer, found, depth + 1)
         for extra in schema.get("allOf") or []:
@@ -104,7 +87,7 @@ def _walk(contract: VendorContract, schema: Any, value: Any, pointer: str, found
             return
     declared = schema.get("type") or ("object" if "properties" in schema else None)
     if declared is not None and not _fits(value, declared):
-        found.append(Drift("type_change", pointer or "/", f"is {_type_of(value)}, the contract says {declared}"))
+        found.append(Drift("type_change", pointer or "/", f"is {json_type(value)}, the contract says {declared}"))
         return
     enum = schema.get("enum")
     if enum is not None and value not in enum:

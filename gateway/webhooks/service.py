@@ -109,7 +109,7 @@ class Webhooks:
         jobs = [NewJob("webhook_out", sub.id, {"event": event}, vendor=f"webhook:{sub.id}", request_id=request_id,
                        dedupe_key=f"out:{sub.id}:{event['id']}", schedule=self.schedule)
                 for sub in self.subscriptions()
-                if ("*" in sub.events or event_type in sub.events) and sub.owner in (None, owner)]
+                if sub.wants(event_type) and sub.receives_from(owner)]
         return Staged(jobs, events)
 
     def notify(self, staged: Staged) -> None:
