@@ -47,6 +47,32 @@ def config(tmp: Path, owned: bool = False) -> Path:
     return path
 
 
+def asgi_scope(auth: tuple[bytes, bytes], method: str, path: str, body: bytes) -> dict[str, Any]:
+    """An HTTP scope as the server hands it to the app: host, the credential, a JSON body's headers."""
+    headers = [(b"host", b"gw"), auth]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
+            "headers": headers, "client": ("127.0.0.1", 1), "server": ("gw", 80), "scheme": "http",
+            "http_version": "1.1", "root_path": ""}
+
+
+async def one(app: Any, scope: dict[str, Any], body: bytes) -> int:
+    """One request through the whole app in this process; its status."""
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
 async def main(requests: int, owned: bool = False) -> None:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,40 +87,18 @@ async def main(requests: int, owned: bool = False) -> None:
         token = runtime.auth.issuer.mint("bench", ["orders:read", "orders:write"]).encode()
         auth = (b"authorization", b"Bearer " + token)
 
-        def scope(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
-            headers = [(b"host", b"gw"), auth]
-            if body:
-                headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-            return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-                    "headers": headers, "client": ("127.0.0.1", 1), "server": ("gw", 80), "scheme": "http",
-                    "http_version": "1.1", "root_path": ""}
-
-        async def one(s: dict[str, Any], body: bytes) -> int:
-            status = 0
-
-            async def receive() -> dict[str, Any]:
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            async def send(message: dict[str, Any]) -> None:
-                nonlocal status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-
-            await app(s, receive, send)
-            return status
-
-        cases = [("GET /v1/orders/{id}", scope("GET", "/v1/orders/ord_12345678"), b"", 200),
-                 ("POST /v1/orders (15-field body)", scope("POST", "/v1/orders", BODY), BODY, 201)]
+        cases = [("GET /v1/orders/{id}", asgi_scope(auth, "GET", "/v1/orders/ord_12345678", b""), b"", 200),
+                 ("POST /v1/orders (15-field body)", asgi_scope(auth, "POST", "/v1/orders", BODY), BODY, 201)]
         owned_note = " (ownership declared)" if owned else ""
         print(f"| request, whole chain in process (mock vendor){owned_note} | CPU µs per request |\n|---|---:|")
         for name, s, body, expected in cases:
-            got = await one(s, body)
+            got = await one(app, s, body)
             assert got == expected, f"{name}: {got}, not {expected}"
             best = float("inf")
             for _ in range(5):
                 started = time.process_time()
                 for _ in range(requests):
-                    await one(s, body)
+                    await one(app, s, body)
                 best = min(best, (time.process_time() - started) / requests * 1e6)
             print(f"| {name} | {best:.1f} |")
         await runtime.shutdown()

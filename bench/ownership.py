@@ -141,30 +141,6 @@ async def chain_app(tmp: Path, owned: bool) -> tuple[Any, tuple[bytes, bytes]]:
     return app, (b"authorization", b"Bearer " + token)
 
 
-def asgi_scope(auth: tuple[bytes, bytes], method: str, path: str, body: bytes) -> dict[str, Any]:
-    headers = [(b"host", b"gw"), auth]
-    if body:
-        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": b"",
-            "headers": headers, "client": ("127.0.0.1", 1), "server": ("gw", 80), "scheme": "http",
-            "http_version": "1.1", "root_path": ""}
-
-
-async def one(app: Any, scope: dict[str, Any], body: bytes) -> int:
-    status = 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    await app(scope, receive, send)
-    return status
-
-
 async def chain_ab() -> None:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,15 +148,15 @@ async def chain_ab() -> None:
         print("| request, whole chain in process | without ownership | with ownership |\n|---|---:|---:|")
         for method, path, body, expected in (("GET", "/v1/orders/ord_12345678", b"", 200),
                                              ("POST", "/v1/orders", chain.BODY, 201)):
-            scopes = {name: asgi_scope(auth, method, path, body) for name, (_, auth) in apps.items()}
+            scopes = {name: chain.asgi_scope(auth, method, path, body) for name, (_, auth) in apps.items()}
             for name, (app, _) in apps.items():
-                assert await one(app, scopes[name], body) == expected, name
+                assert await chain.one(app, scopes[name], body) == expected, name
             best: dict[str, float] = {}
             for _ in range(12):
                 for name, (app, _) in apps.items():
                     started = time.process_time()
                     for _ in range(3000):
-                        await one(app, scopes[name], body)
+                        await chain.one(app, scopes[name], body)
                     best[name] = min(best.get(name, 1e9), (time.process_time() - started) / 3000 * 1e6)
             print(f"| {method} {path} | {best['without']:.1f} | {best['owned']:.1f} |")
         for app, _ in apps.values():
