@@ -177,7 +177,10 @@ class H1Pool:
         self.ssl_context = (ssl_context or ssl.create_default_context()) if self.tls else None
         self.idle: deque[_Connection] = deque()
         self.open = 0
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        # FIFO of requests waiting for a connection. A released connection is handed to the first of them
+        # (not put back as idle, where a request arriving meanwhile could take it and send the woken one to the
+        # back of the line again and again: seconds of waiting under load); None means "a slot is free: connect".
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self.closing = False
 
     def _forget(self, conn: _Connection) -> None:
@@ -191,12 +194,14 @@ class H1Pool:
             pass
         self._wake()
 
-    def _wake(self) -> None:
+    def _wake(self, conn: _Connection | None = None) -> bool:
+        """Hand `conn` (or, with None, a free slot) to the first waiter still waiting; False if there is none."""
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(conn)
+                return True
+        return False
 
     async def _acquire(self) -> tuple[_Connection, bool]:
         """(connection, reused) — an idle one if fresh enough, else a new one within the limit."""
@@ -215,14 +220,22 @@ class H1Pool:
                     self.open -= 1
                     self._wake()
                     raise
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
-                await waiter
+                handed = await waiter
             except BaseException:
-                if not waiter.cancelled():
-                    self._wake()  # pass the turn on
+                if waiter.done() and not waiter.cancelled():  # handed a turn it will not use: pass it on
+                    given = waiter.result()
+                    if given is not None:
+                        self._release(given)
+                    else:
+                        self._wake()
                 raise
+            if handed is not None:
+                if not handed.closed:
+                    return handed, True
+                self._forget(handed)  # closed while handed over: its slot is free, try again
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -240,8 +253,8 @@ class H1Pool:
             self._forget(conn)
             return
         conn.idle_since = time.monotonic()
-        self.idle.append(conn)
-        self._wake()
+        if not self._wake(conn):
+            self.idle.append(conn)
 
     def _encode(self, method: str, path: str, headers: dict[str, str], body: bytes | None) -> bytes:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1"), b"host: ", self.host_header,

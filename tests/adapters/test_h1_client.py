@@ -186,3 +186,25 @@ async def test_an_answer_over_the_size_limit_is_refused_while_reading(upstream, 
         assert (await pool.send("GET", "/small", {})).body == b"{}"
     finally:
         await pool.close()
+
+
+async def test_a_released_connection_goes_to_the_request_that_waited_longest(upstream):
+    """Three callers on one connection, each sending its next request as soon as it has an answer (a busy gateway):
+    each turn goes to the caller that has waited longest, so they take turns. (A released connection that a
+    newcomer could take before the woken waiter ran sent that waiter to the back of the line again and again: one
+    caller was served all along while the others waited, seconds under load.)"""
+    _, url = upstream
+    pool = H1Pool(url, max_connections=1)
+    order: list[int] = []
+
+    async def caller(n: int) -> None:
+        for _ in range(10):
+            await pool.send("GET", "/", {})
+            order.append(n)
+
+    await asyncio.gather(*(caller(n) for n in range(3)))
+    runs = [1]
+    for before, after in zip(order, order[1:], strict=False):
+        runs.append(runs[-1] + 1 if after == before else 1)
+    assert max(runs) <= 2, order
+    await pool.close()
