@@ -118,7 +118,7 @@ def admission(tmp: Path) -> list[tuple[str, float]]:
 
     def enter_leave() -> None:
         room.enter("k", PRIORITIES["normal"])
-        room.leave()
+        room.leave(0.0)
 
     settings = load_settings(bench_config(tmp, BENCH / "contract.yaml"), {
         "observability.logging.output": "none", "request.admission.max_limit": 1,

@@ -148,18 +148,21 @@ class ServerSettings(Strict):
 
 class AdmissionSettings(Strict):
     """Admission control of each worker process (gateway/http/admission.py): an adaptive concurrency limit that
-    follows the event loop's delay, a queue bounded by the time a request may wait, fair shares per client."""
+    follows the CPU (Little's law once it is full), a queue bounded by the time a request may wait, fair shares
+    per client."""
 
     enabled: bool = True
     min_limit: int = Field(16, ge=1)
     max_limit: int = Field(10_000, ge=1)  # the limit while the loop keeps up (requests past admission at once)
-    target_loop_delay_ms: float = Field(10.0, gt=0)  # the loop answering later than this means the CPU is full
+    busy_ratio: float = Field(0.9, gt=0, le=1)  # the process using this share of its core means the CPU is full
+    target_loop_delay_ms: float = Field(10.0, gt=0)  # so does the loop answering later than this
+    target_cpu_delay_ms: float = Field(10.0, gt=0)  # on a full CPU, an admitted request waits about this for it
     probe_interval_ms: float = Field(5.0, gt=0)
     window_ms: float = Field(100.0, gt=0)  # the limit is adjusted once per window
     increase_ratio: float = Field(0.1, gt=0, le=1)
-    decrease_factor: float = Field(0.8, gt=0, lt=1)
-    max_queue_delay_ms: float = Field(20.0, gt=0)  # a request that would wait longer is shed at once
-    shed_hold_ms: float = Field(50.0, ge=0)  # a shed answer leaves this long after the request came in
+    max_queue_delay_ms: float = Field(5.0, gt=0)  # a request that would wait longer is shed at once
+    # a client refused again before its Retry-After was up gets that refusal this long after its request came in
+    shed_hold_ms: float = Field(150.0, ge=0)
     retry_after_s: int = Field(1, ge=1)
 
     @model_validator(mode="after")

@@ -116,7 +116,7 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
             vendor_key = (labels["vendor"], labels["outcome"])
             vendors[vendor_key] = vendors.get(vendor_key, 0.0) + value
         elif name in ("gateway_jobs_queue_depth", "gateway_jobs_oldest_age_seconds", "gateway_jobs_dead",
-                      "gateway_admission_loop_delay_seconds"):
+                      "gateway_admission_loop_delay_seconds", "gateway_admission_cpu_busy_ratio"):
             gauges[name] = max(gauges.get(name, 0.0), value)
         elif name in ("gateway_admission_limit", "gateway_admission_in_flight", "gateway_admission_queued"):
             gauges[name] = gauges.get(name, 0.0) + value
@@ -149,6 +149,7 @@ def dashboard(runtime: Runtime) -> dict[str, Any]:
                       "in_flight": int(gauges.get("gateway_admission_in_flight", 0)),
                       "queued": int(gauges.get("gateway_admission_queued", 0)),
                       "loop_delay_ms": round(gauges.get("gateway_admission_loop_delay_seconds", 0.0) * 1000, 2),
+                      "cpu_busy": round(gauges.get("gateway_admission_cpu_busy_ratio", 0.0), 2),
                       "shed": {reason: int(n) for reason, n in sorted(shed.items())}},
     }
 

@@ -4,13 +4,17 @@ Runs in the edge right after routing and before any policy, so a shed request co
 parsing and no vendor call. Three mechanisms:
 
 - **An adaptive concurrency limit** (per worker process): at most `limit` requests are past admission at once.
-  The limit follows the event loop's own delay, measured by a probe timer every `probe_interval_ms` and judged
-  once per `window_ms`: when the loop was later than `target_loop_delay_ms` the CPU is the bottleneck, and the
-  limit drops to a fraction of the requests that were running (multiplicative decrease, never below
-  `min_limit`); while the loop keeps up it grows by a step per window (additive increase), back to `max_limit`
-  (no limit, in practice) once the overload is over. A request that waits on a slow vendor costs no CPU and does
-  not delay the loop, so a slow vendor never lowers the limit (a gradient on request latency, as Envoy's adaptive
-  concurrency filter uses, would shed exactly those requests).
+  While the worker's CPU has room there is, in practice, no limit (`max_limit`): a request waiting on a slow vendor
+  costs no CPU and must not wait here. Once per `window_ms` the controller looks at the window just gone: when the
+  process used at least `busy_ratio` of its core (or the event loop, probed every `probe_interval_ms`, ran later
+  than `target_loop_delay_ms`: another process takes the core), the CPU is full, and by Little's law the requests
+  in progress decide how long each waits for it. The limit becomes `completions per second x (unloaded latency +
+  target_cpu_delay_ms)`: as many as finish within that time, so an admitted request waits about
+  `target_cpu_delay_ms` for the CPU on top of what it takes unloaded. The unloaded latency (vendor time included)
+  is learnt from the windows in which the CPU had room, so a slow vendor raises the limit instead of shedding
+  requests that cost the gateway nothing. While the CPU has room the limit grows by `increase_ratio` per window,
+  back to `max_limit`. (Envoy's adaptive concurrency filter and Netflix's concurrency-limits follow the same law
+  with a latency gradient; the CPU share is the signal here because request latency includes the vendor's.)
 - **A queue with a target delay** (CoDel's idea: bound the time spent waiting, not the length): a request that
   finds the limit reached waits in a queue only if the queue ahead of it is expected to drain within
   `max_queue_delay_ms` (from the rate at which admitted requests complete); otherwise it is shed at once. A queued
@@ -20,10 +24,10 @@ parsing and no vendor call. Three mechanisms:
   starve another client. When the queue is full, the client with the most waiting requests loses its newest one
   first. Priorities are declared in the contract (`x-gateway.priority: critical | high | normal | low`).
 
-A shed request gets 503 `overloaded` with Retry-After. Its answer is held for `shed_hold_ms` (default 50 ms): a
-client that retries at once, ignoring Retry-After (a load generator, a retry storm), cannot turn shedding into a
-CPU flood of refusals; a client that honours Retry-After waits longer than that anyway. Holding costs a timer, no
-CPU. The gateway's own endpoints (health, readiness, metrics, docs) never pass here and are never shed.
+A shed request gets 503 `overloaded` with Retry-After, at once. A client that comes back before its Retry-After
+is up and is refused again (a retry storm, a load generator) gets that refusal `shed_hold_ms` after its request
+came in (default 150 ms): refusals, at ~55 µs of CPU each, cannot become a CPU flood of their own. Holding costs a
+timer, no CPU. The gateway's own endpoints (health, readiness, metrics, docs) never pass here and are never shed.
 
 Who a "client" is must be known before authentication (verifying a token is one of the costs shedding avoids): the
 credential as presented (Authorization or API key header, never logged) or, without one, the caller's address.
@@ -73,11 +77,19 @@ class Admission:
         self.completed = 0  # admitted requests finished (for the drain rate)
         self.drain_per_s = 0.0  # recent completions per second (EWMA over probe windows)
         self.loop_delay_s = 0.0  # the largest probe delay in the last window
-        self.peak_in_flight = 0
+        self.busy = 0.0  # the share of one core this process used in the last window
+        self.base_latency_s = 0.0  # admitted requests' latency while the CPU had room (EWMA; 0 until measured)
         self.shed: dict[str, int] = {}  # reason -> count (metrics read these)
+        # Clients shed within the last Retry-After (two generations, swapped every retry_after_s): their next
+        # refusals are held. Keys live only in memory and only that long.
+        self._refused: set[str] = set()
+        self._refused_before: set[str] = set()
+        self._refused_since = 0.0
         self._window_started = 0.0
         self._window_completed = 0
         self._window_delay = 0.0
+        self._window_cpu = 0.0
+        self._latency_sum = 0.0  # seconds spent by the requests that left in this window
         self._probe: asyncio.TimerHandle | None = None
         self._expected = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,8 +100,6 @@ class Admission:
         """None: admitted now (call `leave` when done). A Waiter: await its future (True admitted, False shed)."""
         if self.in_flight < self.limit and not self.queued:
             self.in_flight += 1
-            if self.in_flight > self.peak_in_flight:
-                self.peak_in_flight = self.in_flight
             return None
         return self._queue(client, priority)
 
@@ -99,14 +109,18 @@ class Admission:
             return await waiter.future
         except asyncio.CancelledError:  # the request task was cancelled while waiting (shutdown)
             if waiter.future.done() and not waiter.future.cancelled() and waiter.future.result():
-                self.leave()  # it had been given a slot: hand it on
+                self._release()  # it had been given a slot: hand it on
             else:
                 self._withdraw(waiter)
             raise
 
-    def leave(self) -> None:
-        """An admitted request is done: its slot goes to the next waiter, if any."""
+    def leave(self, started: float) -> None:
+        """An admitted request that arrived at `started` (perf_counter) is done: its slot goes to the next waiter."""
         self.completed += 1
+        self._latency_sum += time.perf_counter() - started
+        self._release()
+
+    def _release(self) -> None:
         if self.queued and self.in_flight <= self.limit:
             waiter = self._next()
             if waiter is not None:
@@ -204,10 +218,22 @@ class Admission:
         if waiter.timer is not None:
             waiter.timer.cancel()
             waiter.timer = None
-        held = self.hold_s - (self._loop.time() - waiter.since) if self._loop is not None else 0.0
+        loop = self._loop
+        if loop is None or not self.hold_s:
+            self._resolve(waiter, False)
+            return
+        now = loop.time()
+        if now - self._refused_since >= self.settings.retry_after_s:
+            self._refused_before, self._refused = self._refused, set()
+            self._refused_since = now
+        client = waiter.client
+        # Back before its Retry-After was up (a retry storm, a load generator): this refusal leaves after
+        # shed_hold_ms, so that refusals cannot become a CPU flood of their own. A first refusal leaves at once.
+        held = self.hold_s - (now - waiter.since) if client in self._refused or client in self._refused_before \
+            else 0.0
+        self._refused.add(client)
         if held > 0:
-            assert self._loop is not None
-            self._loop.call_later(held, self._resolve, waiter, False)
+            loop.call_later(held, self._resolve, waiter, False)
         else:
             self._resolve(waiter, False)
 
@@ -224,6 +250,7 @@ class Admission:
     def _start(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
         self._window_started = time.perf_counter()
+        self._window_cpu = time.process_time()
         self._schedule_probe()
         return self._loop
 
@@ -250,31 +277,50 @@ class Admission:
         if delay > self._window_delay:
             self._window_delay = delay
         if now - self._window_started >= self.settings.window_ms / 1000:
-            self.adapt(self._window_delay, now)
+            self._on_window(now)
         self._schedule_probe()
 
-    def adapt(self, loop_delay_s: float, now: float) -> None:
-        """End of a measurement window in which the loop was at most `loop_delay_s` late: adjust the limit."""
+    def _on_window(self, now: float) -> None:
+        cpu = time.process_time()
+        elapsed = now - self._window_started
+        self.adapt(self._window_delay, (cpu - self._window_cpu) / elapsed if elapsed > 0 else 0.0, now)
+        self._window_cpu = cpu
+
+    def adapt(self, loop_delay_s: float, busy: float, now: float) -> None:
+        """End of a measurement window in which the loop was at most `loop_delay_s` late and the process used
+        `busy` of one core: adjust the limit."""
         s = self.settings
         elapsed = now - self._window_started
         done = self.completed - self._window_completed
         rate = done / elapsed if elapsed > 0 else 0.0
         self.drain_per_s = rate if self.drain_per_s == 0 else 0.5 * self.drain_per_s + 0.5 * rate
         self.loop_delay_s = loop_delay_s
-        if loop_delay_s * 1000 > s.target_loop_delay_ms:
-            # The CPU is the bottleneck: fewer at once than were running (multiplicative decrease).
-            self.limit = max(float(s.min_limit), min(self.limit, self.peak_in_flight) * s.decrease_factor)
-        elif self.limit < s.max_limit:
-            # The loop keeps up: probe higher (additive increase); unused, the limit drifts back to max_limit.
-            self.limit = min(float(s.max_limit), self.limit + max(1.0, self.limit * s.increase_ratio))
+        self.busy = busy
+        latency = self._latency_sum / done if done else 0.0
+        if busy >= s.busy_ratio or loop_delay_s * 1000 > s.target_loop_delay_ms:
+            # The CPU is full: as many at once as finish within the unloaded latency plus the target delay. A
+            # window's mean latency is never below the unloaded one (waiting for the CPU only adds to it).
+            if done and latency < self.base_latency_s:
+                self.base_latency_s = latency
+            wanted = self.drain_per_s * (self.base_latency_s + s.target_cpu_delay_ms / 1000)
+            self.limit = max(float(s.min_limit), min(float(s.max_limit), wanted))
+        else:
+            if done >= 10 and loop_delay_s * 2000 < s.target_loop_delay_ms:
+                # What a request takes while the CPU has room: vendor time, mostly (it may grow: a slower vendor).
+                self.base_latency_s = latency if not self.base_latency_s else \
+                    0.8 * self.base_latency_s + 0.2 * latency
+            if self.limit < s.max_limit:
+                # Room again: probe higher (additive increase); unused, the limit drifts back to max_limit.
+                self.limit = min(float(s.max_limit), self.limit + max(1.0, self.limit * s.increase_ratio))
+        self._latency_sum = 0.0
         self._window_started = now
         self._window_completed = self.completed
         self._window_delay = 0.0
-        self.peak_in_flight = self.in_flight
         metrics.admission_limit.set(int(self.limit))
         metrics.admission_in_flight.set(self.in_flight)
         metrics.admission_queued.set(self.queued)
         metrics.admission_loop_delay_seconds.set(self.loop_delay_s)
+        metrics.admission_cpu_busy_ratio.set(busy)
         # A raised limit may let waiters in now.
         while self.queued and self.in_flight < self.limit:
             waiter = self._next()
@@ -287,6 +333,7 @@ class Admission:
         """What the operator page and the metrics show."""
         return {"limit": int(self.limit), "in_flight": self.in_flight, "queued": self.queued,
                 "loop_delay_ms": round(self.loop_delay_s * 1000, 2), "drain_per_s": round(self.drain_per_s, 1),
+                "busy": round(self.busy, 2), "base_latency_ms": round(self.base_latency_s * 1000, 2),
                 "shed": dict(self.shed)}
 
 

@@ -139,7 +139,7 @@ class Edge:
             return None
         finally:
             if admission is not None:
-                admission.leave()
+                admission.leave(ctx.started)
         self.observer.finish(ctx, response)
         response.headers.append((b"x-request-id", ctx.request_id.encode()))
         await send_response(send, response)

@@ -170,8 +170,12 @@ admission_queued = Gauge(
     "gateway_admission_queued", "Requests waiting for admission right now", registry=REGISTRY,
     multiprocess_mode="livesum")
 admission_loop_delay_seconds = Gauge(
-    "gateway_admission_loop_delay_seconds", "The event loop's largest delay in the last window (what the limit "
-    "follows)", registry=REGISTRY, multiprocess_mode="max")
+    "gateway_admission_loop_delay_seconds", "The event loop's largest delay in the last window (late: another "
+    "process takes the core)", registry=REGISTRY, multiprocess_mode="max")
+admission_cpu_busy_ratio = Gauge(
+    "gateway_admission_cpu_busy_ratio", "The share of one core a worker used in the last window (at busy_ratio the "
+    "CPU counts as full and the limit follows Little's law; the busiest worker)", registry=REGISTRY,
+    multiprocess_mode="max")
 
 
 def _registry() -> CollectorRegistry:

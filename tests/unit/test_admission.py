@@ -4,6 +4,7 @@ the limit follows the loop (issue 21)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import yaml
@@ -30,7 +31,7 @@ async def test_requests_under_the_limit_are_admitted_at_once_and_the_next_waits_
     assert admission.enter("a", NORMAL) is None
     waiter = admission.enter("a", NORMAL)
     assert waiter is not None and not waiter.future.done()
-    admission.leave()
+    admission.leave(time.perf_counter())
     assert await admission.wait(waiter) is True
     assert admission.in_flight == 2 and admission.queued == 0
 
@@ -59,8 +60,8 @@ async def test_a_second_client_is_served_in_turn_while_one_client_floods():
     assert other is not None and not other.future.done()
     assert flood[-1] is not None and await admission.wait(flood[-1]) is False  # displaced, not the other client
     assert flood[-1].reason == "displaced"
-    admission.leave()
-    admission.leave()
+    admission.leave(time.perf_counter())
+    admission.leave(time.perf_counter())
     assert await admission.wait(flood[0]) is True
     assert await admission.wait(other) is True  # second slot: the other client, before flood[1]
     assert flood[1] is not None and not flood[1].future.done()
@@ -75,7 +76,7 @@ async def test_higher_priorities_go_first_and_displace_lower_ones_when_the_queue
     normal = [admission.enter("a", NORMAL) for _ in range(2)]
     high = admission.enter("c", HIGH)
     assert low is not None and await admission.wait(low) is False and low.reason == "displaced"
-    admission.leave()
+    admission.leave(time.perf_counter())
     assert high is not None and await admission.wait(high) is True
     assert all(w is not None and not w.future.done() for w in normal)
 
@@ -95,36 +96,71 @@ async def test_a_queued_request_is_shed_when_it_has_waited_twice_the_target_dela
     assert admission.queued == 0
 
 
-async def test_a_shed_answer_is_held_for_shed_hold_ms_after_the_request_came_in():
-    """A refused client that retries at once still cannot come back faster than shed_hold_ms."""
+async def test_a_client_refused_again_before_its_retry_after_gets_its_refusal_after_shed_hold_ms():
+    """A first refusal leaves at once; a client that comes back before its Retry-After is up (a retry storm) gets its
+    next refusals shed_hold_ms after each request came in. Another client's first refusal is not held."""
     admission = controller(shed_hold_ms=30, max_limit=1, max_queue_delay_ms=100)
     admission.drain_per_s = 1.0  # a second waiting request would wait a second: more than 0.1 s
     admission.enter("a", NORMAL)
     assert admission.enter("a", NORMAL) is not None  # a client's first waiting request always gets a place
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    shed = admission.enter("a", NORMAL)
-    assert shed is not None and await admission.wait(shed) is False
-    assert loop.time() - started >= 0.029
+
+    async def refused(client: str) -> float:
+        started = loop.time()
+        shed = admission.enter(client, NORMAL)
+        assert shed is not None and await admission.wait(shed) is False
+        return loop.time() - started
+
+    assert await refused("a") < 0.01
+    assert await refused("a") >= 0.029
+    assert admission.enter("b", NORMAL) is not None  # b's first waiting request has its place
+    assert await refused("b") < 0.01
 
 
-def test_the_limit_shrinks_when_the_loop_is_late_and_recovers_when_it_keeps_up():
-    """No limit while the loop keeps up; when it is late, a fraction of what was running (never below min_limit);
-    then additive increase back to max_limit once it keeps up again."""
-    admission = Admission(AdmissionSettings(min_limit=10, max_limit=100, target_loop_delay_ms=10))
-    assert admission.limit == 100
-    admission.peak_in_flight = 50
-    admission.adapt(0.050, now=0.0)
-    assert admission.limit == 40  # 0.8 x the 50 that were running, not 0.8 x the limit
-    for i in range(20):
-        admission.peak_in_flight = 40
-        admission.adapt(0.050, now=1.0 + i)
-    assert admission.limit == 10
-    admission.adapt(0.001, now=30.0)
-    assert admission.limit == 11  # one step at a time
+def window(admission: Admission, *, done: int, latency_s: float, busy: float, now: float,
+           loop_delay_s: float = 0.001) -> None:
+    """One measurement window of 0.1 s in which `done` requests of `latency_s` each finished."""
+    admission._window_started = now - 0.1
+    admission.completed += done
+    admission._latency_sum = done * latency_s
+    admission.adapt(loop_delay_s, busy, now)
+
+
+def test_on_a_full_cpu_the_limit_is_what_finishes_within_the_unloaded_latency_plus_the_target():
+    """Little's law: 1,000 requests/s, 5 ms each unloaded, 10 ms of CPU wait allowed: 15 at once. While the CPU has
+    room there is no limit; the limit grows back step by step once the CPU has room again."""
+    admission = Admission(AdmissionSettings(min_limit=2, max_limit=100, target_cpu_delay_ms=10))
+    window(admission, done=100, latency_s=0.005, busy=0.5, now=1.0)  # room: the unloaded latency is learnt
+    assert admission.limit == 100 and admission.base_latency_s == pytest.approx(0.005)
+    for i in range(5):  # full: 100 per window finish (1,000/s) however long each took
+        window(admission, done=100, latency_s=0.080, busy=0.99, now=2.0 + i)
+    assert admission.limit == pytest.approx(15)
+    assert admission.base_latency_s == pytest.approx(0.005)  # a full CPU's latencies do not teach the baseline
+    window(admission, done=100, latency_s=0.005, busy=0.3, now=10.0)
+    assert admission.limit == pytest.approx(16.5)  # one step (increase_ratio) at a time
     for i in range(40):
-        admission.adapt(0.001, now=31.0 + i)
+        window(admission, done=100, latency_s=0.005, busy=0.3, now=11.0 + i)
     assert admission.limit == 100
+
+
+def test_a_slow_vendor_does_not_lower_the_limit_and_raises_it_when_the_cpu_is_full():
+    """Requests that wait 2 s on a vendor cost no CPU: with the CPU half idle the limit stays at max_limit, whatever
+    the latency; on a full CPU the limit counts the vendor's 2 s in (500/s x 2.01 s), so none of them is shed."""
+    admission = Admission(AdmissionSettings(min_limit=2, max_limit=5000, target_cpu_delay_ms=10))
+    for i in range(5):
+        window(admission, done=50, latency_s=2.0, busy=0.4, now=1.0 + i)
+    assert admission.limit == 5000
+    for i in range(5):
+        window(admission, done=50, latency_s=2.5, busy=1.0, now=10.0 + i)
+    assert admission.limit == pytest.approx(500 * 2.01, rel=0.01)
+
+
+def test_a_late_loop_means_a_full_cpu_even_when_the_process_did_not_use_its_core():
+    """Another process taking the core shows as a late loop, not as this process's CPU time."""
+    admission = Admission(AdmissionSettings(min_limit=2, max_limit=100, target_loop_delay_ms=10))
+    window(admission, done=100, latency_s=0.002, busy=0.5, now=1.0)
+    window(admission, done=100, latency_s=0.040, busy=0.5, now=2.0, loop_delay_s=0.030)
+    assert admission.limit < 100
 
 
 async def test_a_cancelled_waiter_leaves_the_queue_and_a_cancelled_holder_passes_its_slot_on():

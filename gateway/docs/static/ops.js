@@ -45,7 +45,7 @@ function draw(data) {
   });
   const a = data.admission;
   cards("admission", [["admission limit", a.limit], ["in flight", a.in_flight], ["queued", a.queued],
-                      ["loop delay", a.loop_delay_ms + " ms"]]);
+                      ["CPU busy", Math.round(a.cpu_busy * 100) + " %"], ["loop delay", a.loop_delay_ms + " ms"]]);
   const shedBefore = previous ? previous.admission.shed : {};
   rows("shed", Object.entries(a.shed), ([reason, n]) => [[reason, "l"], [n, n ? "bad" : ""],
        [dt > 0 ? ((n - (shedBefore[reason] || 0)) / dt).toFixed(1) : null]]);
