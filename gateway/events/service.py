@@ -15,6 +15,7 @@ breaks it is refused at the source, logged and counted, never published.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class EventBus:
         self.relay = Relay(store, settings, self.jetstream) if run_relay else None
         self.consumers: list[Any] = []  # started and stopped with the bus (triggers.py)
         self._streams_ready = False
+        self._connecting = asyncio.Lock()
 
     def load(self, contracts: list[Contract]) -> None:
         self.catalog = Catalog(contracts, self.settings)
@@ -93,19 +95,23 @@ class EventBus:
     # -- the connection ----------------------------------------------------------------------------------------
 
     async def jetstream(self) -> Any:
-        """A JetStream context on a live connection, with the catalog's streams in place."""
-        if self.nc is None or self.nc.is_closed:
-            self.nc = await nats.connect(servers=servers_of(self.settings.url), connect_timeout=2,
-                                         max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                         allow_reconnect=True, error_cb=self._quiet, disconnected_cb=None)
-            self.js = self.nc.jetstream(timeout=self.settings.publish_timeout_s)
-            self._streams_ready = False
-        if not self.nc.is_connected:
-            raise ConnectionError("NATS is not connected (reconnecting)")
-        if not self._streams_ready:
-            await ensure_streams(self.js, self.settings, self.catalog)
-            self._streams_ready = True
-        return self.js
+        """A JetStream context on a live connection, with the catalog's streams in place.
+
+        One connection for the whole process: the relay, each webhook feed and each consumer ask for it at start-up
+        at the same moment, and without the lock each of them opened its own (all but the last never closed)."""
+        async with self._connecting:
+            if self.nc is None or self.nc.is_closed:
+                self.nc = await nats.connect(servers=servers_of(self.settings.url), connect_timeout=2,
+                                             max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                             allow_reconnect=True, error_cb=self._quiet, disconnected_cb=None)
+                self.js = self.nc.jetstream(timeout=self.settings.publish_timeout_s)
+                self._streams_ready = False
+            if not self.nc.is_connected:
+                raise ConnectionError("NATS is not connected (reconnecting)")
+            if not self._streams_ready:
+                await ensure_streams(self.js, self.settings, self.catalog)
+                self._streams_ready = True
+            return self.js
 
     async def _quiet(self, exc: Exception) -> None:
         log.debug("nats: %s", exc)

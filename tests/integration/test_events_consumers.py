@@ -329,3 +329,45 @@ def test_partner_webhooks_are_fed_from_the_backbone_with_the_same_event(demo_gat
     assert headers["webhook-id"] == on_backbone["id"]
     verify_standard(body, headers, [secret])  # raises if the signature is wrong
     assert len(received) == 1
+
+
+def test_an_owner_scoped_subscription_fed_from_the_backbone_gets_only_its_owners_events(demo_gateway: Any,
+                                                                                        serve_app: Any) -> None:
+    """Two partners each create an order. The operator's endpoint (no owner) gets both events; each partner's own
+    endpoint gets only the event about its own order (docs/ownership.md), through the backbone feed as through
+    direct deliveries."""
+    import sqlite3
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.conftest import bearer
+
+    received: dict[str, list[str]] = {"operator": [], "first": [], "second": []}
+
+    async def hook(request: Request) -> JSONResponse:
+        received[request.path_params["who"]].append(orjson.loads(await request.body())["data"]["id"])
+        return JSONResponse({"ok": True})
+
+    partner = serve_app(Starlette(routes=[Route("/hooks/{who}", hook, methods=["POST"])])).url + "/hooks/"
+    secret = "whsec_" + base64.b64encode(b"partner-secret-for-the-feed-000").decode()
+    subscriptions = [{"id": "operator", "url": partner + "operator", "secret": secret, "events": ["order.created"]},
+                     {"id": "first", "url": partner + "first", "secret": secret, "events": ["order.created"],
+                      "owner": "demo-partner"},
+                     {"id": "second", "url": partner + "second", "secret": secret, "events": ["order.created"],
+                      "owner": "demo-partner-2"}]
+    overrides = {"events.enabled": True, "events.url": nats_url(), "events.relay_poll_s": 0.05,
+                 **unique_prefixes(), "events.triggers": [], "webhooks.subscriptions": subscriptions}
+    app, client = demo_gateway(**overrides)
+    first = client.post("/v2/orders", json=ORDER).json()["id"]
+    second = client.post("/v2/orders", json=ORDER, headers=bearer(app, "demo-partner-2")).json()["id"]
+    # Each subscription's consumer takes the events in the stream's order: once "first" has seen the second order
+    # go by (it is the last event), whatever it was going to get of the two is enqueued.
+    wait_for("every delivery", lambda: len(received["operator"]) == 2 and received["first"] and received["second"])
+    assert sorted(received["operator"]) == sorted([first, second])
+    assert received["first"] == [first] and received["second"] == [second]
+    with sqlite3.connect(app.runtime.settings.jobs.sqlite_path) as db:
+        jobs = dict(db.execute("SELECT vendor, count(*) FROM jobs WHERE kind = 'webhook_out' GROUP BY vendor"))
+    assert jobs == {"webhook:operator": 2, "webhook:first": 1, "webhook:second": 1}
