@@ -161,8 +161,8 @@ class AdmissionSettings(Strict):
     window_ms: float = Field(100.0, gt=0)  # the limit is adjusted once per window
     increase_ratio: float = Field(0.1, gt=0, le=1)
     max_queue_delay_ms: float = Field(5.0, gt=0)  # a request that would wait longer is shed at once
-    # a client refused again before its Retry-After was up gets that refusal this long after its request came in
-    shed_hold_ms: float = Field(150.0, ge=0)
+    # a client refused again before its Retry-After was up gets that refusal this long after its request was read
+    shed_hold_ms: float = Field(200.0, ge=0)
     retry_after_s: int = Field(1, ge=1)
 
     @model_validator(mode="after")

@@ -26,7 +26,7 @@ parsing and no vendor call. Three mechanisms:
 
 A shed request gets 503 `overloaded` with Retry-After, at once. A client that comes back before its Retry-After
 is up and is refused again (a retry storm, a load generator) gets that refusal `shed_hold_ms` after its request
-came in (default 150 ms): refusals, at ~55 µs of CPU each, cannot become a CPU flood of their own. Holding costs a
+was read (default 200 ms): refusals, at ~55 µs of CPU each, cannot become a CPU flood of their own. Holding costs a
 timer, no CPU. The gateway's own endpoints (health, readiness, metrics, docs) never pass here and are never shed.
 
 Who a "client" is must be known before authentication (verifying a token is one of the costs shedding avoids): the
@@ -76,6 +76,7 @@ class Admission:
         self.hold_s = settings.shed_hold_ms / 1000
         self.completed = 0  # admitted requests finished (for the drain rate)
         self.drain_per_s = 0.0  # recent completions per second (EWMA over probe windows)
+        self._recent_rates: deque[float] = deque(maxlen=10)  # completions per second of the last windows
         self.loop_delay_s = 0.0  # the largest probe delay in the last window
         self.busy = 0.0  # the share of one core this process used in the last window
         self.base_latency_s = 0.0  # admitted requests' latency while the CPU had room (EWMA; 0 until measured)
@@ -96,12 +97,13 @@ class Admission:
 
     # -- per request --------------------------------------------------------------------------------------------
 
-    def enter(self, client: str, priority: int) -> Waiter | None:
-        """None: admitted now (call `leave` when done). A Waiter: await its future (True admitted, False shed)."""
+    def enter(self, client: str, priority: int, arrived: float | None = None) -> Waiter | None:
+        """None: admitted now (call `leave` when done). A Waiter: await its future (True admitted, False shed).
+        `arrived`: when the request's first bytes were read (perf_counter; default now)."""
         if self.in_flight < self.limit and not self.queued:
             self.in_flight += 1
             return None
-        return self._queue(client, priority)
+        return self._queue(client, priority, time.perf_counter() if arrived is None else arrived)
 
     async def wait(self, waiter: Waiter) -> bool:
         """Wait in the queue: True when admitted (then call `leave`), False when shed."""
@@ -130,10 +132,10 @@ class Admission:
 
     # -- the queue ------------------------------------------------------------------------------------------------
 
-    def _queue(self, client: str, priority: int) -> Waiter:
+    def _queue(self, client: str, priority: int, arrived: float) -> Waiter:
         loop = self._loop or self._start()
         future: asyncio.Future[bool] = loop.create_future()
-        waiter = Waiter(future, client, priority, loop.time())
+        waiter = Waiter(future, client, priority, arrived)
         level = self.queues[priority]
         mine = len(level.get(client, ()))
         # Until completions are measured, assume each slot frees once a second.
@@ -229,8 +231,8 @@ class Admission:
         client = waiter.client
         # Back before its Retry-After was up (a retry storm, a load generator): this refusal leaves after
         # shed_hold_ms, so that refusals cannot become a CPU flood of their own. A first refusal leaves at once.
-        held = self.hold_s - (now - waiter.since) if client in self._refused or client in self._refused_before \
-            else 0.0
+        held = self.hold_s - (time.perf_counter() - waiter.since) \
+            if client in self._refused or client in self._refused_before else 0.0
         self._refused.add(client)
         if held > 0:
             loop.call_later(held, self._resolve, waiter, False)
@@ -302,7 +304,10 @@ class Admission:
             # window's mean latency is never below the unloaded one (waiting for the CPU only adds to it).
             if done and latency < self.base_latency_s:
                 self.base_latency_s = latency
-            wanted = self.drain_per_s * (self.base_latency_s + s.target_cpu_delay_ms / 1000)
+            # What the CPU can complete: the best of the last windows (a window the limit starved of work must not
+            # lower the estimate, and with it the limit, again).
+            self._recent_rates.append(rate)
+            wanted = max(self._recent_rates) * (self.base_latency_s + s.target_cpu_delay_ms / 1000)
             self.limit = max(float(s.min_limit), min(float(s.max_limit), wanted))
         else:
             if done >= 10 and loop_delay_s * 2000 < s.target_loop_delay_ms:

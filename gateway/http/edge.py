@@ -129,7 +129,7 @@ class Edge:
             ctx.span = self.runtime.tracing.start_request(ctx)
         admission = self.admission
         if admission is not None:
-            waiter = admission.enter(client_key(scope, self.key_headers), op.priority)
+            waiter = admission.enter(client_key(scope, self.key_headers), op.priority, scope.get("gateway.arrived"))
             if waiter is not None and not await admission.wait(waiter):
                 return await self._shed(ctx, waiter, send)
         try:

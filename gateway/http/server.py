@@ -12,6 +12,7 @@ head until its body is written (and writing everything else at once) saved ~0.03
 from __future__ import annotations
 
 import asyncio
+import time
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -19,7 +20,12 @@ from gateway.http.coalescing import CoalescingTransport
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a CoalescingTransport."""
+    """uvicorn's httptools protocol on a CoalescingTransport; each request's scope says when its first bytes were
+    read (`gateway.arrived`, perf_counter): admission control times a refusal from then, not from routing."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["gateway.arrived"] = time.perf_counter()  # type: ignore[typeddict-unknown-key]
