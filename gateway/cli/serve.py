@@ -197,6 +197,7 @@ def _wire_sandbox_webhooks(settings: Settings, stripe_port: int) -> None:
     """The Stripe sandbox reports payments to this gateway's /webhooks/stripe, signed with the configured secret;
     the Shippo sandbox reports delivered parcels to /webhooks/carrier."""
     import httpx
+
     from sandboxes import PORTS
 
     stripe = settings.webhooks.inbound.get("stripe")

@@ -27,8 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from adapters.declarative.adapter import mapping_file
-from adapters.declarative.spec import PLACEHOLDER, MappingFileError, MappingSpec, OperationSpec, Rule, escape, \
-    load_mapping
+from adapters.declarative.spec import (
+    PLACEHOLDER,
+    MappingFileError,
+    MappingSpec,
+    OperationSpec,
+    Rule,
+    escape,
+    load_mapping,
+)
 from gateway.contracts.compile import Operation
 from gateway.contracts.load import display
 from gateway.contracts.problems import ContractProblem
@@ -67,6 +74,7 @@ class Schemas:
 
     def __init__(self, deref: Deref) -> None:
         self.deref = deref
+        self.last: Pos | None = None  # after a walk that failed: where the missing part should have been
 
     def resolve(self, pos: Pos) -> Pos:
         node, file, pointer = self.deref(pos.node, pos.file, pos.pointer)
@@ -103,6 +111,7 @@ class Schemas:
             assert current is not None
             found = self.child(current, part)
             if found is None:
+                self.last = self.resolve(current)
                 return None, str(part)
             current = found
         return current, ""
@@ -200,11 +209,12 @@ class _Route:
         self.pub = Schemas(self._public_deref)
         self.ven = Schemas(self._vendor_deref)
         self.public_op = Pos(public.node, public.contract.path, public.pointer)
+        self.public_body: Pos | None = None
 
     # -- document access ----------------------------------------------------------------------------------------
 
     def _public_deref(self, node: Any, file: Path, pointer: str) -> tuple[Any, Path, str]:
-        return self.public.contract.resolver.deref(node, file, pointer)  # type: ignore[no-any-return]
+        return self.public.contract.resolver.deref(node, file, pointer)
 
     def _vendor_deref(self, node: Any, file: Path, pointer: str) -> tuple[Any, Path, str]:
         seen = 0
@@ -215,7 +225,7 @@ class _Route:
             pointer = ref[1:]
             node = self.c.vendor.data
             for part in split(pointer):
-                node = node[part] if isinstance(node, list) else node[str(part)]
+                node = node[int(part)] if isinstance(node, list) else node[str(part)]
             seen += 1
         return node, file, pointer
 
@@ -236,9 +246,9 @@ class _Route:
         if not isinstance(content, dict):
             return None
         for media in content:
-            if media.split(";")[0].strip().lower() in ("application/json", "*/*") or media.endswith("+json"):
-                if isinstance(content[media], dict) and "schema" in content[media]:
-                    return holder.at("content", media, "schema")
+            json_like = media.split(";")[0].strip().lower() in ("application/json", "*/*") or media.endswith("+json")
+            if json_like and isinstance(content[media], dict) and "schema" in content[media]:
+                return holder.at("content", media, "schema")
         return None
 
     def parameter(self, schemas: Schemas, op: Pos, path_item: Pos, name: str, location: str | None) -> Pos | None:
@@ -266,7 +276,7 @@ class _Route:
                                self.public.contract.path, item_pointer)
         vendor_path_item = Pos(self.c.vendor.data["paths"][self.spec.path], self.c.vendor.file,
                                self.vendor_op.pointer.rsplit("/", 1)[0])
-        public_body = self.media_schema(self.pub, self.public_op.at("requestBody")
+        public_body = self.public_body = self.media_schema(self.pub, self.public_op.at("requestBody")
                                         if "requestBody" in self.public_op.node else None)
         vendor_body = self.media_schema(self.ven, self.vendor_op.at("requestBody")
                                         if "requestBody" in self.vendor_op.node else None)
@@ -279,6 +289,7 @@ class _Route:
             if head == "params" and len(rest) == 1:
                 found = self.parameter(self.pub, self.public_op, public_path_item, str(rest[0]), None)
                 if found is None:
+                    self.pub.last = self.public_op
                     return None, str(rest[0]), False
                 param = self._param_object(self.pub, self.public_op, public_path_item, str(rest[0]))
                 return found, "", bool(param.get("required")) or param.get("in") == "path"
@@ -286,6 +297,7 @@ class _Route:
                 found, missing = self.pub.walk(public_body, rest)
                 required = bool(self.pub.resolve(self.public_op.at("requestBody")).node.get("required"))
                 return found, missing, required and found is not None and self.pub.surely(public_body, rest)
+            self.pub.last = self.public_op
             return None, str(head), False
 
         def vendor_target(parts: tuple[str | int, ...]) -> tuple[Pos | None, str]:
@@ -295,6 +307,7 @@ class _Route:
                     return None, "body"
                 return self.ven.walk(vendor_body, rest)
             found = self.parameter(self.ven, self.vendor_op, vendor_path_item, str(rest[0]), str(head))
+            self.ven.last = self.vendor_op
             return found, "" if found is not None else str(rest[0])
 
         supplied: dict[tuple[str | int, ...], bool] = {}
@@ -303,8 +316,9 @@ class _Route:
             parts = split(target)
             target_pos, missing = vendor_target(parts)
             if target_pos is None:
-                self.problem(where, f"{target} is not in the vendor operation ({missing!r} is not declared)",
-                             vendor=vendor_body if parts[0] == "body" and vendor_body else self.vendor_op)
+                self.problem(where, f"{target} is not in the vendor operation's request ({missing!r} is not "
+                             "declared)", vendor=self.ven.last or self.vendor_op,
+                             public=self._source_pos(rule, public_source) or public_body or self.public_op)
                 continue
             sure = self.rule(where, rule, public_source, self.pub, target_pos, self.ven, "public", "vendor")
             supplied[parts] = sure
@@ -318,12 +332,19 @@ class _Route:
                                       "owner (`response.owner`)", vendor=self.vendor_op)
         self.responses()
 
+    def _source_pos(self, rule: Rule, source: Callable[[tuple[str | int, ...]], tuple[Pos | None, str, bool]]
+                    ) -> Pos | None:
+        """Where a rule's source is declared (for the other side's location in a problem), if it is."""
+        pointer = rule.from_ or rule.each or next(iter(PLACEHOLDER.findall(rule.template or "")), None)
+        found = source(split(pointer))[0] if pointer is not None else None
+        return found if found is not CALLER else None
+
     def _param_object(self, schemas: Schemas, op: Pos, path_item: Pos, name: str) -> dict[str, Any]:
         for holder in (op, path_item):
             for i, _ in enumerate(holder.node.get("parameters") or []):
                 p = schemas.resolve(holder.at("parameters", i))
                 if p.node.get("name") == name:
-                    return p.node  # type: ignore[no-any-return]
+                    return p.node
         return {}
 
     def required_supplied(self, vendor_body: Pos | None, path_item: Pos,
@@ -349,10 +370,12 @@ class _Route:
         body_required = bool(self.ven.resolve(self.vendor_op.at("requestBody")).node.get("required")) \
             if "requestBody" in self.vendor_op.node else False
         if body_required or body_targets:
-            self._required(vendor_body, (), body_targets, "/request", "vendor request", self.ven, vendor=True)
+            self._required(vendor_body, (), body_targets, "/request", "vendor request", self.ven, vendor=True,
+                           other=self.public_body or self.public_op)
 
     def _required(self, pos: Pos, prefix: tuple[str | int, ...], targets: dict[tuple[str | int, ...], bool],
-                  where: str, side: str, schemas: Schemas, vendor: bool, depth: int = 0, strict: bool = True) -> None:
+                  where: str, side: str, schemas: Schemas, vendor: bool, depth: int = 0, strict: bool = True,
+                  other: Pos | None = None) -> None:
         """Required properties under `pos` (at `prefix`) are written by `targets` (parts -> surely). Under an
         optional object (`strict` False) a rule is enough: the object is there only when its sources are."""
         if depth > _DEPTH:
@@ -366,6 +389,8 @@ class _Route:
             deeper = any(len(t) > len(child_prefix) and t[:len(child_prefix)] == child_prefix for t in targets)
             pointer = "/" + "/".join(escape(p) for p in child_prefix)
             place = {"vendor" if vendor else "public": required_at or pos}
+            if other is not None:
+                place["public" if vendor else "vendor"] = other
             if name in names and exact is None and not deeper:
                 self.problem(where, f"the {side} field {pointer} is required and no rule writes it", **place)
             elif name in names and exact is False and strict:
@@ -380,10 +405,10 @@ class _Route:
                                         None)
                     if index_prefix is not None:
                         self._required(item, index_prefix, targets, where, side, schemas, vendor, depth + 1,
-                                       strict and name in names)
+                                       strict and name in names, other)
                 else:
                     self._required(child, child_prefix, targets, where, side, schemas, vendor, depth + 1,
-                                   strict and name in names)
+                                   strict and name in names, other)
 
     def _key(self, parts: tuple[str | int, ...], vendor: bool) -> str:
         return ("/body" if vendor else "") + "".join("/" + escape(p) for p in parts)
@@ -415,7 +440,8 @@ class _Route:
             if self.spec.response.owner is not None:
                 self.rule("/response/owner", self.spec.response.owner, vendor_source(vendor_answer), self.ven,
                           CALLER, self.pub, "vendor", "public")
-        self._required(public_answer, (), produced, "/response/body", "public response", self.pub, vendor=False)
+        self._required(public_answer, (), produced, "/response/body", "public response", self.pub, vendor=False,
+                       other=vendor_answer or self.vendor_op)
 
     def response_rules(self, where: str, rules: dict[str, Rule], source_root: Pos, target_root: Pos,
                        prefix: tuple[str | int, ...], produced: dict[tuple[str | int, ...], bool],
@@ -426,8 +452,9 @@ class _Route:
             parts = split(target)
             target_pos, missing = self.pub.walk(target_root, parts)
             if target_pos is None:
-                self.problem(here, f"{target} is not in the public answer ({missing!r} is not declared)",
-                             public=target_root)
+                self.problem(here, f"{target} is not in the public operation's answer ({missing!r} is not "
+                             "declared)", public=self.pub.last or target_root,
+                             vendor=self._source_pos(rule, vendor_source(source_root)) or source_root)
                 continue
             sure = self.rule(here, rule, vendor_source(source_root), self.ven, target_pos, self.pub, "vendor",
                              "public")
@@ -456,15 +483,15 @@ class _Route:
             for pointer in PLACEHOLDER.findall(rule.template or ""):
                 found, missing, _ = source(split(pointer))
                 if found is None:
-                    self._missing(where, pointer, missing, source_side, place)
+                    self._missing(where, pointer, missing, source_side, place, source_schemas)
             self._fit(where, {"string"} | default_types, target_types, place, "the template's text")
             return True
         pointer = rule.from_ if rule.kind == "from" else rule.each
         assert pointer is not None
         found, missing, sure = source(split(pointer))
         if found is None:
-            self._missing(where, pointer, missing, source_side, place)
-            return rule.has_default
+            self._missing(where, pointer, missing, source_side, place, source_schemas)
+            return True  # reported here: not again as a required field without a sure source
         place[source_side] = found
         if rule.kind == "each":
             if not fits(source_schemas.types(found), {"array", "null"}):
@@ -484,10 +511,10 @@ class _Route:
                                     f"{' or '.join(sorted(types or ()))}", **place)
             money = convert.minor_to_decimal or convert.decimal_to_minor
             if money is not None and money.currency is not None:
-                currency, gone, _ = source(split(money.currency) if kind == "decimal_to_minor" or
-                                           source_side == "public" else split(money.currency))
+                currency, gone, _ = source(split(money.currency))
                 if currency is None:
-                    self._missing(f"{where}/convert/{kind}/currency", money.currency, gone, source_side, place)
+                    self._missing(f"{where}/convert/{kind}/currency", money.currency, gone, source_side, place,
+                                  source_schemas)
             if kind == "enum" and convert.enum is not None:
                 declared = source_schemas.enum(found)
                 if declared is not None and not rule.has_default:
@@ -529,10 +556,15 @@ class _Route:
         outside = [v for v in values if v not in declared[0] and v is not None]
         if outside:
             what = f"{source} may be" if source else "the mapping gives"
+            # the target's side is located at its enum
+            place = {side: declared[1] if pos is target else pos for side, pos in place.items()}
             self.problem(where, f"{what} {outside}, outside the target's enum {declared[0]}", **place)
 
-    def _missing(self, where: str, pointer: str, missing: str, side: str, place: dict[str, Pos]) -> None:
+    def _missing(self, where: str, pointer: str, missing: str, side: str, place: dict[str, Pos],
+                 schemas: Schemas) -> None:
         root = {"public": "the public operation's request", "vendor": "the vendor operation's answer"}[side]
+        if schemas.last is not None:
+            place = {**place, side: schemas.last}
         self.problem(where, f"{pointer} is not in {root} ({missing!r} is not declared)", **place)
 
 
