@@ -49,6 +49,8 @@ TRACKING_STATUSES = ("UNKNOWN", "PRE_TRANSIT", "TRANSIT", "DELIVERED", "RETURNED
 ADDRESS_REQUIRED = ("name", "street1", "city", "zip", "country")
 PARCEL_REQUIRED = ("length", "width", "height", "distance_unit", "weight", "mass_unit")
 GRAMS = {"g": Decimal(1), "kg": Decimal(1000), "oz": Decimal("28.349523125"), "lb": Decimal("453.59237")}
+EXTRA = ("insurance", "signature_confirmation", "reference_1", "reference_2")
+INSURANCE = ("amount", "currency", "content", "provider")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -143,6 +145,8 @@ def create_sandbox() -> Sandbox:
                 errors[f"parcels.{i}.weight"] = ["A valid positive number is required."]
                 continue
             grams += weight * GRAMS[parcel["mass_unit"]]
+        if not errors and grams > 1_000_000:
+            errors["parcels"] = ["The parcels weigh more than any carrier takes (1,000 kg)."]
         if errors:
             return shippo_error(400, fields=errors)
         shipment_id = _id()
@@ -169,8 +173,11 @@ def create_sandbox() -> Sandbox:
                                 for p in parcels],
                     "shipment_date": _now(), "metadata": body.get("metadata") or "", "rates": listed,
                     "messages": [], "test": True}
-        if isinstance(body.get("extra"), dict):
-            shipment["extra"] = body["extra"]
+        if isinstance(body.get("extra"), dict):  # Shippo keeps the options it knows, nothing else
+            extra = {k: v for k, v in body["extra"].items() if k in EXTRA and isinstance(v, str | dict)}
+            if isinstance(extra.get("insurance"), dict):
+                extra["insurance"] = {k: v for k, v in extra["insurance"].items() if k in INSURANCE}
+            shipment["extra"] = extra
         shipments[shipment_id] = shipment
         sandbox.state.effects["shipments_created"] += 1
         return json_response(shipment, 201)

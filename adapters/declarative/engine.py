@@ -139,12 +139,18 @@ def enum_table(table: dict[str, Any], strict: bool = True) -> Converter:
     return convert
 
 
-def pattern(expression: str) -> Converter:
+def pattern(expression: str, strict: bool = True) -> Converter:
+    """The text of the expression's group; a value it does not match (or matches empty) is an error, or, when the
+    rule has a `default` (strict False), absent so that the default applies."""
     compiled = re.compile(expression)
 
     def convert(value: Any, root: Any) -> Any:
         found = compiled.search(value) if isinstance(value, str) else None
-        return found.group(1) if found is not None and found.group(1) else MISSING
+        if found is not None and found.group(1):
+            return found.group(1)
+        if strict:
+            raise ValueError(f"{value!r} does not match {expression!r}")
+        return MISSING
 
     return convert
 
@@ -189,7 +195,7 @@ def converter(spec: Convert, has_default: bool = False) -> Converter:
     if spec.enum is not None:
         return enum_table(spec.enum, strict=not has_default)
     if spec.pattern is not None:
-        return pattern(spec.pattern)
+        return pattern(spec.pattern, strict=not has_default)
     assert spec.to is not None
     return scalar(spec.to)
 

@@ -58,8 +58,10 @@ class Convert(_Model):
 
     minor_to_decimal: Money | None = None  # 1250 (EUR) -> "12.50"
     decimal_to_minor: Money | None = None  # "12.50" or 12.5 (EUR) -> 1250
-    enum: dict[str, Any] | None = None  # a table, value -> value (keys are written as strings)
-    pattern: str | None = None  # a regular expression with one group: the group's text (no match: absent)
+    enum: dict[str, Any] | None = None  # a table, value -> value (keys are written as strings); a value outside
+    #                                     it is an error, or the rule's `default` when it has one
+    pattern: str | None = None  # a regular expression with one group: the group's text (no match: an error,
+    #                             or the rule's `default` when it has one)
     to: Literal["string", "integer", "number", "boolean"] | None = None
 
     @model_validator(mode="after")

@@ -473,7 +473,7 @@ class _Route:
              target_side: str) -> bool:
         """One rule's source pointers, converter and types; whether it surely gives a value."""
         place = {target_side: target}
-        target_types = target_schemas.types(target) if target is not CALLER else {"string"}
+        target_types = target_schemas.types(target) if target is not CALLER else {"string", "null"}
         default_types = {json_type(rule.default)} if rule.has_default else set()
         if rule.kind == "const":
             self._enum_member(where, [rule.const], target, target_schemas, place)
@@ -532,8 +532,6 @@ class _Route:
                              "pattern": {"string"}}[kind]
             if types is not None and "null" in types:
                 out_types = out_types | {"null"}  # null passes through a converter unchanged
-            if kind == "pattern" or (kind == "enum" and rule.has_default):
-                sure = sure and rule.has_default
             types = out_types
         else:
             declared = source_schemas.enum(found)

@@ -109,7 +109,7 @@ def test_vendor_errors_become_problems(shipping):
     refused = client.post("/v1/shipments", json={"order_id": "ord_7", "rate_id": "nosuchrate"})
     assert refused.status_code == 422 and refused.json()["type"].endswith("/vendor-rejected")
     assert refused.json()["vendor"] == "shippo" and refused.json()["vendor_status"] == 400
-    missing = client.get("/v1/shipments/0123456789abcdef0123456789abcdef")
+    missing = client.get("/v1/shipments/shp_" + "0" * 32)
     assert missing.status_code == 404 and missing.json()["type"].endswith("/resource-not-found")
     httpx.put(shippo + "/_sandbox/faults", json=[{"status": 401, "times": 1}]).raise_for_status()
     credentials = client.get("/v1/tracking/ups/SHIPPO123")

@@ -237,6 +237,8 @@ def test_enum_tables_patterns_templates_defaults_and_lists():
                    "fixed": [{"x": True}], "items": [{"id": "a"}, {"id": "b"}]}
     with pytest.raises(ValueError, match="not in the enum table"):
         build(compiled, {"s": "LOST"})
+    with pytest.raises(ValueError, match="does not match"):  # no default: a value it cannot read is an error
+        build(compiled, {"s": "ERROR", "meta": "order=ord_1"})
     with pytest.raises(TypeError):  # `each` over something that is not a list: a broken answer, not a crash
         build(rules({"/items": {"each": "/list", "fields": {"/id": {"from": "/id"}}}}), {"list": "none"})
 
