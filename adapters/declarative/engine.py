@@ -99,6 +99,9 @@ def minor_to_decimal(money: Money) -> Converter:
     exponent = _exponent(money)
 
     def convert(value: Any, root: Any) -> str:
+        # JSON Schema's integer includes 1.0 and 1e2: what the public contract accepted as an integer is one here.
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"an amount in minor units is an integer, not {type(value).__name__}")
         places = exponent(root)
