@@ -67,7 +67,11 @@ def config_file(tmp: Path, overrides: dict[str, Any]) -> Path:
     raw = yaml.safe_load((ROOT / "gateway.yaml").read_text())
     apply_overrides(raw, {"contracts": [str(ROOT / "contracts")], "auth.builtin.keys_dir": str(TEST_KEYS),
                           "monitoring.reconcile": [str(ROOT / "reconcile")],
-                          "monitoring.synthetic": [str(ROOT / "synthetic")], **overrides})
+                          "monitoring.synthetic": [str(ROOT / "synthetic")],
+                          # the declarative vendor's files, relative to gateway.yaml
+                          "vendors.shippo.mapping": str(ROOT / "contracts" / "vendors" / "shippo.mapping.yaml"),
+                          "vendors.shippo.contract.file": str(ROOT / "contracts" / "vendors" / "shippo.yaml"),
+                          **overrides})
     path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
