@@ -46,13 +46,16 @@ def read(root: Any, parts: Parts) -> Any:
     """The value at `parts` under `root`, or MISSING."""
     node = root
     for part in parts:
-        if isinstance(node, dict):
-            node = node.get(str(part), MISSING) if not isinstance(part, str) else node.get(part, MISSING)
-        elif isinstance(node, list) and isinstance(part, int):
-            node = node[part] if part < len(node) else MISSING
+        kind = type(node)
+        if kind is dict:
+            node = node.get(part if type(part) is str else str(part), MISSING)
+            if node is MISSING:
+                return MISSING
+        elif kind is list and type(part) is int:
+            if part >= len(node):
+                return MISSING
+            node = node[part]
         else:
-            return MISSING
-        if node is MISSING:
             return MISSING
     return node
 
@@ -60,26 +63,30 @@ def read(root: Any, parts: Parts) -> Any:
 def write(root: dict[str, Any], parts: Parts, value: Any) -> None:
     """Set `value` at `parts` under `root`, making the objects and lists on the way."""
     node: Any = root
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        following = None if last else parts[i + 1]
-        fresh: Any = [] if isinstance(following, int) else {}
-        if isinstance(node, list):
-            assert isinstance(part, int)
+    last = len(parts) - 1
+    for i in range(last):
+        part = parts[i]
+        if type(node) is list:
+            assert type(part) is int
             while len(node) <= part:
                 node.append(None)
-            if last:
-                node[part] = value
-            elif node[part] is None:
-                node[part] = fresh
-            node = node[part]
+            child = node[part]
+            if child is None:
+                child = node[part] = [] if type(parts[i + 1]) is int else {}
         else:
-            key = str(part)
-            if last:
-                node[key] = value
-            elif key not in node:
-                node[key] = fresh
-            node = node[key]
+            key = part if type(part) is str else str(part)
+            child = node.get(key)
+            if child is None:
+                child = node[key] = [] if type(parts[i + 1]) is int else {}
+        node = child
+    part = parts[last]
+    if type(node) is list:
+        assert type(part) is int
+        while len(node) <= part:
+            node.append(None)
+        node[part] = value
+    else:
+        node[part if type(part) is str else str(part)] = value
 
 
 # -- converters: (value, the rule's source root) -> value ------------------------------------------------------------

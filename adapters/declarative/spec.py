@@ -111,7 +111,8 @@ class Rule(_Model):
             if pointer is not None:
                 _pointer(pointer)
         for target in self.fields or {}:
-            _pointer(target)
+            if not _pointer(target):
+                raise ValueError("a target names a field of the item")
         return self
 
     @property
@@ -140,7 +141,8 @@ class Response(_Model):
     @classmethod
     def _targets(cls, v: dict[str, Rule]) -> dict[str, Rule]:
         for target in v:
-            _pointer(target)
+            if not _pointer(target):
+                raise ValueError("a target names a field: the answer's body is built from its fields")
         return v
 
 
