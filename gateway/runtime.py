@@ -29,7 +29,7 @@ from gateway.services import build_services
 from gateway.settings import Settings, VendorSettings
 from gateway.vendorcontracts import DriftLog, build_check
 from gateway.vendorcontracts.contract import VendorContractError
-from gateway.vendorcontracts.mapping import mapping_problems
+from gateway.vendorcontracts.mapping import mapping_file_problems, mapping_problems
 from gateway.versions import VersionIndex
 
 log = logging.getLogger("gateway")
@@ -77,13 +77,16 @@ def drift_path(settings: Settings) -> Any:
 
 
 def vendor_contract_problems(settings: Settings) -> list[ContractProblem]:
-    """Each configured vendor's contract (contracts/vendors/) loads and compiles."""
+    """Each configured vendor's contract (contracts/vendors/) loads and compiles; each declarative vendor's mapping
+    file has the right shape (its pointers are checked against both contracts after compiling: mapping_problems)."""
     problems = []
     for name, vendor in settings.vendors.items():
         try:
             build_check(name, vendor, settings.base_dir, None)
         except VendorContractError as exc:
             problems.append(ContractProblem(exc.where, "", exc.reason))
+        if vendor.adapter == "declarative":
+            problems += mapping_file_problems(vendor, settings.base_dir)
     return problems
 
 

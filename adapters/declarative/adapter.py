@@ -99,7 +99,7 @@ class DeclarativeAdapter(Adapter):
                                              call=call, request_id=call.request_id, read_only=plan.read_only)
         if response.status >= 300:
             raise to_problem(self._failure(response, plan))
-        answer = response.json()
+        answer = response.json() if response.body else None  # 204: nothing to read, the rules give defaults
         owner = plan.owner.value(answer) if plan.owner is not None else MISSING
         return AdapterResult(plan.status or response.status, build(plan.response, answer),
                              vendor_request_id=response.vendor_request_id(),
@@ -164,5 +164,5 @@ def _cached(vendor: str, file: Path, stamp: int) -> type[DeclarativeAdapter]:
     try:
         return make_class(vendor, load_mapping(file))
     except MappingFileError as exc:
-        raise LookupError(f"mapping file {file.name} is not usable: {len(exc.problems)} problem(s), "
-                          f"first: {exc.problems[0][0] or '/'}: {exc.problems[0][1]}") from None
+        raise LookupError(f"mapping file {file.name} is not usable ({len(exc.problems)} problem(s), listed under "
+                          "its name)") from None

@@ -228,7 +228,10 @@ def load_mapping(file: Path) -> MappingSpec:
     except OSError as exc:
         raise MappingFileError(file, [("", f"cannot read file: {exc.strerror}")]) from None
     except yaml.YAMLError as exc:
-        raise MappingFileError(file, [("", f"invalid YAML: {exc}")]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise MappingFileError(file, [("", f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}")]) \
+            from None
     try:
         return MappingSpec.model_validate(data)
     except ValidationError as exc:

@@ -586,8 +586,8 @@ class MappingCheck:
     def run(self, vendor: VendorSettings, operations: list[Operation]) -> list[ContractProblem]:
         try:
             self.spec = load_mapping(self.file)
-        except MappingFileError as exc:
-            return [ContractProblem(self.file_name, pointer, reason) for pointer, reason in exc.problems]
+        except MappingFileError:
+            return []  # reported with the vendor contracts, before compiling (mapping_file_problems)
         contract = contract_file(vendor, self.settings.base_dir, self.name)
         if contract is None or not contract.exists():
             return [ContractProblem("gateway.yaml", f"/vendors/{self.name}/contract/file", "a declarative adapter "
@@ -606,6 +606,12 @@ class MappingCheck:
                 self.out.append(ContractProblem(self.file_name, base + "/call", f"{spec.call} is no operation of "
                                                 f"the vendor contract ({display(contract)}#/paths)"))
                 continue
+            used_by = item[method].get("x-gateway-used-by")
+            if isinstance(used_by, list) and route not in used_by:
+                # `gateway diff --vendor` follows this list from a vendor change to the public operations it touches
+                self.out.append(ContractProblem(self.file_name, base + "/call", f"{spec.call} does not list "
+                                                f"{route!r} in its x-gateway-used-by ({display(contract)}#/paths/"
+                                                f"{escape(path)}/{method}/x-gateway-used-by)"))
             public = routed.get(route)
             if public is None:
                 continue  # no contract routes here (yet): nothing to check it against, and nothing served
@@ -615,6 +621,16 @@ class MappingCheck:
             except (LookupError, KeyError, TypeError) as exc:
                 self.out.append(ContractProblem(self.file_name, base, f"cannot be checked: {exc}"))
         return self.out
+
+
+def mapping_file_problems(vendor: VendorSettings, base_dir: Path) -> list[ContractProblem]:
+    """The shape of one declarative vendor's mapping file, every problem at its pointer."""
+    file = mapping_file(vendor, base_dir)
+    try:
+        load_mapping(file)
+    except MappingFileError as exc:
+        return [ContractProblem(display(file), pointer, reason) for pointer, reason in exc.problems]
+    return []
 
 
 def mapping_problems(settings: Settings, operations: list[Operation]) -> list[ContractProblem]:

@@ -166,6 +166,14 @@ def test_an_unknown_converter_or_rule_is_refused_where_it_is_written(tmp_path):
         "/operations/quote_rates/request/~1body~1parcels~10~1weight/convert/round"]
     assert "exactly one of `from`, `const`, `template`, `each`" in where[
         "/operations/get_shipment/request/~1path~1TransactionId"]
+    # start-up and `gateway check` list each of them at its pointer, and refuse to serve
+    settings = load_settings(ROOT / "gateway.yaml", {"auth.builtin.keys_dir": str(TEST_KEYS),
+                                                     "vendors.shippo.mapping": str(file)})
+    _, operations, problems = check(settings)
+    assert operations == []
+    lines = [str(p) for p in problems]
+    assert any(line.endswith("m.yaml#/operations/quote_rates/request/~1body~1parcels~10~1weight/convert/round: "
+                             "Extra inputs are not permitted") for line in lines), lines
 
 
 def test_gateway_check_prints_the_mapping_problems_and_fails(tmp_path):
