@@ -324,3 +324,42 @@ def test_a_declarative_adapter_sends_its_idempotency_key_query_and_headers_and_i
     answers.extend(refused_answers)
     with pytest.raises(VendorRejected, match="account acc/1 is closed"):
         asyncio.run(run())
+
+
+async def test_every_shippo_route_against_its_sandbox_sends_only_what_the_contract_allows_and_sees_no_drift(
+        tmp_path):
+    """The four routes of the mapping against the Shippo sandbox, the vendor contract enforced on every request and
+    every answer checked for drift: none (as tests/unit/test_vendor_contracts.py does for the Python adapters)."""
+    from adapters.base import AdapterCall
+    from adapters.client import VendorClient
+    from adapters.declarative.adapter import make_class
+    from adapters.transport.mock import ASGITransport
+    from gateway.settings import VendorSettings
+    from gateway.vendorcontracts import ContractCheck, DriftLog, load_vendor_contract
+    from gateway.vendorcontracts.drift import read_drift
+    from sandboxes.shippo import API_TOKEN, create_sandbox
+
+    settings = VendorSettings(adapter="declarative", mapping=str(MAPPING), base_url="http://vendor.test",
+                              credentials={"api_token": API_TOKEN}, retries={"max_attempts": 1})
+    client = VendorClient("shippo", settings, ASGITransport(create_sandbox()))
+    client.contract = ContractCheck(load_vendor_contract("shippo", ROOT / VENDOR), "enforce",
+                                    DriftLog(tmp_path / "drift.sqlite"))
+    adapter = make_class("shippo", load_mapping(MAPPING))("shippo", settings, client)
+    await adapter.startup()
+    body = {"order_id": "ord_5", "destination": {"name": "Ana", "line1": "Rua Augusta 10", "line2": "2 Esq",
+                                                 "city": "Lisboa", "region": "Lisboa", "postal_code": "1100-053",
+                                                 "country": "PT"},
+            "parcel": {"weight_grams": 2500, "length_cm": 40, "width_cm": 30, "height_cm": 20},
+            "declared_value": {"amount": 120000, "currency": "JPY"}}
+    quote = await adapter.handler("quote_rates")(AdapterCall("quoteShippingRates", {}, body))
+    rate = quote.body["rates"][0]
+    made = await adapter.handler("create_shipment")(AdapterCall("createShipment", {}, {
+        "order_id": "ord_5", "rate_id": rate["id"]}, owner="acme"))
+    assert made.owner == "acme" and made.body["order_id"] == "ord_5"
+    read = await adapter.handler("get_shipment")(AdapterCall("getShipment", {"shipment_id": made.body["id"]}))
+    assert read.owner == "acme" and read.body == made.body
+    track = await adapter.handler("track_shipment")(AdapterCall("trackShipment", {
+        "carrier": rate["carrier"], "tracking_number": made.body["tracking_number"]}))
+    assert track.body["status"] == "pre_transit"
+    await adapter.shutdown()
+    assert read_drift(tmp_path / "drift.sqlite") == []
