@@ -368,6 +368,33 @@ def vendor_contracts() -> list[tuple[str, float]]:
     ]
 
 
+def declarative() -> list[tuple[str, float]]:
+    """One declarative mapping both ways (adapters/declarative/): the Shippo quote's request from a public rate
+    request (24 rules: constants, pointers, scalar and money converters, a template) and the public quote from
+    Shippo's answer (3 rates: a list, an enum table with a default, decimal to minor units)."""
+    from adapters.declarative.adapter import Plan
+    from adapters.declarative.engine import build
+    from adapters.declarative.spec import load_mapping
+
+    root = Path(__file__).resolve().parents[1]
+    spec = load_mapping(root / "contracts" / "vendors" / "shippo.mapping.yaml")
+    plan = Plan(spec.operations["quote_rates"], spec.errors)
+    source = {"body": {"order_id": "ord_1", "declared_value": {"amount": 3998, "currency": "EUR"},
+                       "destination": {"name": "Ana Lima", "line1": "Rua Augusta 10", "city": "Lisboa",
+                                       "postal_code": "1100-053", "country": "PT"},
+                       "parcel": {"weight_grams": 1200, "length_cm": 30, "width_cm": 20, "height_cm": 10}},
+              "params": {}, "owner": "demo-partner", "idempotency_key": None}
+    rates = [{"object_id": f"{i:032x}", "amount": amount, "currency": "EUR", "provider": provider,
+              "servicelevel": {"name": "Standard", "token": "x_standard", "terms": ""}, "estimated_days": 3,
+              "attributes": [], "shipment": "s", "test": True}
+             for i, (amount, provider) in enumerate((("17.77", "UPS"), ("26.32", "USPS"), ("46.36", "DHL Express")))]
+    answer = {"object_id": "f" * 32, "status": "SUCCESS", "rates": rates, "metadata": "order=ord_1"}
+    return [
+        ("declarative mapping: Shippo quote request (24 rules)", us(lambda: build(plan.request, source), 20_000)),
+        ("declarative mapping: Shippo quote answer (3 rates)", us(lambda: build(plan.response, answer), 20_000)),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="'' to skip the Redis limiter")
@@ -376,7 +403,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         rows = (jwt(tmp) + failed_auth(tmp) + limiters(args.redis or None) + policies(tmp) + admission(tmp)
-                + vendor_contracts())
+                + vendor_contracts() + declarative())
         print("| policy | µs per call |\n|---|---:|")
         for label, value in rows:
             print(f"| {label} | {value:,.1f} |")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from adapters.client import VendorClient
-from adapters.registry import adapter_class
+from adapters.registry import adapter_for
 from gateway.auth.keys import SigningKeyProblem, load_signing_keys
 from gateway.contracts.compile import Operation, compile_contracts
 from gateway.contracts.lint import lint
@@ -29,6 +29,7 @@ from gateway.services import build_services
 from gateway.settings import Settings, VendorSettings
 from gateway.vendorcontracts import DriftLog, build_check
 from gateway.vendorcontracts.contract import VendorContractError
+from gateway.vendorcontracts.mapping import mapping_file_problems, mapping_problems
 from gateway.versions import VersionIndex
 
 log = logging.getLogger("gateway")
@@ -39,7 +40,7 @@ def _settings_problems(settings: Settings) -> list[ContractProblem]:
     for name, vendor in settings.vendors.items():
         where = f"/vendors/{name}"
         try:
-            cls = adapter_class(vendor.adapter)
+            cls = adapter_for(name, vendor, settings.base_dir)
         except LookupError as exc:
             problems.append(ContractProblem("gateway.yaml", where + "/adapter", str(exc)))
             continue
@@ -76,13 +77,16 @@ def drift_path(settings: Settings) -> Any:
 
 
 def vendor_contract_problems(settings: Settings) -> list[ContractProblem]:
-    """Each configured vendor's contract (contracts/vendors/) loads and compiles."""
+    """Each configured vendor's contract (contracts/vendors/) loads and compiles; each declarative vendor's mapping
+    file has the right shape (its pointers are checked against both contracts after compiling: mapping_problems)."""
     problems = []
     for name, vendor in settings.vendors.items():
         try:
             build_check(name, vendor, settings.base_dir, None)
         except VendorContractError as exc:
             problems.append(ContractProblem(exc.where, "", exc.reason))
+        if vendor.adapter == "declarative":
+            problems += mapping_file_problems(vendor, settings.base_dir)
     return problems
 
 
@@ -104,6 +108,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
             operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
             if not problems:
                 problems = load_declarations(settings, contracts, operations)[1]
+                problems += mapping_problems(settings, operations)  # declarative vendors: read on every start
                 return contracts, operations if not problems else [], problems, warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
@@ -119,6 +124,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
         cache.store(contracts, exported, warnings)
         # Reconciliation rules, golden paths, SLOs, calendars name operations: checked on every start (not cached).
         compile_problems = load_declarations(settings, contracts, operations)[1]
+        compile_problems += mapping_problems(settings, operations)
     return contracts, operations if not compile_problems else [], compile_problems, warnings
 
 
@@ -166,7 +172,7 @@ class Runtime:
                 client.contract = build_check(name, vendor, settings.base_dir, self.drift)
             except VendorContractError as exc:
                 raise ContractError([ContractProblem(exc.where, "", exc.reason)]) from None
-            adapter = adapter_class(vendor.adapter)(name, vendor, client)
+            adapter = adapter_for(name, vendor, settings.base_dir)(name, vendor, client)
             if isinstance(adapter, GatewayOperationsAdapter):
                 adapter.jobs = self.jobs.store
             self.adapters[name] = adapter  # connects when the gateway starts (startup)

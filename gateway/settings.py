@@ -125,6 +125,17 @@ class VendorSettings(Strict):
     pool: PoolSettings = PoolSettings()
     options: dict[str, Any] = Field(default_factory=dict)
     contract: VendorContractSettings = VendorContractSettings()
+    # `adapter: declarative`: the mapping file that is the adapter (docs/vendor-contracts.md#declarative-adapters),
+    # relative to the config file; its vendor contract defaults to contracts/vendors/<vendor name>.yaml.
+    mapping: str | None = None
+
+    @model_validator(mode="after")
+    def _mapping_for_declarative(self) -> VendorSettings:
+        if self.adapter == "declarative" and not self.mapping:
+            raise ValueError("adapter: declarative needs `mapping: <file>` (the mapping file that is the adapter)")
+        if self.mapping and self.adapter != "declarative":
+            raise ValueError("`mapping` is only for `adapter: declarative`")
+        return self
 
     @field_validator("base_url")
     @classmethod

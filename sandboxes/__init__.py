@@ -11,8 +11,10 @@ Port table (the demo's gateway.yaml points the vendors here):
     stripe        8101   sandboxes/stripe.py       (Stripe PaymentIntents + Refunds; wire format in stripe_wire.py)
     hubspot       8102   sandboxes/hubspot.py      (HubSpot CRM v3 contacts)
     woocommerce   8103   sandboxes/woocommerce.py  (WooCommerce REST v3 orders and products)
+    shippo        8104   sandboxes/shippo.py       (Shippo shipments, rates, transactions, tracks: the declarative
+                                                   vendor; the sandbox is test infrastructure, so Python is fine)
 """
 
 from __future__ import annotations
 
-PORTS = {"stripe": 8101, "hubspot": 8102, "woocommerce": 8103}
+PORTS = {"stripe": 8101, "hubspot": 8102, "woocommerce": 8103, "shippo": 8104}

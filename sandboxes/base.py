@@ -110,7 +110,8 @@ class Sandbox:
 
     def __init__(self, name: str, routes: list[BaseRoute], error: ErrorBody,
                  broken_body: Callable[[], Any] | None = None,
-                 reset: Callable[[], None] | None = None, settings: dict[str, Any] | None = None) -> None:
+                 reset: Callable[[], None] | None = None, settings: dict[str, Any] | None = None,
+                 control: list[BaseRoute] | None = None) -> None:
         self.name = name
         self.defaults = dict(settings or {})
         self.state = SandboxState(settings=dict(self.defaults))
@@ -126,6 +127,7 @@ class Sandbox:
             Route("/_sandbox/settings", self._settings, methods=["GET", "PUT"]),
             Route("/_sandbox/webhooks", self._webhooks, methods=["GET", "PUT"]),
             Route("/_sandbox/events", self._send_event, methods=["POST"]),
+            *(control or []),  # the vendor's own test controls (the Shippo sandbox moves parcels along)
         ]
         self.webhook: dict[str, str] | None = None  # survives reset: it is wiring, not vendor state
         self.deliveries: set[asyncio.Task[None]] = set()
@@ -332,10 +334,11 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 
 def build_sandboxes() -> dict[str, Sandbox]:
     from sandboxes.hubspot import create_sandbox as hubspot
+    from sandboxes.shippo import create_sandbox as shippo
     from sandboxes.stripe import create_sandbox as stripe
     from sandboxes.woocommerce import create_sandbox as woocommerce
 
-    return {"stripe": stripe(), "hubspot": hubspot(), "woocommerce": woocommerce()}
+    return {"stripe": stripe(), "hubspot": hubspot(), "woocommerce": woocommerce(), "shippo": shippo()}
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -70,7 +70,8 @@ def sandboxes() -> Iterator[Any]:
 
 # Signing keys of the built-in issuer for this test run (the demo config would create them under var/).
 TEST_KEYS = Path(tempfile.mkdtemp(prefix="cg-test-keys-"))
-ALL_SCOPES = ["orders:read", "orders:write", "customers:read", "customers:write", "payments:read", "payments:write"]
+ALL_SCOPES = ["orders:read", "orders:write", "customers:read", "customers:write", "payments:read", "payments:write",
+              "shipping:read", "shipping:write"]
 
 
 def demo_settings(sandbox_urls: dict[str, str], **overrides: Any) -> Settings:

@@ -62,12 +62,27 @@ def contracts_with(tmp: Path, patches: dict[str, dict[str, Any]]) -> Path:
     return target
 
 
+def anchor_vendor_files(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of gateway.yaml written elsewhere still finds each declarative vendor's mapping and contract (paths in
+    gateway.yaml are relative to the file, as `contracts` is)."""
+    for name, vendor in (raw.get("vendors") or {}).items():
+        if vendor.get("adapter") != "declarative":
+            continue
+        if not Path(vendor["mapping"]).is_absolute():
+            vendor["mapping"] = str(ROOT / vendor["mapping"])
+        contract = vendor.setdefault("contract", {})
+        contract["file"] = str(ROOT / contract["file"]) if contract.get("file") else \
+            str(ROOT / "contracts" / "vendors" / f"{name}.yaml")
+    return raw
+
+
 def config_file(tmp: Path, overrides: dict[str, Any]) -> Path:
     """gateway.yaml with dotted-key overrides, written to `tmp` (for `gateway worker` / `gateway dlq` processes)."""
     raw = yaml.safe_load((ROOT / "gateway.yaml").read_text())
     apply_overrides(raw, {"contracts": [str(ROOT / "contracts")], "auth.builtin.keys_dir": str(TEST_KEYS),
                           "monitoring.reconcile": [str(ROOT / "reconcile")],
                           "monitoring.synthetic": [str(ROOT / "synthetic")], **overrides})
+    anchor_vendor_files(raw)
     path = tmp / f"gateway-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

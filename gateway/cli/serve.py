@@ -194,8 +194,11 @@ def _demo_nats() -> subprocess.Popen[bytes] | None:
 
 
 def _wire_sandbox_webhooks(settings: Settings, stripe_port: int) -> None:
-    """The Stripe sandbox reports payments to this gateway's /webhooks/stripe, signed with the configured secret."""
+    """The Stripe sandbox reports payments to this gateway's /webhooks/stripe, signed with the configured secret;
+    the Shippo sandbox reports delivered parcels to /webhooks/carrier."""
     import httpx
+
+    from sandboxes import PORTS
 
     stripe = settings.webhooks.inbound.get("stripe")
     if stripe is None:
@@ -204,6 +207,13 @@ def _wire_sandbox_webhooks(settings: Settings, stripe_port: int) -> None:
     httpx.put(f"http://127.0.0.1:{stripe_port}/_sandbox/webhooks", json={
         "url": url, "secret": stripe.secrets[0].get_secret_value(), "scheme": "stripe"}).raise_for_status()
     print(f"stripe sandbox: payment_intent.succeeded events go to {url}", flush=True)
+    carrier = settings.webhooks.inbound.get("carrier")
+    if carrier is not None and "shippo" in PORTS:
+        # The Shippo sandbox reports a parcel delivered (shipment.delivered, Standard Webhooks) as a carrier does.
+        url = f"http://{settings.server.host}:{settings.server.port}/webhooks/carrier"
+        httpx.put(f"http://127.0.0.1:{PORTS['shippo']}/_sandbox/webhooks", json={
+            "url": url, "secret": carrier.secrets[0].get_secret_value(), "scheme": "standard"}).raise_for_status()
+        print(f"shippo sandbox: shipment.delivered events go to {url}", flush=True)
 
 
 def register(sub: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from adapters.registry import adapter_class
+from adapters.registry import adapter_class, adapter_for
 from gateway.mappings import load_mapping
 from gateway.settings import Settings, VendorSettings
 
@@ -224,7 +224,7 @@ def _route_problems(op: RawOperation, file: str, settings: Settings) -> list[Con
         known = ", ".join(sorted(settings.vendors)) or "none configured"
         return [ContractProblem(file, route_ptr, f"route to unknown vendor {vendor!r} (vendors: {known})")]
     try:
-        cls = adapter_class(vendor_settings.adapter)
+        cls = adapter_for(vendor, vendor_settings, settings.base_dir)
     except LookupError as exc:
         return [ContractProblem(file, route_ptr, str(exc))]
     if name not in cls.operations():
@@ -254,7 +254,12 @@ def _ownership_problems(op: RawOperation, file: str, settings: Settings) -> list
     vendor, _, name = op.extension["route"].partition(".")
     vendor_settings = settings.vendors.get(vendor)
     adapter = vendor_settings.adapter if vendor_settings is not None else vendor
-    kind, reader = adapter_class(adapter).ownership_kind(name)
+    try:
+        cls = adapter_for(vendor, vendor_settings, settings.base_dir) if vendor_settings is not None else \
+            adapter_class(adapter)
+    except LookupError:
+        return []  # reported at the route
+    kind, reader = cls.ownership_kind(name)
     security = op.node.get("security", op.contract.data.get("security"))
     out: list[str] = []
     if not security or any(not requirement for requirement in security):
@@ -266,7 +271,7 @@ def _ownership_problems(op: RawOperation, file: str, settings: Settings) -> list
     elif kind == "list-unfiltered" and block.mode != "gateway-filtered":
         out.append(f"the vendor cannot filter {name!r} by owner: mark the operation `ownership: gateway-filtered` "
                    "so that the gateway filters its pages")
-    elif kind == "change" and (reader is None or adapter_class(adapter).ownership_kind(reader)[0] != "read"):
+    elif kind == "change" and (reader is None or cls.ownership_kind(reader)[0] != "read"):
         out.append(f"the {adapter} adapter names no read operation that tells who owns the object of {name!r}")
     elif block.mode == "gateway-filtered" and kind not in ("list", "list-unfiltered"):
         out.append(f"gateway-filtered is for lists; {name!r} is not one")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from adapters.registry import adapter_class
+from adapters.registry import adapter_for
 from gateway.contracts.load import ContractProblem, display, pointer_join, read_document
 from gateway.contracts.operations import TEMPLATE_VAR
 from gateway.observability.metrics import FRESHNESS_BUCKETS, LATENCY_BUCKETS
@@ -132,7 +132,7 @@ def _adapter_ops(settings: Settings, vendor: str) -> set[str] | None:
     if vendor_settings is None:
         return None
     try:
-        return adapter_class(vendor_settings.adapter).operations()
+        return adapter_for(vendor, vendor_settings, settings.base_dir).operations()
     except LookupError:
         return None
 

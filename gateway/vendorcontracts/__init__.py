@@ -6,6 +6,7 @@ own OpenAPI document in contracts/vendors/.
     contract.py  one vendor's contract compiled once: operations matched by method and path, validators built
     drift.py     an answer compared with the contract: drift found, counted, logged once, kept for `gateway drift`
     check.py     the hook the runtime installs into each VendorClient (adapters/client.py)
+    mapping.py   a declarative adapter's mapping file checked against both contracts (navigate.py walks schemas)
 """
 
 from .check import ContractCheck, build_check

@@ -147,12 +147,14 @@ class ContractCheck:
             log.exception("vendor drift: checking an answer of %s %s failed", self.vendor, op.operation_id)
 
 
-def contract_file(vendor: VendorSettings, base_dir: Path) -> Path | None:
-    """The vendor's contract file: configured, or contracts/vendors/<adapter>.yaml when it exists."""
+def contract_file(vendor: VendorSettings, base_dir: Path, name: str | None = None) -> Path | None:
+    """The vendor's contract file: configured, or contracts/vendors/<adapter>.yaml when it exists (for a
+    declarative adapter, contracts/vendors/<vendor name>.yaml)."""
     if vendor.contract.file:
         path = Path(vendor.contract.file)
         return path if path.is_absolute() else base_dir / path
-    default = base_dir / "contracts" / "vendors" / f"{vendor.adapter}.yaml"
+    stem = name if vendor.adapter == "declarative" and name else vendor.adapter
+    default = base_dir / "contracts" / "vendors" / f"{stem}.yaml"
     return default if default.exists() else None
 
 
@@ -160,7 +162,7 @@ def build_check(name: str, vendor: VendorSettings, base_dir: Path, drift: DriftL
     """The check for one vendor, or None (mode off, or no contract for its adapter). Raises VendorContractError."""
     if vendor.contract.mode == "off":
         return None
-    file = contract_file(vendor, base_dir)
+    file = contract_file(vendor, base_dir, name)
     if file is None:
         return None
     return ContractCheck(load_vendor_contract(name, file), vendor.contract.mode, drift, vendor.contract.answers)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sandboxes.shippo import CARRIERS
 from tests.conftest import ROOT
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
@@ -22,6 +23,7 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
          "no_vendor_drift"
 STRIPE_KEY = "sk_test_sandbox0000000000000000"
 HUBSPOT_TOKEN = "pat-na1-sandbox-0000"
+SHIPPO_TOKEN = "shippo_test_sandbox0000000000"
 WOO_AUTH = "Basic " + base64.b64encode(b"ck_sandbox000000000000:cs_sandbox000000000000").decode()
 
 pytestmark = pytest.mark.fuzz
@@ -43,6 +45,19 @@ def existing(vendor: str, url: str) -> tuple[str, dict[str, str]]:
         if made.status_code == 409:
             return auth, {"path.contactId": made.json()["message"].rsplit(" ", 1)[-1]}
         return auth, {"path.contactId": made.raise_for_status().json()["id"]}
+    if vendor == "shippo":  # a label bought: a transaction and its track
+        auth = f"ShippoToken {SHIPPO_TOKEN}"
+        parcel = {"length": "30", "width": "20", "height": "10", "distance_unit": "cm", "weight": "1200",
+                  "mass_unit": "g"}
+        address = {"name": "Fuzz", "street1": "Rua Augusta 10", "city": "Lisboa", "zip": "1100-053", "country": "PT"}
+        shipment = httpx.post(url + "/shipments", headers={"authorization": auth}, json={
+            "address_from": address, "address_to": address, "parcels": [parcel]}).raise_for_status().json()
+        rate = shipment["rates"][0]
+        label = httpx.post(url + "/transactions", headers={"authorization": auth},
+                           json={"rate": rate["object_id"]}).raise_for_status().json()
+        carrier = next(c[1] for c in CARRIERS if c[0] == rate["provider"])  # tracks name carriers by token
+        return auth, {"path.TransactionId": label["object_id"], "path.carrier": carrier,
+                      "path.TrackingNumber": label["tracking_number"]}
     made = httpx.post(url + "/wp-json/wc/v3/orders", headers={"authorization": WOO_AUTH}, json={
         "billing": {"email": "fuzz@example.com"}, "line_items": [{"product_id": 101, "quantity": 1}]})
     return WOO_AUTH, {"path.id": str(made.raise_for_status().json()["id"])}
@@ -63,7 +78,7 @@ def fuzz(vendor: str, url: str, tmp_path: Path) -> subprocess.CompletedProcess[s
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
 
-@pytest.mark.parametrize("vendor", ["stripe", "hubspot", "woocommerce"])
+@pytest.mark.parametrize("vendor", ["stripe", "hubspot", "woocommerce", "shippo"])
 def test_the_sandbox_answers_only_what_the_vendor_contract_allows(vendor: str, sandboxes, tmp_path: Path):
     url = sandboxes.urls[vendor]
     httpx.post(url + "/_sandbox/reset").raise_for_status()

@@ -12,6 +12,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, TEST_KEYS
+from tests.jobsupport import anchor_vendor_files
 from tests.services import stop_process
 
 
@@ -27,7 +28,7 @@ def requests_counted(text: str, operation: str) -> float:
 
 
 def test_two_workers_one_set_of_metrics(sandboxes, redis_url, tmp_path):
-    config = yaml.safe_load((ROOT / "gateway.yaml").read_text())
+    config = anchor_vendor_files(yaml.safe_load((ROOT / "gateway.yaml").read_text()))
     config["contracts"] = [str(ROOT / "contracts")]
     config["monitoring"] = {"reconcile": [str(ROOT / "reconcile")], "synthetic": [str(ROOT / "synthetic")]}
     for name, url in sandboxes.urls.items():

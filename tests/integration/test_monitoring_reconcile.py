@@ -17,7 +17,17 @@ import yaml
 from gateway.cli import main
 from tests.browser import ARTIFACTS, render
 from tests.conftest import ROOT, TEST_KEYS
-from tests.jobsupport import ASYNC, ORDER, PAYMENT, clear_faults, fault, sandbox_stats, settle, wait_for
+from tests.jobsupport import (
+    ASYNC,
+    ORDER,
+    PAYMENT,
+    anchor_vendor_files,
+    clear_faults,
+    fault,
+    sandbox_stats,
+    settle,
+    wait_for,
+)
 from tests.monitoringsupport import STRIPE_SECRET, monitored_gateway, on_loop, tick
 
 RULE = "paid-orders-have-one-payment"
@@ -53,7 +63,7 @@ def paid_orders(client: httpx.Client, sandboxes, n: int, lose: int) -> list[dict
 def config_for(app, tmp_path) -> str:
     """A config file for CLI processes: this gateway's settings (same job store file, same rules)."""
     s = app.runtime.settings
-    raw = yaml.safe_load((ROOT / "gateway.yaml").read_text())
+    raw = anchor_vendor_files(yaml.safe_load((ROOT / "gateway.yaml").read_text()))
     raw.update(contracts=[str(ROOT / "contracts")], jobs={"sqlite_path": str(s.jobs.sqlite_path)},
                monitoring={"reconcile": [str(p) for p in s.monitoring.reconcile], "schedules": False})
     raw["auth"]["builtin"]["keys_dir"] = str(TEST_KEYS)

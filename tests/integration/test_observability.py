@@ -233,7 +233,8 @@ def test_health_is_cheap_and_open_and_readiness_checks_redis(start, redis_url):
         assert anonymous.get("/healthz").json() == {"status": "ok"}
         ready = anonymous.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["contracts"]["ok"] is True
-    assert ready.json()["breakers"] == {"hubspot": "closed", "stripe": "closed", "woocommerce": "closed"}
+    assert ready.json()["breakers"] == {"hubspot": "closed", "shippo": "closed", "stripe": "closed",
+                                        "woocommerce": "closed"}
     _, with_redis, _ = start(**{"redis_url": redis_url, "limits.backend": "redis"})
     assert httpx.get(str(with_redis.base_url) + "/readyz").json()["checks"]["redis"] == {"ok": True}
     _, no_redis, _ = start(**{"redis_url": "redis://127.0.0.1:9/0", "limits.backend": "redis"})

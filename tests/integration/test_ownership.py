@@ -44,16 +44,20 @@ BODIES: dict[str, Any] = {
     "markOrderDelivered": {"carrier": "dhl", "tracking_number": "TRK-1"},
     "upsertCustomer": {"email": "someone@example.com", "first_name": "Some"},
     "createPayment": PAYMENT, "capturePayment": {"amount": 100}, "refundPayment": {"amount": 100},
+    "quoteShippingRates": {"order_id": "ord_1", "parcel": {"weight_grams": 900, "length_cm": 20, "width_cm": 15,
+                                                          "height_cm": 5},
+                           "destination": {"name": "Ana Lima", "line1": "Rua Augusta 10", "city": "Lisboa",
+                                           "postal_code": "1100-053", "country": "PT"}},
 }
 BODIES_V2 = {"createOrder": ORDER_V2}
-OPERATOR_SCOPES = [*ALL_SCOPES, "orders:all", "customers:all", "payments:all"]
-ID_PREFIX = re.compile(r"^(ord|cus|pay|job)_")
+OPERATOR_SCOPES = [*ALL_SCOPES, "orders:all", "customers:all", "payments:all", "shipping:all"]
+ID_PREFIX = re.compile(r"^(ord|cus|pay|job|shp)_")
 # The parts of a problem that differ between any two requests (the request id).
 PER_REQUEST = ("instance", "request_id")
 
 
 def _operations() -> list[Any]:
-    urls = {name: "http://127.0.0.1:9" for name in ("stripe", "hubspot", "woocommerce")}
+    urls = {name: "http://127.0.0.1:9" for name in ("stripe", "hubspot", "woocommerce", "shippo")}
     _, operations, problems = check(demo_settings(urls))
     assert not problems, problems
     return sorted(operations, key=lambda op: op.key)
@@ -78,12 +82,19 @@ def world(sandboxes):
     payment = a.post("/v1/payments", json=PAYMENT, headers={"idempotency-key": uuid.uuid4().hex})
     job = a.post("/v1/payments", json=PAYMENT, headers={"idempotency-key": uuid.uuid4().hex,
                                                         "prefer": "respond-async"})
-    for made in (order, customer, payment, job):
+    rates = a.post("/v1/shipping/rates", json=BODIES["quoteShippingRates"])
+    assert rates.status_code == 200, rates.text
+    rate = rates.json()["rates"][0]
+    BODIES["createShipment"] = {"order_id": "ord_1", "rate_id": rate["id"]}  # a rate belongs to nobody
+    shipment = a.post("/v1/shipments", json=BODIES["createShipment"])
+    for made in (order, customer, payment, job, shipment):
         assert made.status_code in (201, 202), made.text
     wait_for("partner A's job to finish", lambda: a.get(f"/v1/operations/{job.json()['id']}").json()["state"]
              == "succeeded")
     ids = {"order_id": order.json()["id"], "customer_id": customer.json()["id"],
-           "payment_id": payment.json()["id"], "operation_id": job.json()["id"]}
+           "payment_id": payment.json()["id"], "operation_id": job.json()["id"],
+           "shipment_id": shipment.json()["id"], "carrier": rate["carrier"],
+           "tracking_number": shipment.json()["tracking_number"]}
     yield {"app": app, "ids": ids, **clients}
     for client in clients.values():
         client.close()
@@ -102,6 +113,12 @@ def _readers() -> dict[str, Any]:
 
 def _path(op: Any, values: dict[str, str]) -> str:
     return re.sub(r"\{([^}]+)\}", lambda m: values[m.group(1)], op.path)
+
+
+def _nobodys(op: Any) -> bool:
+    """The contract says the operation's objects belong to nobody (`x-gateway.ownership: none`)."""
+    block = op.config.ownership or op.api_config.ownership
+    return block is not None and block.mode == "none"
 
 
 def _body(op: Any) -> Any:
@@ -143,6 +160,8 @@ def _missing(values: dict[str, str]) -> dict[str, str]:
             out[name] = "job_" + "0" * 24
         elif prefix.group(1) == "pay":
             out[name] = "pay_" + "0" * 24
+        elif prefix.group(1) == "shp":
+            out[name] = "shp_" + "0" * 32
         else:
             out[name] = prefix.group(0) + "987654321"
     return out
@@ -168,7 +187,12 @@ def test_other_partner_never_reaches_the_first_partners_objects(world, op):
     names = [p.name for p in op.params.by_location["path"]]
     headers = {"idempotency-key": uuid.uuid4().hex} if op.method in ("POST", "PATCH", "PUT") else {}
     body = _body(op)
-    if names:
+    if _nobodys(op):
+        # Objects of nobody (x-gateway.ownership: none): rates and a carrier's tracking are what anyone with the
+        # number may see. B reaches them; nothing of A's changes.
+        answer = b.request(op.method, _path(op, world["ids"]), json=body, headers=headers)
+        assert answer.status_code in (200, 201), answer.text
+    elif names:
         # Another partner's object: 404 resource-not-found, the very problem a missing one gets.
         foreign = b.request(op.method, _path(op, world["ids"]), json=body, headers=headers)
         assert foreign.status_code == 404, foreign.text
@@ -196,8 +220,10 @@ def test_other_partner_never_reaches_the_first_partners_objects(world, op):
 
 def test_every_owned_operation_is_covered():
     """The parametrized test above reaches every operation: each path parameter names an object of partner A."""
-    kinds = {"order_id", "customer_id", "payment_id", "operation_id"}
+    kinds = {"order_id", "customer_id", "payment_id", "operation_id", "shipment_id"}
     for op in OPERATIONS:
+        if _nobodys(op):
+            continue  # nobody's objects: the test above only checks that B reaches them
         for spec in op.params.by_location["path"]:
             assert spec.name in kinds, f"{op.key}: partner A has no object for {{{spec.name}}}: add one"
 

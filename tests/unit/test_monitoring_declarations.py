@@ -84,7 +84,7 @@ def test_rules_and_golden_paths_naming_what_does_not_exist_are_refused(tmp_path)
     text = "\n".join(found)
     assert "rules.yaml#/rules/wrong-op/left/source: adapter 'woocommerce' has no operation 'reconcile_order' " \
            "(it has: " in text
-    assert "rules.yaml#/rules/wrong-vendor/left/source: unknown vendor 'shopify' (vendors: hubspot, stripe, " \
+    assert "rules.yaml#/rules/wrong-vendor/left/source: unknown vendor 'shopify' (vendors: hubspot, shippo, stripe, " \
            "woocommerce)" in text
     assert "rules.yaml#/rules/wrong-vendor/both_ways: both_ways needs a right side that lists" in text
     assert "rules.yaml#/rules/bad-shape/right: Value error, give exactly one of source" in text
