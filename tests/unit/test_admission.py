@@ -81,9 +81,9 @@ async def test_higher_priorities_go_first_and_displace_lower_ones_when_the_queue
     assert all(w is not None and not w.future.done() for w in normal)
 
 
-async def test_a_queued_request_is_shed_when_it_has_waited_twice_the_target_delay():
-    """Nobody waits long: a request still queued at 2 x max_queue_delay gets its 503."""
-    admission = controller(max_queue_delay_ms=20)
+async def test_a_queued_request_is_shed_when_it_has_waited_max_queue_wait_ms():
+    """Nobody waits long: a request still queued after max_queue_wait_ms gets its 503."""
+    admission = controller(max_queue_delay_ms=20, max_queue_wait_ms=40)
     admission.drain_per_s = 1000.0
     admission.enter("a", NORMAL)
     admission.enter("a", NORMAL)
