@@ -14,7 +14,6 @@ start-up, with the contracts at hand, by gateway/vendorcontracts/mapping.py.
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -25,9 +24,7 @@ from adapters.errors import VendorFailure, retry_after_seconds, to_problem
 from gateway.settings import VendorSettings
 
 from .engine import MISSING, Compiled, Parts, build, compile_rules, read, split
-from .spec import Errors, MappingFileError, MappingSpec, OperationSpec, load_mapping
-
-_CREDENTIAL = re.compile(r"\{credentials\.([A-Za-z0-9_]+)\}")
+from .spec import CREDENTIAL, Errors, MappingFileError, MappingSpec, OperationSpec, load_mapping
 
 
 class Plan:
@@ -73,7 +70,7 @@ class DeclarativeAdapter(Adapter):
     def __init__(self, vendor: str, settings: VendorSettings, client: Any) -> None:
         super().__init__(vendor, settings, client)
         # Static headers with their credentials filled in once (never logged: the client logs no headers).
-        self.headers = {name: _CREDENTIAL.sub(lambda m: settings.secret(m.group(1)), value)
+        self.headers = {name: CREDENTIAL.sub(lambda m: settings.secret(m.group(1)), value)
                         for name, value in self.SPEC.headers.items()}
         self.idempotency_header = self.SPEC.idempotency_header
 

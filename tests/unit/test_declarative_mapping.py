@@ -363,3 +363,45 @@ async def test_every_shippo_route_against_its_sandbox_sends_only_what_the_contra
     assert track.body["status"] == "pre_transit"
     await adapter.shutdown()
     assert read_drift(tmp_path / "drift.sqlite") == []
+
+
+# -- review fixes (issue 18, after the merge) ------------------------------------------------------------------------
+
+
+def check_with(tmp_path: Path, change=None, text: bytes | None = None) -> list[str]:
+    """`check` (start-up and `gateway check`) with the Shippo mapping changed: its problems, as printed."""
+    file = tmp_path / "shippo.mapping.yaml"
+    if text is None:
+        raw = yaml.safe_load(MAPPING.read_text())
+        change(raw)
+        text = yaml.safe_dump(raw, sort_keys=False).encode()
+    file.write_bytes(text)
+    settings = load_settings(ROOT / "gateway.yaml", {"auth.builtin.keys_dir": str(TEST_KEYS),
+                                                     "vendors.shippo.mapping": str(file)})
+    _, operations, problems = check(settings)
+    assert operations == [] and problems
+    return [str(p) for p in problems]
+
+
+def test_a_header_naming_an_undeclared_credential_is_refused_where_it_is_written(tmp_path):
+    """It used to pass the check and crash start-up with a KeyError."""
+    lines = check_with(tmp_path, lambda raw: raw["headers"].update({"X-Account": "{credentials.account_id}"}))
+    assert any("shippo.mapping.yaml#/headers: X-Account: {credentials.account_id} is not declared in "
+               "`credentials` (api_token)" in line for line in lines), lines
+
+
+def test_a_route_named_like_an_attribute_of_the_adapter_is_refused(tmp_path):
+    """A route `run` replaced DeclarativeAdapter.run and broke every route."""
+    for name in ("run", "headers", "check_settings"):
+        def rename(raw, name=name):
+            raw["operations"][name] = raw["operations"].pop("track_shipment")
+
+        lines = check_with(tmp_path, rename)
+        assert any(f"shippo.mapping.yaml#/operations: {name!r} cannot be a route name" in line
+                   for line in lines), lines
+
+
+def test_a_mapping_file_that_is_not_utf8_is_a_located_error_not_a_traceback(tmp_path):
+    lines = check_with(tmp_path, text=MAPPING.read_bytes().replace(b"Demo Shop", b"D\xe9mo Shop"))
+    assert any("shippo.mapping.yaml#: not UTF-8 text: byte 0xe9 at line 20 cannot be decoded" in line
+               for line in lines), lines
