@@ -24,7 +24,7 @@ from adapters.errors import VendorFailure, retry_after_seconds, to_problem
 from gateway.settings import VendorSettings
 
 from .engine import MISSING, Compiled, Parts, build, compile_rules, read, split
-from .spec import CREDENTIAL, Errors, MappingFileError, MappingSpec, OperationSpec, load_mapping
+from .spec import CREDENTIAL, RESERVED, Errors, MappingFileError, MappingSpec, OperationSpec, load_mapping
 
 
 class Plan:
@@ -120,6 +120,10 @@ class DeclarativeAdapter(Adapter):
         return VendorFailure(self.vendor, response.status, message, code,
                              vendor_request_id=response.vendor_request_id(),
                              retry_after_s=retry_after_seconds(response.header("retry-after")))
+
+
+# Every name the class adds to Adapter is reserved in the mapping (a route of that name would replace it).
+assert {n for n in vars(DeclarativeAdapter) if not n.startswith("_") and not hasattr(Adapter, n)} <= RESERVED
 
 
 def _wire(value: Any) -> str:

@@ -26,8 +26,10 @@ REQUEST_SOURCES = ("body", "params", "owner", "idempotency_key")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 PLACEHOLDER = re.compile(r"\{(/[^{}]*)\}")
 CREDENTIAL = re.compile(r"\{credentials\.([A-Za-z0-9_]+)\}")
-# Instance attributes of the adapter (set in __init__, so not visible on the class): no route may take these names.
-RESERVED = frozenset({"vendor", "settings", "client", "headers", "idempotency_header"})
+# Names the declarative adapter class uses besides Adapter's, and instance attributes (set in __init__, so not
+# visible on a class): no route may take them. adapters/declarative/adapter.py asserts the list is complete.
+RESERVED = frozenset({"vendor", "settings", "client", "headers", "idempotency_header", "run", "prepare", "SPEC",
+                      "PLANS"})
 
 
 class _Model(BaseModel):
@@ -204,10 +206,10 @@ class MappingSpec(_Model):
     def _names(cls, v: dict[str, OperationSpec]) -> dict[str, OperationSpec]:
         # A route becomes a method of the adapter class: a name the class already uses (`run`, `headers`, ...)
         # would replace it and break every route.
-        from adapters.declarative.adapter import DeclarativeAdapter
+        from adapters.base import Adapter
 
         for name in v:
-            if not _ROUTE_NAME.match(name) or hasattr(DeclarativeAdapter, name) or name in RESERVED:
+            if not _ROUTE_NAME.match(name) or hasattr(Adapter, name) or name in RESERVED:
                 raise ValueError(f"{name!r} cannot be a route name (lower case, digits, _; not an attribute of "
                                  "the adapter class, such as run, handler or headers)")
         return v

@@ -405,3 +405,28 @@ def test_a_mapping_file_that_is_not_utf8_is_a_located_error_not_a_traceback(tmp_
     lines = check_with(tmp_path, text=MAPPING.read_bytes().replace(b"Demo Shop", b"D\xe9mo Shop"))
     assert any("shippo.mapping.yaml#: not UTF-8 text: byte 0xe9 at line 20 cannot be decoded" in line
                for line in lines), lines
+
+
+def test_a_mapping_edit_is_seen_through_a_warm_compile_cache(tmp_path):
+    """The compile cache's key covers the mapping file and the vendor contract: deleting a route from the mapping
+    after a cached start is refused by `gateway check` (exit 1, located), and start-up refuses it too (no
+    KeyError traceback)."""
+    from gateway.contracts.load import ContractError
+    from gateway.runtime import Runtime
+
+    file = tmp_path / "shippo.mapping.yaml"
+    file.write_bytes(MAPPING.read_bytes())
+    cfg = config_file(tmp_path, {"vendors.shippo.mapping": str(file), "contracts_cache": str(tmp_path / "cache"),
+                                 "vendors.shippo.contract.file": str(ROOT / VENDOR)})
+    _, operations, problems = check(load_settings(cfg))
+    assert operations and not problems and list((tmp_path / "cache").iterdir())  # the cache is warm
+    raw = yaml.safe_load(file.read_text())
+    del raw["operations"]["track_shipment"]
+    file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    run = subprocess.run([sys.executable, "-m", "gateway", "check", "--config", str(cfg)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    out = run.stdout + run.stderr
+    assert run.returncode == 1 and "Traceback" not in out, out
+    assert "x-gateway/route" in out and "track_shipment" in out, out
+    with pytest.raises(ContractError, match="track_shipment"):
+        Runtime.build(load_settings(cfg), install_logs=False)
