@@ -36,6 +36,12 @@ def last_request(sandbox_url):
     return {**sent, "body": json.loads(sent["body"])}
 
 
+def new_order(client, headers=None):
+    made = client.post("/v2/orders", json=ORDER, headers=headers)
+    assert made.status_code == 201, made.text
+    return made.json()["id"]
+
+
 def quote(client, order_id, **extra):
     answer = client.post("/v1/shipping/rates", json={"order_id": order_id, "destination": DESTINATION,
                                                      "parcel": PARCEL, **extra})
@@ -94,8 +100,9 @@ def test_rates_label_tracking_and_delivery_of_an_order_through_the_declarative_v
 def test_a_second_partner_cannot_read_the_first_partners_shipment(shipping):
     """Shipments are owned (x-gateway.ownership): the owner is stamped in Shippo's metadata and read back."""
     app, client, _ = shipping
-    rate = quote(client, "ord_7")["rates"][0]
-    shipment = client.post("/v1/shipments", json={"order_id": "ord_7", "rate_id": rate["id"]}).json()
+    order_id = new_order(client)
+    rate = quote(client, order_id)["rates"][0]
+    shipment = client.post("/v1/shipments", json={"order_id": order_id, "rate_id": rate["id"]}).json()
     other = httpx.get(f"{client.base_url}/v1/shipments/{shipment['id']}", headers=bearer(app, "demo-partner-2"))
     assert other.status_code == 404 and other.json()["type"].endswith("/resource-not-found")
     operator = httpx.get(f"{client.base_url}/v1/shipments/{shipment['id']}",
@@ -106,7 +113,7 @@ def test_a_second_partner_cannot_read_the_first_partners_shipment(shipping):
 def test_vendor_errors_become_problems(shipping):
     """Shippo's 400 (an unknown rate) is our 422; its 404 our 404; its 401 our 502 (adapters/errors.py's table)."""
     app, client, shippo = shipping
-    refused = client.post("/v1/shipments", json={"order_id": "ord_7", "rate_id": "nosuchrate"})
+    refused = client.post("/v1/shipments", json={"order_id": new_order(client), "rate_id": "nosuchrate"})
     assert refused.status_code == 422 and refused.json()["type"].endswith("/vendor-rejected")
     assert refused.json()["vendor"] == "shippo" and refused.json()["vendor_status"] == 400
     missing = client.get("/v1/shipments/shp_" + "0" * 32)
@@ -120,8 +127,9 @@ def test_a_drifting_answer_is_reported_and_a_broken_one_is_a_502_never_a_crash(s
     """A new field and a new status in Shippo's answer are drift (counted, logged once); the public answer still
     holds. An answer the mapping cannot read (no rates list, numeric ids) is 502 upstream-contract-violation."""
     app, client, shippo = shipping
-    rate = quote(client, "ord_8")["rates"][0]
-    shipment = client.post("/v1/shipments", json={"order_id": "ord_8", "rate_id": rate["id"]}).json()
+    order_id = new_order(client)
+    rate = quote(client, order_id)["rates"][0]
+    shipment = client.post("/v1/shipments", json={"order_id": order_id, "rate_id": rate["id"]}).json()
     httpx.put(shippo + "/_sandbox/faults", json=[{"method": "GET", "path": "/transactions/", "times": 1,
                                                  "drift": {"set": {"carbon_offset": "0.2kg"}}}]).raise_for_status()
     with caplog.at_level(logging.WARNING, logger="gateway.vendors.drift"):
@@ -139,3 +147,37 @@ def test_a_drifting_answer_is_reported_and_a_broken_one_is_a_502_never_a_crash(s
     httpx.put(shippo + "/_sandbox/faults", json=[{"malformed": True, "times": 1}]).raise_for_status()
     garbage = client.get("/v1/tracking/ups/SHIPPO123")
     assert garbage.status_code == 502 and garbage.json()["type"].endswith("/upstream-contract-violation")
+
+
+def test_a_partner_cannot_ship_another_partners_order_so_cannot_mark_it_delivered(shipping):
+    """Order ids are sequential: the second partner naming the first partner's order (or an order that does not
+    exist) is 404, as a missing order, before any label is bought; the order is never marked delivered."""
+    app, client, shippo = shipping
+    secret = app.runtime.settings.webhooks.inbound["carrier"].secrets[0].get_secret_value()
+    httpx.put(shippo + "/_sandbox/webhooks", json={"url": f"{client.base_url}/webhooks/carrier", "secret": secret,
+                                                  "scheme": "standard"}).raise_for_status()
+    order_id = new_order(client)  # the first partner's
+    rate = quote(client, order_id)["rates"][0]
+    labels = sandbox_stats(shippo)["effects"].get("labels_bought", 0)
+    other = bearer(app, "demo-partner-2")
+    for named in (order_id, "ord_999999999"):
+        refused = httpx.post(f"{client.base_url}/v1/shipments", json={"order_id": named, "rate_id": rate["id"]},
+                             headers=other)
+        assert refused.status_code == 404 and refused.json()["type"].endswith("/resource-not-found"), refused.text
+        assert refused.json()["detail"] == "there is no order with this identifier"
+    assert sandbox_stats(shippo)["effects"].get("labels_bought", 0) == labels  # nothing bought
+    # the owner ships its own order; the operator (orders:all) may ship anyone's
+    mine = client.post("/v1/shipments", json={"order_id": order_id, "rate_id": rate["id"]})
+    assert mine.status_code == 201, mine.text
+    # the second partner's own order ships; its delivery marks its order, never the first partner's
+    own = new_order(client, other)
+    own_rate = quote(client, own)["rates"][0]
+    shipped = httpx.post(f"{client.base_url}/v1/shipments", json={"order_id": own, "rate_id": own_rate["id"]},
+                         headers=other)
+    assert shipped.status_code == 201, shipped.text
+    number = shipped.json()["tracking_number"]
+    httpx.post(f"{shippo}/_sandbox/tracks/{own_rate['carrier']}/{number}", json={"status": "DELIVERED"}
+               ).raise_for_status()
+    wait_for("the second partner's order to be delivered", lambda: httpx.get(
+        f"{client.base_url}/v2/orders/{own}", headers=other).json()["status"] == "delivered")
+    assert client.get(f"/v2/orders/{order_id}").json()["status"] != "delivered"
