@@ -216,11 +216,13 @@ def converter(spec: Convert, has_default: bool = False) -> Converter:
 class Compiled:
     """One rule, ready to run: `value(root)` is its value for this source, or MISSING."""
 
-    __slots__ = ("kind", "source", "const", "pieces", "fields", "convert", "default", "has_default")
+    __slots__ = ("kind", "source", "origin", "const", "pieces", "fields", "convert", "default", "has_default")
 
     def __init__(self, rule: Rule) -> None:
         self.kind = rule.kind
         self.source = split(rule.from_ or rule.each or "")
+        # where the value comes from (a template: its first placeholder), to locate a value that cannot be used
+        self.origin = split(rule.from_ or rule.each or next(iter(PLACEHOLDER.findall(rule.template or "")), ""))
         self.const = rule.const
         self.pieces: tuple[str | Parts, ...] = ()
         if rule.template is not None:

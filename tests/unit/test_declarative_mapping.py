@@ -8,6 +8,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -430,3 +431,66 @@ def test_a_mapping_edit_is_seen_through_a_warm_compile_cache(tmp_path):
     assert "x-gateway/route" in out and "track_shipment" in out, out
     with pytest.raises(ContractError, match="track_shipment"):
         Runtime.build(load_settings(cfg), install_logs=False)
+
+
+def _seam(spec: dict, answers: list) -> tuple:
+    """A declarative adapter made from `spec`, in front of a mock vendor answering `answers` in turn."""
+    from adapters.client import VendorClient
+    from adapters.declarative.adapter import make_class
+    from adapters.declarative.spec import MappingSpec
+    from adapters.transport.mock import MockTransport
+    from gateway.settings import VendorSettings
+
+    transport = MockTransport(lambda request: answers.pop(0))
+    settings = VendorSettings(adapter="declarative", mapping="x.yaml", base_url="http://vendor.test",
+                              retries={"max_attempts": 1})
+    cls = make_class("books", MappingSpec.model_validate({"mapping": 1, "operations": spec}))
+    return cls("books", settings, VendorClient("books", settings, transport)), transport
+
+
+def _call(adapter, route: str, call) -> Any:
+    import asyncio
+
+    async def run():
+        await adapter.startup()
+        try:
+            return await adapter.handler(route)(call)
+        finally:
+            await adapter.shutdown()
+
+    return asyncio.run(run())
+
+
+def test_a_request_the_mapping_cannot_build_is_never_blamed_on_the_vendor():
+    """Before any vendor call: the caller's amount with too many decimals is the caller's 422, located at its field;
+    an empty path value is the caller's 422 too (never a call to another vendor endpoint); a rule that cannot run
+    is our 500; a null query or header value is left out, never sent as `None`."""
+    from adapters.base import AdapterCall
+    from adapters.transport.mock import MockAnswer
+    from gateway.problems import InternalError, RequestUnprocessable
+
+    spec = {"book": {"call": "POST /books/{shelf}",
+                     "request": {"/path/shelf": {"from": "/params/shelf"}, "/query/flag": {"from": "/body/flag"},
+                                 "/header/X-Note": {"from": "/body/note"},
+                                 "/body/amount": {"from": "/body/total/amount", "convert": {
+                                     "decimal_to_minor": {"currency": "/body/total/currency"}}}},
+                     "response": {"body": {"/id": {"from": "/id"}}}}}
+    adapter, transport = _seam(spec, [MockAnswer(200, b'{"id": "b1"}')])
+    body = {"total": {"amount": "12.345", "currency": "EUR"}, "flag": None, "note": None}
+    with pytest.raises(RequestUnprocessable) as caught:
+        _call(adapter, "book", AdapterCall("book", {"shelf": "s1"}, body))
+    assert caught.value.status == 422 and caught.value.violations[0].location == "body"
+    assert caught.value.violations[0].pointer == "/total/amount"
+    assert "more decimals than its currency" in caught.value.violations[0].message
+    with pytest.raises(RequestUnprocessable, match="1 violation"):
+        _call(adapter, "book", AdapterCall("book", {"shelf": ""}, {**body, "total": {"amount": "1",
+                                                                                     "currency": "EUR"}}))
+    assert transport.requests == []  # the vendor was never called
+    with pytest.raises(InternalError):  # the mapping's own bug (no value for a path parameter)
+        _call(adapter, "book", AdapterCall("book", {}, {**body, "total": {"amount": "1", "currency": "EUR"}}))
+    assert transport.requests == []
+    done = _call(adapter, "book", AdapterCall("book", {"shelf": "s1"}, {**body, "total": {"amount": "1.5",
+                                                                                         "currency": "EUR"}}))
+    assert done.body == {"id": "b1"}
+    sent = transport.requests[-1]
+    assert sent.path == "/books/s1" and "x-note" not in sent.headers  # no ?flag=None, no "None" header
