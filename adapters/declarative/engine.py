@@ -242,7 +242,7 @@ class Compiled:
         if kind == "from":
             value = read(root, self.source)
         elif kind == "template":
-            value = "".join(p if isinstance(p, str) else _text(read(root, p)) for p in self.pieces)
+            value = self.fill(root)
         else:  # each
             items = read(root, self.source)
             if items is MISSING or items is None:
@@ -257,9 +257,21 @@ class Compiled:
         return value
 
 
+    def fill(self, root: Any) -> Any:
+        """The template's text, or MISSING when a placeholder has no value (never written as "")."""
+        out = []
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            value = read(root, piece)
+            if value is MISSING or value is None:
+                return MISSING
+            out.append(_text(value))
+        return "".join(out)
+
+
 def _text(value: Any) -> str:
-    if value is MISSING or value is None:
-        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

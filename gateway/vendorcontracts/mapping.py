@@ -330,12 +330,16 @@ class _Route:
             self._fit(where, {json_type(rule.const)}, target_types, place, "the constant")
             return True
         if rule.kind == "template":
+            # A template has a value only when every placeholder has one (a missing one is never written as ""):
+            # it is sure when all its placeholders are, or when it has a default.
+            all_sure = True
             for pointer in PLACEHOLDER.findall(rule.template or ""):
-                found, missing, _ = source(split(pointer))
+                found, missing, sure = source(split(pointer))
                 if found is None:
                     self._missing(where, pointer, missing, source_side, place, source_schemas)
+                all_sure = all_sure and sure
             self._fit(where, {"string"} | default_types, target_types, place, "the template's text")
-            return True
+            return all_sure or rule.has_default
         pointer = rule.from_ if rule.kind == "from" else rule.each
         assert pointer is not None
         found, missing, sure = source(split(pointer))

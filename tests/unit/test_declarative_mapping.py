@@ -494,3 +494,20 @@ def test_a_request_the_mapping_cannot_build_is_never_blamed_on_the_vendor():
     assert done.body == {"id": "b1"}
     sent = transport.requests[-1]
     assert sent.path == "/books/s1" and "x-note" not in sent.headers  # no ?flag=None, no "None" header
+
+
+def test_a_template_is_sure_only_when_its_placeholders_are_and_a_missing_one_is_never_blank(compiled, tmp_path):
+    """A required Shippo field from a template of an optional public field needs a default; at run time a
+    template whose placeholder has no value gives no value (its default, if any), never "" (an empty path segment
+    would call another vendor endpoint)."""
+    def change(raw):
+        raw["operations"]["quote_rates"]["request"]["/body/address_to/street1"] = {
+            "template": "{/body/destination/line2}"}
+
+    line = only(problems_of(compiled, tmp_path, change))
+    assert "request/~1body~1address_to~1street1: the vendor request field /address_to/street1 is required but its " \
+           "source may be absent" in line
+    assert build(rules({"/m": {"template": "order={/o}"}}), {}) == {}
+    assert build(rules({"/m": {"template": "order={/o}"}}), {"o": None}) == {}
+    assert build(rules({"/m": {"template": "order={/o}", "default": "none"}}), {}) == {"m": "none"}
+    assert build(rules({"/m": {"template": "{/a}-{/b}"}}), {"a": True, "b": 2}) == {"m": "true-2"}
