@@ -124,7 +124,8 @@ class DeclarativeAdapter(Adapter):
                   ) -> AdapterResult:
         path, query, headers, body = prepared
         response = await self.client.request(plan.method, path, params=query or None, json=body, headers=headers,
-                                             call=call, request_id=call.request_id, read_only=plan.read_only)
+                                             call=call, request_id=call.request_id, read_only=plan.read_only,
+                                             deduplicated=bool(self.idempotency_header and call.idempotency_key))
         if response.status >= 300:
             raise to_problem(self._failure(response, plan))
         answer = response.json() if response.body else None  # 204: nothing to read, the rules give defaults

@@ -284,7 +284,7 @@ def test_a_declarative_adapter_sends_its_idempotency_key_query_and_headers_and_i
 
     spec = MappingSpec.model_validate({
         "mapping": 1, "credentials": ["token"], "headers": {"Authorization": "Bearer {credentials.token}"},
-        "idempotency_header": "Idempotency-Key", "errors": {"message": ["/error/message"]},
+        "idempotency_header": "X-Idempotency-Key", "errors": {"message": ["/error/message"]},
         "operations": {"book": {
             "call": "POST /v2/bookings/{account}",
             "request": {"/path/account": {"const": "acc/1"}, "/query/notify": {"const": True},
@@ -313,10 +313,11 @@ def test_a_declarative_adapter_sends_its_idempotency_key_query_and_headers_and_i
     result = asyncio.run(run())
     refused_answers = [MockAnswer(422, b'{"error": {"message": "account acc/1 is closed"}}')]
     assert (result.status, result.body) == (201, {"id": "b1"})
-    assert len(transport.requests) == 2  # the 503 was retried: the idempotency key makes it safe
+    # the 503 was retried: the idempotency key makes it safe, whatever the vendor calls its header
+    assert len(transport.requests) == 2
     sent = transport.requests[-1]
     assert sent.path == "/v2/bookings/acc%2F1?notify=true"
-    assert sent.headers.get("idempotency-key") == "key-1" and sent.headers.get("x-order") == "ord_1"
+    assert sent.headers.get("x-idempotency-key") == "key-1" and sent.headers.get("x-order") == "ord_1"
     assert sent.headers.get("authorization") == "Bearer t0k"
     assert orjson.loads(sent.body) == {"amount": "19.99"}
     # The vendor's error body read by the mapping's `errors`; the status picks the problem (adapters/errors.py).
@@ -325,6 +326,15 @@ def test_a_declarative_adapter_sends_its_idempotency_key_query_and_headers_and_i
     answers.extend(refused_answers)
     with pytest.raises(VendorRejected, match="account acc/1 is closed"):
         asyncio.run(run())
+    # Without a key the same POST is not repeatable: the 503 is not retried (one request, the problem answered)
+    from gateway.problems import GatewayError
+
+    sent_before = len(transport.requests)
+    answers.extend([MockAnswer(503, b'{"error": {"message": "busy"}}'), MockAnswer(200, b'{"booking": "b2"}')])
+    call = AdapterCall("book", {}, {"order_id": "ord_1", "total": {"amount": 1999, "currency": "EUR"}})
+    with pytest.raises(GatewayError):
+        asyncio.run(run())
+    assert len(transport.requests) == sent_before + 1
 
 
 async def test_every_shippo_route_against_its_sandbox_sends_only_what_the_contract_allows_and_sees_no_drift(
