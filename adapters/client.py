@@ -5,8 +5,7 @@ a total deadline, the caller's request id forwarded, transport failures translat
 nowhere else. Every call passes the vendor's circuit breaker and is retried (exponential backoff with full jitter,
 Retry-After honoured, within the request's deadline and the vendor's retry budget) only when that is safe: an
 idempotent method, an idempotency key the vendor honours (`deduplicated`, said by the adapter), or a connection that
-was never made. Each attempt is
-recorded on the AdapterCall (for logs, metrics and `gateway trace`).
+was never made. Each attempt is recorded on the AdapterCall (for logs, metrics and `gateway trace`).
 
 Below the client is a transport (adapters/transport/: one method, `send`): `h1`, the lean keep-alive pool on
 httptools (the default, measured ~45% less CPU per request than aiohttp in the full chain), or `aiohttp`; tests
