@@ -521,3 +521,45 @@ def test_a_template_is_sure_only_when_its_placeholders_are_and_a_missing_one_is_
     assert build(rules({"/m": {"template": "order={/o}"}}), {"o": None}) == {}
     assert build(rules({"/m": {"template": "order={/o}", "default": "none"}}), {}) == {"m": "none"}
     assert build(rules({"/m": {"template": "{/a}-{/b}"}}), {"a": True, "b": 2}) == {"m": "true-2"}
+
+
+def test_a_request_list_is_checked_item_by_item(compiled, tmp_path):
+    """A request `each`: its item rules are checked against the vendor list's items (a field Shippo's parcel does
+    not have is refused), and the item's required fields must be written."""
+    def change(raw):
+        rules = raw["operations"]["quote_rates"]["request"]
+        for target in [t for t in rules if t.startswith("/body/parcels/")]:
+            del rules[target]
+        rules["/body/parcels"] = {"each": "/body/destination/name", "fields": {"/weight_kilos": {"from": "/x"}}}
+
+    found = problems_of(compiled, tmp_path, change)
+    assert any("request/~1body~1parcels/fields/~1weight_kilos: /weight_kilos is not in the vendor request's list "
+               "items" in line and f"vendor {VENDOR}#/components/schemas/ParcelCreateRequest" in line
+               for line in found), found
+    assert any("request/~1body~1parcels/fields: the vendor request item field /mass_unit is required and no rule "
+               "writes it" in line for line in found), found
+    assert any("`each` needs a list, /body/destination/name is not one" in line for line in found), found
+
+
+@pytest.mark.parametrize(("change", "where", "says"), [
+    (lambda raw: raw["operations"]["track_shipment"]["response"]["body"]["/status"].update(default="weird"),
+     "response/body/~1status/default", "the mapping gives ['weird'], outside the target's enum"),
+    (lambda raw: raw["operations"]["track_shipment"]["response"]["body"].update(
+        {"/status": {"from": "/tracking_status/status_details", "default": "unknown"}}),
+     "response/body/~1status", "/tracking_status/status_details may be any value; the target's enum takes only"),
+    (lambda raw: raw["operations"]["quote_rates"]["request"].update(
+        {"/body/parcels/0/weight": {"from": "/body/parcel", "convert": {"to": "string"}}}),
+     "request/~1body~1parcels~10~1weight", "/body/parcel is object"),
+    (lambda raw: raw["operations"]["quote_rates"]["request"]["/body/extra/insurance/amount"].update(
+        convert={"minor_to_decimal": {"currency": "/body/parcel/weight_grams"}}),
+     "request/~1body~1extra~1insurance~1amount/convert/minor_to_decimal/currency",
+     "/body/parcel/weight_grams is integer: a currency code is a string"),
+    (lambda raw: raw["operations"]["quote_rates"]["request"]["/body/extra/insurance/amount"].update(
+        convert={"minor_to_decimal": {"currency": "/body/destination/region"}}),
+     "request/~1body~1extra~1insurance~1amount/convert/minor_to_decimal/currency",
+     "/body/destination/region may be absent where /body/declared_value/amount is there"),
+], ids=["default-outside-enum", "open-string-into-enum", "to-string-from-object", "currency-not-a-string",
+        "currency-may-be-absent"])
+def test_enum_and_converter_gaps_are_refused_where_they_are_written(compiled, tmp_path, change, where, says):
+    line = only(problems_of(compiled, tmp_path, change))
+    assert "shippo.mapping.yaml#/operations/" in line and f"/{where}: " in line and says in line, line
