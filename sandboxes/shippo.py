@@ -224,7 +224,14 @@ def create_sandbox() -> Sandbox:
         return json_response(found) if found is not None else shippo_error(404, "Not found.")
 
     async def get_track(request: Request) -> Response:
-        found = tracks.get((request.path_params["carrier"], request.path_params["number"]))
+        carrier, number = request.path_params["carrier"], request.path_params["number"]
+        found = tracks.get((carrier, number))
+        if found is None and number.startswith("NOSCAN"):
+            # A tracking number the carrier has not scanned yet: Shippo answers the Track with tracking_status null
+            # and an empty history (its published OpenAPI document: tracking_status is optional).
+            found = {"carrier": carrier, "tracking_number": number, "tracking_status": None, "tracking_history": [],
+                     "eta": None, "original_eta": None, "metadata": None, "transaction": None,
+                     "messages": ["The carrier has not scanned this parcel yet."], "test": True}
         return json_response(found) if found is not None else shippo_error(404, "Not found.")
 
     async def progress(request: Request) -> Response:

@@ -204,3 +204,12 @@ def test_a_retried_create_with_the_same_key_buys_one_label(shipping):
     assert first.status_code == again.status_code == 201, again.text
     assert again.json() == first.json()
     assert sandbox_stats(shippo)["effects"].get("labels_bought", 0) == labels + 1
+
+
+def test_a_tracking_number_with_no_scan_yet_is_unknown_not_a_502(shipping):
+    """Shippo's published OpenAPI document makes Track.tracking_status optional: null before the first scan. The
+    public answer says `unknown` with an empty history, and the vendor contract sees no drift in it."""
+    app, client, shippo = shipping
+    tracked = client.get("/v1/tracking/ups/NOSCAN1234")
+    assert tracked.status_code == 200, tracked.text
+    assert tracked.json()["status"] == "unknown" and tracked.json()["history"] == []
