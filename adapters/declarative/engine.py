@@ -12,23 +12,18 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.currencies import exponent
+
 from .spec import PLACEHOLDER, Convert, Money, Rule
 
 MISSING: Any = object()  # a source that has no value (not the same as null)
 Part = str | int
 Parts = tuple[Part, ...]
 
-# ISO 4217 minor units (the rest have 2); gateway/mappings/orders_v2.py keeps the same table for orders v2.
-ZERO_DECIMALS = frozenset({"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-                           "VUV", "XAF", "XOF", "XPF"})
-THREE_DECIMALS = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-
-
 def exponent_of(currency: Any) -> int:
     if not isinstance(currency, str) or len(currency) != 3:
         raise ValueError(f"{currency!r} is not a currency code")
-    code = currency.upper()
-    return 0 if code in ZERO_DECIMALS else 3 if code in THREE_DECIMALS else 2
+    return exponent(currency.upper())
 
 
 def split(pointer: str) -> Parts:
@@ -134,14 +129,18 @@ def decimal_to_minor(money: Money) -> Converter:
     return convert
 
 
+def enum_key(value: Any) -> str:
+    """A value as an enum table's key (the keys are written as strings: true, false, 3)."""
+    return value if isinstance(value, str) else ("true" if value is True else "false" if value is False
+                                                 else str(value))
+
+
 def enum_table(table: dict[str, Any], strict: bool = True) -> Converter:
     """Value -> value by the table; a value outside it is a broken answer (ValueError), or, when the rule has a
     `default` (strict False), absent so that the default applies."""
 
     def convert(value: Any, root: Any) -> Any:
-        key = value if isinstance(value, str) else ("true" if value is True else "false" if value is False
-                                                    else str(value))
-        found = table.get(key, MISSING)
+        found = table.get(enum_key(value), MISSING)
         if found is MISSING and strict:
             raise ValueError(f"{value!r} is not in the enum table")
         return found

@@ -93,9 +93,9 @@ class ContractCache:
         for name, vendor in sorted(settings.vendors.items()):
             if vendor.adapter != "declarative":
                 continue
-            for file in (_relative(settings, vendor.mapping), contract_file(vendor, settings.base_dir, name)):
-                found = _file_digest(file) if file is not None else None
-                digest.update(f"{name}\0{file}\0{found}\0".encode())
+            for source in (_relative(settings, vendor.mapping), contract_file(vendor, settings.base_dir, name)):
+                found = _file_digest(source) if source is not None else None
+                digest.update(f"{name}\0{source}\0{found}\0".encode())
         return digest.hexdigest()
 
     @property

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.declarative.adapter import mapping_file
+from adapters.declarative.engine import enum_key, split
 from adapters.declarative.spec import (
     PLACEHOLDER,
     MappingFileError,
@@ -38,11 +39,12 @@ from adapters.declarative.spec import (
 from gateway.contracts.compile import Operation
 from gateway.contracts.load import display
 from gateway.contracts.problems import ContractProblem
+from gateway.contracts.shapes import json_type
 from gateway.settings import Settings, VendorSettings
 
 from .check import contract_file
 from .contract import VendorContract, VendorContractError, load_vendor_contract
-from .navigate import CALLER, DEPTH, Pos, Schemas, fits, json_type, split
+from .navigate import CALLER, DEPTH, Pos, Schemas, fits
 
 
 class _Route:
@@ -423,7 +425,7 @@ class _Route:
             if kind == "enum" and convert.enum is not None:
                 declared = source_schemas.enum(found)
                 if declared is not None and not rule.has_default:
-                    gaps = [v for v in declared[0] if v is not None and _key(v) not in convert.enum]
+                    gaps = [v for v in declared[0] if v is not None and enum_key(v) not in convert.enum]
                     if gaps:
                         self.problem(f"{where}/convert/enum", f"the enum table has no entry for {gaps} of "
                                      f"{pointer}", **{**place, source_side: declared[1]})
@@ -495,11 +497,6 @@ class _Route:
         if schemas.last is not None:
             place = {**place, side: schemas.last}
         self.problem(where, f"{pointer} is not in {root} ({missing!r} is not declared)", **place)
-
-
-def _key(value: Any) -> str:
-    return value if isinstance(value, str) else ("true" if value is True else "false" if value is False
-                                                 else str(value))
 
 
 class MappingCheck:

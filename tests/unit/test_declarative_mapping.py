@@ -212,7 +212,8 @@ def test_money_converts_both_ways_with_the_currencys_exponent():
     out = rules({"/amount": {"from": "/minor", "convert": {"minor_to_decimal": {"currency": "/currency"}}}})
     back = rules({"/minor": {"from": "/amount", "convert": {"decimal_to_minor": {"currency": "/currency"}}}})
     for minor, currency, decimal in ((3998, "EUR", "39.98"), (5, "EUR", "0.05"), (1200, "JPY", "1200"),
-                                     (12345, "KWD", "12.345"), (0, "USD", "0.00")):
+                                     (12345, "KWD", "12.345"), (0, "USD", "0.00"), (12345, "CLF", "1.2345"),
+                                     (10000, "UYW", "1.0000")):
         assert build(out, {"minor": minor, "currency": currency}) == {"amount": decimal}
         assert build(back, {"amount": decimal, "currency": currency}) == {"minor": minor}
     assert build(back, {"amount": 12.5, "currency": "EUR"}) == {"minor": 1250}  # a JSON number works too
