@@ -82,7 +82,7 @@ def test_rates_label_tracking_and_delivery_of_an_order_through_the_declarative_v
     assert shipment["order_id"] == order_id and shipment["status"] == "label_created"
     assert shipment["tracking_status"] == "pre_transit" and shipment["label_url"].endswith(".pdf")
     metadata = last_request(shippo)["body"]["metadata"]
-    assert metadata == f"owner=demo-partner;order={order_id}"  # where the owner and the order are kept
+    assert metadata == f"order={order_id};owner=demo-partner"  # where the order and the owner are kept
 
     assert client.get(f"/v1/shipments/{shipment['id']}").json() == shipment
     number = shipment["tracking_number"]

@@ -415,8 +415,10 @@ def test_a_route_named_like_an_attribute_of_the_adapter_is_refused(tmp_path):
 
 
 def test_a_mapping_file_that_is_not_utf8_is_a_located_error_not_a_traceback(tmp_path):
-    lines = check_with(tmp_path, text=MAPPING.read_bytes().replace(b"Demo Shop", b"D\xe9mo Shop"))
-    assert any("shippo.mapping.yaml#: not UTF-8 text: byte 0xe9 at line 20 cannot be decoded" in line
+    raw = MAPPING.read_bytes()
+    line_number = raw[:raw.index(b"Demo Shop")].count(b"\n") + 1
+    lines = check_with(tmp_path, text=raw.replace(b"Demo Shop", b"D\xe9mo Shop"))
+    assert any(f"shippo.mapping.yaml#: not UTF-8 text: byte 0xe9 at line {line_number} cannot be decoded" in line
                for line in lines), lines
 
 
@@ -565,3 +567,45 @@ def test_a_request_list_is_checked_item_by_item(compiled, tmp_path):
 def test_enum_and_converter_gaps_are_refused_where_they_are_written(compiled, tmp_path, change, where, says):
     line = only(problems_of(compiled, tmp_path, change))
     assert "shippo.mapping.yaml#/operations/" in line and f"/{where}: " in line and says in line, line
+
+
+async def test_the_owner_in_shippo_metadata_reads_back_whole_and_one_too_long_is_refused_before_buying(tmp_path):
+    """`order=<id>;owner=<owner>`: an owner with `;` and `=` (a claim value, an external client id) reads back
+    whole, so ownership holds; Shippo keeps 100 characters, so an owner of up to 71 fits with the longest order id,
+    and a longer one is refused by the vendor contract's check before the request is sent (no label bought)."""
+    from adapters.base import AdapterCall
+    from adapters.client import VendorClient
+    from adapters.declarative.adapter import make_class
+    from adapters.transport.mock import ASGITransport
+    from gateway.problems import GatewayError
+    from gateway.settings import VendorSettings
+    from gateway.vendorcontracts import ContractCheck, DriftLog, load_vendor_contract
+    from sandboxes.shippo import API_TOKEN, create_sandbox
+
+    sandbox = create_sandbox()
+    settings = VendorSettings(adapter="declarative", mapping=str(MAPPING), base_url="http://vendor.test",
+                              credentials={"api_token": API_TOKEN}, retries={"max_attempts": 1})
+    client = VendorClient("shippo", settings, ASGITransport(sandbox))
+    client.contract = ContractCheck(load_vendor_contract("shippo", ROOT / VENDOR), "enforce",
+                                    DriftLog(tmp_path / "drift.sqlite"))
+    adapter = make_class("shippo", load_mapping(MAPPING))("shippo", settings, client)
+    await adapter.startup()
+    body = {"order_id": "ord_999999999999", "destination": {"name": "Ana", "line1": "Rua Augusta 10",
+                                                              "city": "Lisboa", "postal_code": "1100-053",
+                                                              "country": "PT"},
+            "parcel": {"weight_grams": 2500, "length_cm": 40, "width_cm": 30, "height_cm": 20}}
+    rate = (await adapter.handler("quote_rates")(AdapterCall("quoteShippingRates", {}, body))).body["rates"][0]
+    for owner in ("tenant;order=ord_1", "a=b;c", "x" * 71):
+        made = await adapter.handler("create_shipment")(AdapterCall("createShipment", {}, {
+            "order_id": "ord_999999999999", "rate_id": rate["id"]}, owner=owner))
+        assert made.owner == owner and made.body["order_id"] == "ord_999999999999"
+        read = await adapter.handler("get_shipment")(AdapterCall("getShipment", {"shipment_id": made.body["id"]}))
+        assert read.owner == owner
+    bought = sandbox.state.effects["labels_bought"]
+    with pytest.raises(GatewayError) as refused:
+        await adapter.handler("create_shipment")(AdapterCall("createShipment", {}, {
+            "order_id": "ord_999999999999", "rate_id": rate["id"]}, owner="x" * 72))
+    # our mapping's limit, not the caller's fault nor the vendor's: a 500 that says where, never a label bought
+    assert refused.value.status == 500 and "/metadata: value is longer than 100 characters" in refused.value.detail
+    assert sandbox.state.effects["labels_bought"] == bought
+    await adapter.shutdown()
