@@ -609,3 +609,24 @@ async def test_the_owner_in_shippo_metadata_reads_back_whole_and_one_too_long_is
     assert refused.value.status == 500 and "/metadata: value is longer than 100 characters" in refused.value.detail
     assert sandbox.state.effects["labels_bought"] == bought
     await adapter.shutdown()
+
+
+def test_gateway_check_refuses_an_ownership_reference_it_cannot_enforce(tmp_path):
+    """x-gateway.ownership.references: to an operation that does not exist, that is not an owned read, or from a
+    field the request body does not have, each located at the reference."""
+    from tests.jobsupport import contracts_with
+
+    refs = [{"field": "order_id", "operation": "orders.v2.getOrdr"},
+            {"field": "order_id", "operation": "shipping.v1.trackShipment"},
+            {"field": "cart_id", "operation": "orders.v2.getOrder"}]
+    contracts = contracts_with(tmp_path, {"shipping.v1/createShipment": {"ownership": {"references": refs}}})
+    settings = load_settings(ROOT / "gateway.yaml", {"auth.builtin.keys_dir": str(TEST_KEYS),
+                                                     "contracts": [str(contracts)], "contracts_cache": None})
+    _, operations, problems = check(settings)
+    lines = [str(p) for p in problems]
+    assert operations == [] and len(lines) == 3, lines
+    where = "shipping.v1.yaml#/paths/~1shipments/post/x-gateway/ownership/references"
+    assert f"{where}/0: ownership reference: operation orders.v2.getOrdr does not exist" in lines[0]
+    assert f"{where}/1: ownership reference: shipping.v1.trackShipment is not an owned read (GET) operation" \
+        in lines[1]
+    assert f"{where}/2: ownership reference: the request body has no field 'cart_id'" in lines[2]
