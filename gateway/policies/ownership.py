@@ -322,7 +322,8 @@ def enforcer_for(op: Operation, services: Services) -> Enforcer | None:
         raise LookupError(f"{op.key}: the {op.vendor} adapter cannot enforce ownership on {op.adapter_operation}")
     needs_signer = kind == "list-unfiltered" or block.mode == "gateway-filtered"
     return Enforcer(op, block, kind, adapter.handler(reader) if reader else None,
-                    cursor_signer(services) if needs_signer else None, services.operations)
+                    cursor_signer(services) if needs_signer else None,
+                    services.operations if block.references else None)
 
 
 def reference_parameter(op: Operation) -> str:
