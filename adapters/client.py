@@ -4,8 +4,8 @@ One client per vendor, created at start-up: a pooled connection set, explicit co
 a total deadline, the caller's request id forwarded, transport failures translated into our error tree here and
 nowhere else. Every call passes the vendor's circuit breaker and is retried (exponential backoff with full jitter,
 Retry-After honoured, within the request's deadline and the vendor's retry budget) only when that is safe: an
-idempotent method, an idempotency key the vendor honours, or a connection that was never made. Each attempt is
-recorded on the AdapterCall (for logs, metrics and `gateway trace`).
+idempotent method, an idempotency key the vendor honours (`deduplicated`, said by the adapter), or a connection that
+was never made. Each attempt is recorded on the AdapterCall (for logs, metrics and `gateway trace`).
 
 Below the client is a transport (adapters/transport/: one method, `send`): `h1`, the lean keep-alive pool on
 httptools (the default, measured ~45% less CPU per request than aiohttp in the full chain), or `aiohttp`; tests
@@ -132,11 +132,14 @@ class VendorClient:
     async def request(self, method: str, path: str, *, params: Any = None, json: Any = None,
                       form: Any = None, content: bytes | None = None, headers: dict[str, str] | None = None,
                       call: AdapterCall | None = None, request_id: str | None = None,
-                      read_only: bool = False) -> VendorResponse:
+                      read_only: bool = False, deduplicated: bool = False) -> VendorResponse:
         """Send one logical request to `base_url + path`, through the breaker, with retries where safe.
 
         `read_only`: the vendor documents this request as changing nothing although its method is not idempotent
         (a search sent as POST): it is retried like a GET.
+        `deduplicated`: the request carries an idempotency key the vendor honours (whatever its header is called),
+        so sending it twice has one effect: it is retried like a GET too. Said by the adapter, never guessed from
+        a header's name.
 
         Returns the vendor's answer whatever its status (the adapter maps failures); raises our errors for
         transport failures, an open breaker, or a spent deadline.
@@ -163,7 +166,7 @@ class VendorClient:
         contract = self.contract
         checked = contract.check_request(method, path, hdrs, content, call) if contract is not None else None
         # Safe to send twice: the method says so, or the vendor deduplicates by our idempotency key.
-        repeatable = read_only or method in IDEMPOTENT_METHODS or any(k.lower() == "idempotency-key" for k in hdrs)
+        repeatable = read_only or deduplicated or method in IDEMPOTENT_METHODS
         deadline = call.deadline if call is not None else None
         async with self.throttle.slot():  # our side of the vendor's limits: refused here, the vendor never knows
             trial = self.breaker.admit()

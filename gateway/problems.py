@@ -19,6 +19,7 @@ Raise a `GatewayError` subclass anywhere on the request path; the edge renders i
     │   ├── UnsupportedMediaType           415     unsupported-media-type
     │   ├── VendorRejected                 422     vendor-rejected        (vendor's own validation said no)
     │   ├── IdempotencyKeyReused           422     idempotency-key-reused (same key, different request)
+    │   ├── RequestUnprocessable           422     unprocessable-request  (valid, but cannot be sent as given)
     │   └── RateLimited                    429     rate-limited           (Retry-After)
     └── ServerProblem                      5xx
         ├── InternalError                  500     internal-error
@@ -93,6 +94,13 @@ class RequestInvalid(ClientProblem):
         super().__init__(detail or f"{n} violation{'s' if n != 1 else ''} of the contract",
                          extensions={"errors": [v.as_dict() for v in violations]})
         self.violations = violations
+
+
+class RequestUnprocessable(RequestInvalid):
+    """The request matches its contract, but a value cannot be carried to the vendor as given (e.g. an amount with
+    more decimals than its currency has); `errors` locates each."""
+
+    status, slug, title = 422, "unprocessable-request", "The request cannot be carried out as given"
 
 
 class MalformedRequest(ClientProblem):

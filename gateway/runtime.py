@@ -24,6 +24,7 @@ from gateway.monitoring.service import Monitoring
 from gateway.observability.logs import SENSITIVE, EventLog, install, sensitive_fields
 from gateway.pipeline import build_policies
 from gateway.policies.base import completers
+from gateway.policies.ownership import reference_problems
 from gateway.problems import ProblemRenderer
 from gateway.services import build_services
 from gateway.settings import Settings, VendorSettings
@@ -109,6 +110,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
             if not problems:
                 problems = load_declarations(settings, contracts, operations)[1]
                 problems += mapping_problems(settings, operations)  # declarative vendors: read on every start
+                problems += reference_problems(operations)
                 return contracts, operations if not problems else [], problems, warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
@@ -125,6 +127,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
         # Reconciliation rules, golden paths, SLOs, calendars name operations: checked on every start (not cached).
         compile_problems = load_declarations(settings, contracts, operations)[1]
         compile_problems += mapping_problems(settings, operations)
+        compile_problems += reference_problems(operations)
     return contracts, operations if not compile_problems else [], compile_problems, warnings
 
 

@@ -19,12 +19,13 @@ not. Its own control (never part of Shippo's API) moves a parcel along, as the c
 On DELIVERED, when a webhook endpoint is set (`PUT /_sandbox/webhooks`, scheme `standard`), the sandbox sends a
 signed `shipment.delivered` event {order_id, carrier, tracking_number, delivered_at} as a carrier does: the
 gateway's /webhooks/carrier then marks the order delivered (`make run` wires it). The order id is read from the
-transaction's metadata (`order=<id>`), where the mapping writes it.
+transaction's metadata (`order=<id>;owner=<owner>`), where the mapping writes it.
 Effects: shipments_created, labels_bought, parcels_delivered.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -224,7 +225,14 @@ def create_sandbox() -> Sandbox:
         return json_response(found) if found is not None else shippo_error(404, "Not found.")
 
     async def get_track(request: Request) -> Response:
-        found = tracks.get((request.path_params["carrier"], request.path_params["number"]))
+        carrier, number = request.path_params["carrier"], request.path_params["number"]
+        found = tracks.get((carrier, number))
+        if found is None and number.startswith("NOSCAN"):
+            # A tracking number the carrier has not scanned yet: Shippo answers the Track with tracking_status null
+            # and an empty history (its published OpenAPI document: tracking_status is optional).
+            found = {"carrier": carrier, "tracking_number": number, "tracking_status": None, "tracking_history": [],
+                     "eta": None, "original_eta": None, "metadata": None, "transaction": None,
+                     "messages": ["The carrier has not scanned this parcel yet."], "test": True}
         return json_response(found) if found is not None else shippo_error(404, "Not found.")
 
     async def progress(request: Request) -> Response:
@@ -248,7 +256,8 @@ def create_sandbox() -> Sandbox:
             transaction["object_updated"] = _now()
         if status == "DELIVERED":
             sandbox.state.effects["parcels_delivered"] += 1
-            order = dict(p.partition("=")[::2] for p in str(track["metadata"] or "").split(";")).get("order")
+            found = re.match(r"order=([^;]+)", str(track["metadata"] or ""))  # order first: the owner may hold ;
+            order = found.group(1) if found else None
             if order:
                 sandbox.emit("shipment.delivered", {"order_id": order, "carrier": track["carrier"],
                                                     "tracking_number": track["tracking_number"],

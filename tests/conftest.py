@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.settings import Settings, load_settings
 
@@ -70,6 +71,9 @@ def sandboxes() -> Iterator[Any]:
 
 # Signing keys of the built-in issuer for this test run (the demo config would create them under var/).
 TEST_KEYS = Path(tempfile.mkdtemp(prefix="cg-test-keys-"))
+# The demo's vendors, from gateway.yaml: tests that name every vendor read this, so a new vendor needs no test edit.
+VENDORS = sorted(yaml.safe_load((ROOT / "gateway.yaml").read_text())["vendors"])
+UNREACHABLE = {name: "http://127.0.0.1:9" for name in VENDORS}  # base URLs for checks that never call a vendor
 ALL_SCOPES = ["orders:read", "orders:write", "customers:read", "customers:write", "payments:read", "payments:write",
               "shipping:read", "shipping:write"]
 

@@ -12,23 +12,18 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from gateway.currencies import exponent
+
 from .spec import PLACEHOLDER, Convert, Money, Rule
 
 MISSING: Any = object()  # a source that has no value (not the same as null)
 Part = str | int
 Parts = tuple[Part, ...]
 
-# ISO 4217 minor units (the rest have 2); gateway/mappings/orders_v2.py keeps the same table for orders v2.
-ZERO_DECIMALS = frozenset({"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND",
-                           "VUV", "XAF", "XOF", "XPF"})
-THREE_DECIMALS = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-
-
 def exponent_of(currency: Any) -> int:
     if not isinstance(currency, str) or len(currency) != 3:
         raise ValueError(f"{currency!r} is not a currency code")
-    code = currency.upper()
-    return 0 if code in ZERO_DECIMALS else 3 if code in THREE_DECIMALS else 2
+    return exponent(currency.upper())
 
 
 def split(pointer: str) -> Parts:
@@ -134,14 +129,18 @@ def decimal_to_minor(money: Money) -> Converter:
     return convert
 
 
+def enum_key(value: Any) -> str:
+    """A value as an enum table's key (the keys are written as strings: true, false, 3)."""
+    return value if isinstance(value, str) else ("true" if value is True else "false" if value is False
+                                                 else str(value))
+
+
 def enum_table(table: dict[str, Any], strict: bool = True) -> Converter:
     """Value -> value by the table; a value outside it is a broken answer (ValueError), or, when the rule has a
     `default` (strict False), absent so that the default applies."""
 
     def convert(value: Any, root: Any) -> Any:
-        key = value if isinstance(value, str) else ("true" if value is True else "false" if value is False
-                                                    else str(value))
-        found = table.get(key, MISSING)
+        found = table.get(enum_key(value), MISSING)
         if found is MISSING and strict:
             raise ValueError(f"{value!r} is not in the enum table")
         return found
@@ -216,11 +215,13 @@ def converter(spec: Convert, has_default: bool = False) -> Converter:
 class Compiled:
     """One rule, ready to run: `value(root)` is its value for this source, or MISSING."""
 
-    __slots__ = ("kind", "source", "const", "pieces", "fields", "convert", "default", "has_default")
+    __slots__ = ("kind", "source", "origin", "const", "pieces", "fields", "convert", "default", "has_default")
 
     def __init__(self, rule: Rule) -> None:
         self.kind = rule.kind
         self.source = split(rule.from_ or rule.each or "")
+        # where the value comes from (a template: its first placeholder), to locate a value that cannot be used
+        self.origin = split(rule.from_ or rule.each or next(iter(PLACEHOLDER.findall(rule.template or "")), ""))
         self.const = rule.const
         self.pieces: tuple[str | Parts, ...] = ()
         if rule.template is not None:
@@ -240,7 +241,7 @@ class Compiled:
         if kind == "from":
             value = read(root, self.source)
         elif kind == "template":
-            value = "".join(p if isinstance(p, str) else _text(read(root, p)) for p in self.pieces)
+            value = self.fill(root)
         else:  # each
             items = read(root, self.source)
             if items is MISSING or items is None:
@@ -255,9 +256,21 @@ class Compiled:
         return value
 
 
+    def fill(self, root: Any) -> Any:
+        """The template's text, or MISSING when a placeholder has no value (never written as "")."""
+        out = []
+        for piece in self.pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            value = read(root, piece)
+            if value is MISSING or value is None:
+                return MISSING
+            out.append(_text(value))
+        return "".join(out)
+
+
 def _text(value: Any) -> str:
-    if value is MISSING or value is None:
-        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

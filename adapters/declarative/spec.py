@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 REQUEST_TARGETS = ("path", "query", "header", "body")
 REQUEST_SOURCES = ("body", "params", "owner", "idempotency_key")
 _ROUTE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 PLACEHOLDER = re.compile(r"\{(/[^{}]*)\}")
+CREDENTIAL = re.compile(r"\{credentials\.([A-Za-z0-9_]+)\}")
+# Names the declarative adapter class uses besides Adapter's, and instance attributes (set in __init__, so not
+# visible on a class): no route may take them. adapters/declarative/adapter.py asserts the list is complete.
+RESERVED = frozenset({"vendor", "settings", "client", "headers", "idempotency_header", "run", "prepare", "SPEC",
+                      "PLANS"})
 
 
 class _Model(BaseModel):
@@ -199,12 +204,25 @@ class MappingSpec(_Model):
     @field_validator("operations")
     @classmethod
     def _names(cls, v: dict[str, OperationSpec]) -> dict[str, OperationSpec]:
+        # A route becomes a method of the adapter class: a name the class already uses (`run`, `headers`, ...)
+        # would replace it and break every route.
         from adapters.base import Adapter
 
         for name in v:
-            if not _ROUTE_NAME.match(name) or hasattr(Adapter, name):
-                raise ValueError(f"{name!r} cannot be a route name (lower case, digits, _; not an Adapter "
-                                 "attribute)")
+            if not _ROUTE_NAME.match(name) or hasattr(Adapter, name) or name in RESERVED:
+                raise ValueError(f"{name!r} cannot be a route name (lower case, digits, _; not an attribute of "
+                                 "the adapter class, such as run, handler or headers)")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _credentials_declared(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        declared = info.data.get("credentials") or []
+        for header, value in v.items():
+            for name in CREDENTIAL.findall(value):
+                if name not in declared:
+                    raise ValueError(f"{header}: {{credentials.{name}}} is not declared in `credentials` "
+                                     f"({', '.join(declared) or 'none declared'})")
         return v
 
 
@@ -227,6 +245,10 @@ def load_mapping(file: Path) -> MappingSpec:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise MappingFileError(file, [("", f"cannot read file: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise MappingFileError(file, [("", f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at line {line} "
+                                           "cannot be decoded (save the file as UTF-8)")]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -71,9 +71,11 @@ class StripeAdapter(Adapter):
                       params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """One Stripe call: its JSON object and Stripe's request id on success, else the mapped problem is raised."""
         pairs = list(form_pairs(params))
+        headers = self._headers(call, method)
         response: VendorResponse = await self.client.request(
             method, path, params=pairs if method == "GET" else None, form=pairs if method != "GET" else None,
-            headers=self._headers(call, method), call=call, request_id=call.request_id)
+            headers=headers, call=call, request_id=call.request_id,
+            deduplicated="idempotency-key" in headers)  # Stripe replays the first answer for a key
         if response.status >= 300:
             raise problem_from_response(self.vendor, response)
         body = response.json()

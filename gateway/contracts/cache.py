@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from gateway.settings import Settings
+from gateway.vendorcontracts.check import contract_file
 
 from .load import CONTRACT_SUFFIXES, Contract, ContractProblem
 
@@ -51,6 +52,13 @@ def _code_digest() -> str:
         except PackageNotFoundError:
             pass
     return digest.hexdigest()
+
+
+def _relative(settings: Settings, file: str | None) -> Path | None:
+    if not file:
+        return None
+    path = Path(file)
+    return path if path.is_absolute() else settings.base_dir / path
 
 
 def _file_digest(path: Path) -> str | None:
@@ -79,6 +87,15 @@ class ContractCache:
                 if found is None:
                     return None
                 digest.update(str(file.resolve()).encode() + found.encode())
+        # A declarative vendor's mapping file and vendor contract are part of what the checks vouched for (its
+        # routes are the operations `x-gateway.route` must name, its ownership what the lint accepted): an edit to
+        # either is a new key, so the checks run again.
+        for name, vendor in sorted(settings.vendors.items()):
+            if vendor.adapter != "declarative":
+                continue
+            for source in (_relative(settings, vendor.mapping), contract_file(vendor, settings.base_dir, name)):
+                found = _file_digest(source) if source is not None else None
+                digest.update(f"{name}\0{source}\0{found}\0".encode())
         return digest.hexdigest()
 
     @property

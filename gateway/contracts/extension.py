@@ -100,6 +100,13 @@ class AsyncWork(_Ext):
     ordering_key: str | None = None  # a parameter name, or a JSON pointer into the body: such jobs run in order
 
 
+class Reference(_Ext):
+    """An owned object a request names (e.g. the order a shipment is for): the caller must be able to read it."""
+
+    field: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")  # a field of the request body holding its id
+    operation: str = Field(pattern=r"^[a-z][a-z0-9-]{0,40}\.v[0-9]{1,3}\.[A-Za-z][A-Za-z0-9_]{0,99}$")  # its read
+
+
 class Ownership(_Ext):
     """Whose objects a caller may see and change (gateway/policies/ownership.py, docs/ownership.md)."""
 
@@ -116,6 +123,10 @@ class Ownership(_Ext):
     next_cursor: str | None = None
     cursor_param: str | None = None
     limit_param: str | None = None
+    # Objects of other APIs the request names by id: before the vendor is called, each is read through its
+    # operation (api.version.operationId, one path parameter) with the caller's identity, so its ownership
+    # applies: missing or another owner's is 404, as for this API's own objects.
+    references: list[Reference] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -12,19 +12,11 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.base import AdapterCall, AdapterResult
+from gateway.currencies import exponent
 
 TO_V2_STATUS = {"processing": "confirmed", "on_hold": "held"}
 TO_V1_STATUS = {v: k for k, v in TO_V2_STATUS.items()}
 # ISO 4217 currencies without a minor unit, and the few with three decimals; the rest have two.
-ZERO_DECIMALS = {"BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF", "UGX", "UYI", "VND", "VUV",
-                 "XAF", "XOF", "XPF"}
-THREE_DECIMALS = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
-
-
-def exponent(currency: str) -> int:
-    return 0 if currency in ZERO_DECIMALS else 3 if currency in THREE_DECIMALS else 2
-
-
 def to_minor(decimal: str, currency: str) -> int:
     return int((Decimal(decimal) * (10 ** exponent(currency))).to_integral_exact())
 

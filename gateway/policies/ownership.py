@@ -31,12 +31,14 @@ import base64
 import dataclasses
 import hmac
 import logging
+import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
 from adapters.base import AdapterCall, AdapterResult, Handler
 from gateway.context import RequestContext
 from gateway.contracts.extension import Ownership
+from gateway.contracts.load import ContractProblem
 from gateway.http.response import Response
 from gateway.observability import metrics
 from gateway.policies.base import BasePolicy
@@ -58,6 +60,7 @@ DEFAULT_BODY_FIELD = "owner"
 VENDOR_PAGE = 100  # items asked of the vendor per page of a gateway-filtered list
 MAX_VENDOR_PAGES = 10  # per request: a page may come back short (with a cursor to go on) rather than take long
 MAC_BYTES = 12
+TEMPLATE_PARAM = re.compile(r"\{([^{}]+)\}")
 NOT_FOUND_DETAIL = "there is no resource with this identifier"
 LIST_KINDS = ("list", "list-unfiltered")
 
@@ -150,8 +153,10 @@ class Enforcer:
     """Runs an owned operation's adapter call: stamps, checks or filters by owner (bound as `op.ownership`)."""
 
     def __init__(self, op: Operation, block: Ownership, kind: str, reader: Handler | None,
-                 signer: CursorSigner | None) -> None:
+                 signer: CursorSigner | None, operations: dict[str, Operation] | None = None) -> None:
         self.op = op
+        self.references = [(r.field, r.operation) for r in block.references or ()]
+        self.operations = operations if operations is not None else {}  # by key, bound by the runtime
         self.kind = kind
         self.reader = reader
         self.signer = signer  # set for a gateway-filtered list
@@ -192,6 +197,8 @@ class Enforcer:
             raise self.not_found()
         sees_all = self.sees_all(call)
         kind = self.kind
+        if self.references:
+            await self.check_references(call, owner)
         if kind == "create":
             result = await handler(call)
             if result.status < 300 and result.owner != owner:
@@ -227,6 +234,30 @@ class Enforcer:
         if result.status == 404 and kind == "forward":
             raise self.not_found()
         return result
+
+    async def check_references(self, call: AdapterCall, owner: str) -> None:
+        """Each object the request names (ownership.references) is read with the caller's identity through its own
+        operation, so its ownership applies: missing, or another owner's, is 404 before this vendor is called."""
+        body = call.body if isinstance(call.body, dict) else {}
+        for name, key in self.references:
+            value = body.get(name)
+            if value is None:
+                continue  # not named: the contract says whether it must be
+            target = self.operations.get(key)
+            if target is None or target.ownership is None or target.handler is None:
+                raise LookupError(f"{self.op.key}: ownership reference {key} is not served (gateway check refuses "
+                                  "this)")
+            param = reference_parameter(target)
+            probe = AdapterCall(target.operation_id, {param: str(value)}, request_id=call.request_id,
+                                client_id=call.client_id, scopes=call.scopes, options=target.route_options,
+                                deadline=call.deadline, traceparent=call.traceparent, tracestate=call.tracestate,
+                                span=call.span, owner=owner)
+            if target.mapping is not None:
+                probe = target.mapping.to_canonical(target.operation_id, probe)
+            try:
+                await target.ownership.execute(probe, target.handler)
+            except ResourceNotFound:
+                raise ResourceNotFound(f"there is no {name.removesuffix('_id')} with this identifier") from None
 
     async def filtered(self, call: AdapterCall, handler: Handler, owner: str | None) -> AdapterResult:
         """One page of the caller's own items from a list the vendor cannot filter (owner None: every item)."""
@@ -291,7 +322,63 @@ def enforcer_for(op: Operation, services: Services) -> Enforcer | None:
         raise LookupError(f"{op.key}: the {op.vendor} adapter cannot enforce ownership on {op.adapter_operation}")
     needs_signer = kind == "list-unfiltered" or block.mode == "gateway-filtered"
     return Enforcer(op, block, kind, adapter.handler(reader) if reader else None,
-                    cursor_signer(services) if needs_signer else None)
+                    cursor_signer(services) if needs_signer else None,
+                    services.operations if block.references else None)
+
+
+def reference_parameter(op: Operation) -> str:
+    """The one path parameter of a referenced read operation (its object's id)."""
+    names = TEMPLATE_PARAM.findall(op.path)
+    if len(names) != 1:
+        raise LookupError(f"{op.key} has {len(names)} path parameters; a reference names an object by one")
+    return str(names[0])
+
+
+def reference_problems(operations: list[Operation]) -> list[ContractProblem]:
+    """`gateway check`: each ownership reference names a served, owned read operation with one path parameter,
+    whose objects have the same kind of owner, and a field of the request body."""
+    by_key = {op.key: op for op in operations}
+    out: list[ContractProblem] = []
+    for op in operations:
+        block = ownership_of(op)
+        for i, ref in enumerate(block.references or () if block is not None else ()):
+            assert block is not None
+            where = f"{op.pointer}/x-gateway/ownership/references/{i}"
+            target = by_key.get(ref.operation)
+            target_block = ownership_of(target) if target is not None else None
+            reason = None
+            if target is None:
+                reason = f"operation {ref.operation} does not exist"
+            elif target_block is None or target.method != "GET":
+                reason = f"{ref.operation} is not an owned read (GET) operation"
+            elif (target_block.owner or "client") != (block.owner or "client"):
+                reason = f"{ref.operation}'s objects belong to {target_block.owner}, this operation's to {block.owner}"
+            elif len(TEMPLATE_PARAM.findall(target.path)) != 1:
+                reason = f"{ref.operation} does not read one object by one path parameter"
+            elif op.body is None or ref.field not in _body_fields(op):
+                reason = f"the request body has no field {ref.field!r}"
+            if reason is not None:
+                out.append(ContractProblem(op.file, where, f"ownership reference: {reason}"))
+    return out
+
+
+def _body_fields(op: Operation) -> set[str]:
+    content = ((op.node.get("requestBody") or {}).get("content") or {})
+    schema = next((m.get("schema") for m in content.values() if isinstance(m, dict)), None)
+    return set(_properties(op, schema, op.contract.path))
+
+
+def _properties(op: Operation, schema: Any, file: Any, depth: int = 0) -> list[str]:
+    if not isinstance(schema, dict) or depth > 8:
+        return []
+    schema, file, _ = op.contract.resolver.deref(schema, file, "")
+    if not isinstance(schema, dict):
+        return []
+    found = list(schema.get("properties") or {})
+    for key in ("allOf", "anyOf", "oneOf"):
+        for part in schema.get(key) or []:
+            found += _properties(op, part, file, depth + 1)
+    return found
 
 
 def build(op: Operation, services: Services) -> OwnershipPolicy | None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.declarative.adapter import mapping_file
+from adapters.declarative.engine import enum_key, split
 from adapters.declarative.spec import (
     PLACEHOLDER,
     MappingFileError,
@@ -38,11 +39,12 @@ from adapters.declarative.spec import (
 from gateway.contracts.compile import Operation
 from gateway.contracts.load import display
 from gateway.contracts.problems import ContractProblem
+from gateway.contracts.shapes import json_type
 from gateway.settings import Settings, VendorSettings
 
 from .check import contract_file
 from .contract import VendorContract, VendorContractError, load_vendor_contract
-from .navigate import CALLER, DEPTH, Pos, Schemas, fits, json_type, split
+from .navigate import CALLER, DEPTH, Pos, Schemas, fits
 
 
 class _Route:
@@ -172,6 +174,8 @@ class _Route:
                 continue
             sure = self.rule(where, rule, public_source, self.pub, target_pos, self.ven, "public", "vendor")
             supplied[parts] = sure
+            if rule.kind == "each" and rule.each is not None:
+                self.request_items(where, rule, public_source(split(rule.each))[0], target_pos)
         self.required_supplied(vendor_body, vendor_path_item, supplied)
         if self.spec.ownership == "create" and not any("{/owner}" in (r.template or "") or r.from_ == "/owner"
                                                        for r in self.spec.request.values()):
@@ -181,6 +185,40 @@ class _Route:
             self.problem("/response", f"an ownership `{self.spec.ownership}` route says where the answer keeps the "
                                       "owner (`response.owner`)", vendor=self.vendor_op)
         self.responses()
+
+    def request_items(self, where: str, rule: Rule, source_list: Pos | None, target_list: Pos,
+                      depth: int = 0) -> None:
+        """A request `each`: its item rules against the public list's items and the vendor list's items, as the
+        answer's are (pointers, types, converters), and the vendor item's required fields written."""
+        item_target = self.ven.child(target_list, "*")
+        if item_target is None or depth > DEPTH:
+            return
+        item_source = self.pub.child(source_list, "*") if source_list is not None and source_list is not CALLER \
+            else None
+
+        def item_find(parts: tuple[str | int, ...]) -> tuple[Pos | None, str, bool]:
+            if item_source is None:
+                return CALLER, "", True  # the list itself is refused already: its items cannot be looked at
+            found, missing = self.pub.walk(item_source, parts)
+            return found, missing, found is not None and self.pub.surely(item_source, parts)
+
+        written: dict[tuple[str | int, ...], bool] = {}
+        for target, item_rule in (rule.fields or {}).items():
+            here = f"{where}/fields/{escape(target)}"
+            parts = split(target)
+            target_pos, missing = self.ven.walk(item_target, parts)
+            if target_pos is None:
+                self.problem(here, f"{target} is not in the vendor request's list items ({missing!r} is not "
+                             "declared)", vendor=self.ven.last or item_target, public=item_source or self.public_op)
+                continue
+            written[parts] = self.rule(here, item_rule, item_find, self.pub, target_pos, self.ven, "public",
+                                       "vendor")
+            if item_rule.kind == "each" and item_rule.each is not None:
+                self.request_items(here, item_rule, item_find(split(item_rule.each))[0], target_pos, depth + 1)
+        names, _ = self.ven.required(item_target)
+        if names or written:
+            self._required(item_target, (), written, f"{where}/fields", "vendor request item", self.ven,
+                           vendor=True, other=item_source or self.public_op, in_body=False)
 
     def _source_pos(self, rule: Rule, source: Callable[[tuple[str | int, ...]], tuple[Pos | None, str, bool]]
                     ) -> Pos | None:
@@ -225,7 +263,7 @@ class _Route:
 
     def _required(self, pos: Pos, prefix: tuple[str | int, ...], targets: dict[tuple[str | int, ...], bool],
                   where: str, side: str, schemas: Schemas, vendor: bool, depth: int = 0, strict: bool = True,
-                  other: Pos | None = None) -> None:
+                  other: Pos | None = None, in_body: bool = True) -> None:
         """Required properties under `pos` (at `prefix`) are written by `targets` (parts -> surely). Under an
         optional object (`strict` False) a rule is enough: the object is there only when its sources are."""
         if depth > DEPTH:
@@ -244,7 +282,7 @@ class _Route:
             if name in names and exact is None and not deeper:
                 self.problem(where, f"the {side} field {pointer} is required and no rule writes it", **place)
             elif name in names and exact is False and strict:
-                self.problem(f"{where}/{escape(self._key(child_prefix, vendor))}",
+                self.problem(f"{where}/{escape(self._key(child_prefix, vendor and in_body))}",
                              f"the {side} field {pointer} is required but its source may be absent (give a "
                              "`default`, or take it from a field the other contract requires)", **place)
             if deeper and child is not None:
@@ -255,10 +293,10 @@ class _Route:
                                         None)
                     if index_prefix is not None:
                         self._required(item, index_prefix, targets, where, side, schemas, vendor, depth + 1,
-                                       strict and name in names, other)
+                                       strict and name in names, other, in_body)
                 else:
                     self._required(child, child_prefix, targets, where, side, schemas, vendor, depth + 1,
-                                   strict and name in names, other)
+                                   strict and name in names, other, in_body)
 
     def _key(self, parts: tuple[str | int, ...], vendor: bool) -> str:
         return ("/body" if vendor else "") + "".join("/" + escape(p) for p in parts)
@@ -330,12 +368,18 @@ class _Route:
             self._fit(where, {json_type(rule.const)}, target_types, place, "the constant")
             return True
         if rule.kind == "template":
+            # A template has a value only when every placeholder has one (a missing one is never written as ""):
+            # it is sure when all its placeholders are, or when it has a default.
+            all_sure = True
             for pointer in PLACEHOLDER.findall(rule.template or ""):
-                found, missing, _ = source(split(pointer))
+                found, missing, sure = source(split(pointer))
                 if found is None:
                     self._missing(where, pointer, missing, source_side, place, source_schemas)
+                all_sure = all_sure and sure
             self._fit(where, {"string"} | default_types, target_types, place, "the template's text")
-            return True
+            return all_sure or rule.has_default
+        if rule.has_default and rule.default is not None:
+            self._enum_member(f"{where}/default", [rule.default], target, target_schemas, place)
         pointer = rule.from_ if rule.kind == "from" else rule.each
         assert pointer is not None
         found, missing, sure = source(split(pointer))
@@ -356,30 +400,45 @@ class _Route:
             expects = {"minor_to_decimal": {"integer", "null"}, "decimal_to_minor": {"string", "number", "integer",
                                                                                      "null"},
                        "pattern": {"string", "null"}}.get(kind)
+            if kind == "to":
+                expects = {"string": {"string", "integer", "number", "boolean", "null"},
+                           "boolean": {"boolean", "string", "null"}}.get(str(convert.to),
+                                                                         {"string", "integer", "number", "null"})
             if expects is not None and not fits(types, expects):
                 self.problem(where, f"{kind} reads {' or '.join(sorted(expects - {'null'}))}; {pointer} is "
                                     f"{' or '.join(sorted(types or ()))}", **place)
             money = convert.minor_to_decimal or convert.decimal_to_minor
             if money is not None and money.currency is not None:
                 currency, gone, _ = source(split(money.currency))
+                here = f"{where}/convert/{kind}/currency"
                 if currency is None:
-                    self._missing(f"{where}/convert/{kind}/currency", money.currency, gone, source_side, place,
-                                  source_schemas)
+                    self._missing(here, money.currency, gone, source_side, place, source_schemas)
+                elif currency is not CALLER:
+                    kinds = source_schemas.types(currency)
+                    if not fits(kinds, {"string"}):
+                        self.problem(here, f"{money.currency} is {' or '.join(sorted(kinds or ()))}: a currency code "
+                                           "is a string", **{**place, source_side: currency})
+                    elif not self._present_with(source, pointer, money.currency, source_schemas):
+                        self.problem(here, f"{money.currency} may be absent where {pointer} is there: the amount "
+                                           "could not be converted (take a currency the contract requires beside "
+                                           "the amount, or a fixed `exponent`)", **{**place, source_side: currency})
             if kind == "enum" and convert.enum is not None:
                 declared = source_schemas.enum(found)
                 if declared is not None and not rule.has_default:
-                    gaps = [v for v in declared[0] if v is not None and _key(v) not in convert.enum]
+                    gaps = [v for v in declared[0] if v is not None and enum_key(v) not in convert.enum]
                     if gaps:
                         self.problem(f"{where}/convert/enum", f"the enum table has no entry for {gaps} of "
                                      f"{pointer}", **{**place, source_side: declared[1]})
                 self._enum_member(f"{where}/convert/enum", list(convert.enum.values()), target, target_schemas,
                                   place)
                 out_types = {json_type(v) for v in convert.enum.values()}
-            elif kind == "to":
-                out_types = {str(convert.to)}
             else:
-                out_types = {"minor_to_decimal": {"string"}, "decimal_to_minor": {"integer"},
-                             "pattern": {"string"}}[kind]
+                if kind == "to":
+                    out_types = {str(convert.to)}
+                else:
+                    out_types = {"minor_to_decimal": {"string"}, "decimal_to_minor": {"integer"},
+                                 "pattern": {"string"}}[kind]
+                self._open_into_enum(where, f"{kind} of {pointer}", target, target_schemas, place)
             if types is not None and "null" in types:
                 out_types = out_types | {"null"}  # null passes through a converter unchanged
             types = out_types
@@ -387,6 +446,8 @@ class _Route:
             declared = source_schemas.enum(found)
             if declared is not None:
                 self._enum_member(where, declared[0], target, target_schemas, place, source=pointer)
+            elif types is None or types - {"null"} <= {"string", "integer", "number", "boolean"}:
+                self._open_into_enum(where, pointer, target, target_schemas, place)
         self._fit(where, (types | default_types) if types is not None else None, target_types, place, pointer)
         return sure or rule.has_default
 
@@ -408,17 +469,34 @@ class _Route:
             place = {side: declared[1] if pos is target else pos for side, pos in place.items()}
             self.problem(where, f"{what} {outside}, outside the target's enum {declared[0]}", **place)
 
+    def _open_into_enum(self, where: str, what: str, target: Pos, schemas: Schemas, place: dict[str, Pos]) -> None:
+        """A value of no declared enum written where the target has one: it needs an enum table."""
+        declared = schemas.enum(target) if target is not CALLER else None
+        if declared is not None:
+            place = {side: declared[1] if pos is target else pos for side, pos in place.items()}
+            self.problem(where, f"{what} may be any value; the target's enum takes only {declared[0]} (map it "
+                                "with `convert: {enum: {...}}`, with a `default` for the values the table does not "
+                                "know)", **place)
+
+    @staticmethod
+    def _present_with(source: Callable[[tuple[str | int, ...]], tuple[Pos | None, str, bool]], amount: str,
+                      currency: str, schemas: Schemas) -> bool:
+        """Whether the currency is there whenever the amount is: required below the objects the two share."""
+        a, c = split(amount), split(currency)
+        common = 0
+        while common < min(len(a), len(c)) - 1 and a[common] == c[common]:
+            common += 1
+        shared = source(c[:common])[0]
+        if shared is None or shared is CALLER:
+            return True
+        return schemas.surely(shared, c[common:])
+
     def _missing(self, where: str, pointer: str, missing: str, side: str, place: dict[str, Pos],
                  schemas: Schemas) -> None:
         root = {"public": "the public operation's request", "vendor": "the vendor operation's answer"}[side]
         if schemas.last is not None:
             place = {**place, side: schemas.last}
         self.problem(where, f"{pointer} is not in {root} ({missing!r} is not declared)", **place)
-
-
-def _key(value: Any) -> str:
-    return value if isinstance(value, str) else ("true" if value is True else "false" if value is False
-                                                 else str(value))
 
 
 class MappingCheck:

@@ -11,6 +11,7 @@ from typing import Any
 
 from adapters.declarative.spec import escape
 from gateway.contracts.load import display
+from gateway.contracts.shapes import json_type
 
 Deref = Callable[[Any, Path, str], tuple[Any, Path, str]]
 DEPTH = 24
@@ -134,30 +135,8 @@ class Schemas:
         return True
 
 
-def json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def fits(source: set[str] | None, target: set[str] | None) -> bool:
     if source is None or target is None:
         return True
     widened = target | ({"integer"} if "number" in target else set())
     return source <= widened
-
-
-def split(pointer: str) -> tuple[str | int, ...]:
-    out: list[str | int] = []
-    for raw in pointer[1:].split("/") if pointer else []:
-        part = raw.replace("~1", "/").replace("~0", "~")
-        out.append(int(part) if part.isdigit() else part)
-    return tuple(out)

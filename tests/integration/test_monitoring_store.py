@@ -13,9 +13,9 @@ import pytest
 
 from gateway.monitoring.exceptions import ExceptionQueue
 from gateway.monitoring.store import MonitoringStore
-from tests.conftest import demo_settings
+from tests.conftest import UNREACHABLE, demo_settings
 
-URLS = {"stripe": "http://127.0.0.1:9", "hubspot": "http://127.0.0.1:9", "woocommerce": "http://127.0.0.1:9"}
+URLS = UNREACHABLE
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

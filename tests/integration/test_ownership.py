@@ -27,7 +27,7 @@ from starlette.routing import Route
 from adapters.woocommerce.mapping import new_order_to_wc
 from gateway.app import create_app
 from gateway.runtime import check
-from tests.conftest import ALL_SCOPES, ROOT, ServerThread, bearer, demo_settings
+from tests.conftest import ALL_SCOPES, ROOT, UNREACHABLE, ServerThread, bearer, demo_settings
 from tests.jobsupport import wait_for
 from tests.services import free_port
 
@@ -57,8 +57,7 @@ PER_REQUEST = ("instance", "request_id")
 
 
 def _operations() -> list[Any]:
-    urls = {name: "http://127.0.0.1:9" for name in ("stripe", "hubspot", "woocommerce", "shippo")}
-    _, operations, problems = check(demo_settings(urls))
+    _, operations, problems = check(demo_settings(UNREACHABLE))
     assert not problems, problems
     return sorted(operations, key=lambda op: op.key)
 
@@ -85,8 +84,9 @@ def world(sandboxes):
     rates = a.post("/v1/shipping/rates", json=BODIES["quoteShippingRates"])
     assert rates.status_code == 200, rates.text
     rate = rates.json()["rates"][0]
-    BODIES["createShipment"] = {"order_id": "ord_1", "rate_id": rate["id"]}  # a rate belongs to nobody
-    shipment = a.post("/v1/shipments", json=BODIES["createShipment"])
+    # a rate belongs to nobody; the order must be A's own (x-gateway.ownership.references)
+    BODIES["createShipment"] = {"order_id": order.json()["id"], "rate_id": rate["id"]}
+    shipment = a.post("/v1/shipments", json=BODIES["createShipment"], headers={"idempotency-key": uuid.uuid4().hex})
     for made in (order, customer, payment, job, shipment):
         assert made.status_code in (201, 202), made.text
     wait_for("partner A's job to finish", lambda: a.get(f"/v1/operations/{job.json()['id']}").json()["state"]
@@ -95,7 +95,9 @@ def world(sandboxes):
            "payment_id": payment.json()["id"], "operation_id": job.json()["id"],
            "shipment_id": shipment.json()["id"], "carrier": rate["carrier"],
            "tracking_number": shipment.json()["tracking_number"]}
-    yield {"app": app, "ids": ids, **clients}
+    b_order = clients["b"].post("/v1/orders", json=ORDER)  # what B's own creates may name (a shipment's order)
+    assert b_order.status_code == 201, b_order.text
+    yield {"app": app, "ids": ids, "b_ids": {"order_id": b_order.json()["id"]}, **clients}
     for client in clients.values():
         client.close()
     server.stop()
@@ -207,7 +209,13 @@ def test_other_partner_never_reaches_the_first_partners_objects(world, op):
         listed = _all_pages(b, _path(op, {}))
         assert not {item.get("id") for item in listed} & set(world["ids"].values())
     else:
-        # A create: the object is partner B's, and partner A cannot read it.
+        # A create: the object is partner B's, and partner A cannot read it. Naming one of A's objects in it (the
+        # order of a shipment: x-gateway.ownership.references) is 404, as a missing one; B names its own.
+        block = op.config.ownership or op.api_config.ownership
+        for ref in block.references or () if block is not None else ():
+            foreign = b.request(op.method, _path(op, {}), json=body, headers={"idempotency-key": uuid.uuid4().hex})
+            assert foreign.status_code == 404 and foreign.json()["type"].endswith("/resource-not-found"), foreign.text
+            body = {**body, ref.field: world["b_ids"][ref.field]}
         made = b.request(op.method, _path(op, {}), json=body, headers=headers)
         assert made.status_code in (200, 201), made.text
         new_id = made.json()["id"]

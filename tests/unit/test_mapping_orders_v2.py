@@ -15,6 +15,7 @@ V1_ORDER = {"id": "ord_7", "status": "processing", "currency": "EUR", "total": "
 
 @pytest.mark.parametrize("decimal, currency, minor", [
     ("19.99", "EUR", 1999), ("0.10", "USD", 10), ("1500", "JPY", 1500), ("1.234", "KWD", 1234), ("0", "EUR", 0),
+    ("1.2345", "CLF", 12345), ("2.5000", "UYW", 25000),  # the 4-decimal funds codes (gateway/currencies.py)
 ])
 def test_money_round_trips_exactly(decimal, currency, minor):
     """Decimal strings and minor units convert both ways with no float rounding."""

@@ -23,9 +23,9 @@ from gateway.monitoring.promrules import dashboard, rule_groups, rules_document
 from gateway.monitoring.slo import objectives
 from gateway.observability import metrics
 from gateway.runtime import check
-from tests.conftest import ROOT, demo_settings
+from tests.conftest import ROOT, UNREACHABLE, demo_settings
 
-SANDBOXES = {"stripe": "http://127.0.0.1:9", "hubspot": "http://127.0.0.1:9", "woocommerce": "http://127.0.0.1:9"}
+SANDBOXES = UNREACHABLE
 CACHE = Path(tempfile.gettempdir()) / "cg-promtool"
 GET_ORDER = {"api": "orders", "version": "v2", "operation": "getOrder"}
 
