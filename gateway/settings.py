@@ -167,7 +167,7 @@ class AdmissionSettings(Strict):
     max_limit: int = Field(10_000, ge=1)  # the limit while the loop keeps up (requests past admission at once)
     busy_ratio: float = Field(0.9, gt=0, le=1)  # the process using this share of its core means the CPU is full
     target_loop_delay_ms: float = Field(10.0, gt=0)  # so does the loop answering later than this
-    target_cpu_delay_ms: float = Field(7.0, gt=0)  # on a full CPU, an admitted request waits about this for it
+    target_cpu_delay_ms: float = Field(6.0, gt=0)  # on a full CPU, an admitted request waits about this for it
     probe_interval_ms: float = Field(5.0, gt=0)
     window_ms: float = Field(100.0, gt=0)  # the limit is adjusted once per window
     increase_ratio: float = Field(0.1, gt=0, le=1)
