@@ -108,9 +108,7 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
         if not problems:
             operations, problems = compile_contracts(contracts, settings, prepared=entry.get("schemas"))
             if not problems:
-                problems = load_declarations(settings, contracts, operations)[1]
-                problems += mapping_problems(settings, operations)  # declarative vendors: read on every start
-                problems += reference_problems(operations)
+                problems = _every_start_problems(settings, contracts, operations)
                 return contracts, operations if not problems else [], problems, warnings_of(entry)
     contracts, problems = load_contracts(settings.contract_paths())
     problems += _settings_problems(settings)
@@ -124,11 +122,19 @@ def check_all(settings: Settings) -> tuple[list[Contract], list[Operation], list
     operations, compile_problems = compile_contracts(contracts, settings, exported=exported)
     if not compile_problems:
         cache.store(contracts, exported, warnings)
-        # Reconciliation rules, golden paths, SLOs, calendars name operations: checked on every start (not cached).
-        compile_problems = load_declarations(settings, contracts, operations)[1]
-        compile_problems += mapping_problems(settings, operations)
-        compile_problems += reference_problems(operations)
+        compile_problems = _every_start_problems(settings, contracts, operations)
     return contracts, operations if not compile_problems else [], compile_problems, warnings
+
+
+def _every_start_problems(settings: Settings, contracts: list[Contract],
+                          operations: list[Operation]) -> list[ContractProblem]:
+    """What the compile cache does not vouch for, checked on every start: reconciliation rules, golden paths, SLOs
+    and calendars name operations; declarative vendors' mappings are read from their files; ownership references
+    name operations."""
+    problems = load_declarations(settings, contracts, operations)[1]
+    problems += mapping_problems(settings, operations)
+    problems += reference_problems(operations)
+    return problems
 
 
 class Runtime:
