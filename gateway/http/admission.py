@@ -226,15 +226,15 @@ class Admission:
         if loop is None or not self.hold_s:
             self._resolve(waiter, False)
             return
-        now = loop.time()
+        now = time.perf_counter()  # the clock of waiter.since
         if now - self._refused_since >= self.settings.retry_after_s:
             self._refused_before, self._refused = self._refused, set()
             self._refused_since = now
         client = waiter.client
         # Back before its Retry-After was up (a retry storm, a load generator): this refusal leaves after
         # shed_hold_ms, so that refusals cannot become a CPU flood of their own. A first refusal leaves at once.
-        held = self.hold_s - (time.perf_counter() - waiter.since) \
-            if client in self._refused or client in self._refused_before else 0.0
+        held = self.hold_s - (now - waiter.since) if client in self._refused or client in self._refused_before \
+            else 0.0
         self._refused.add(client)
         if held > 0:
             loop.call_later(held, self._resolve, waiter, False)
