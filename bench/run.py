@@ -184,6 +184,7 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="only nginx and the gateway")
     parser.add_argument("--only", action="append", help="run only systems whose name contains this (repeatable; "
                                                        "nginx direct always runs), e.g. --only 'memory limiter'")
+    parser.add_argument("--methods", default="GET,POST", help="which requests to measure, comma-separated")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the gateway into this folder "
                                                      "(pip install py-spy; its numbers are then not clean)")
@@ -272,6 +273,8 @@ def main() -> None:
                     spy = profiler(args, system, pids.get("gateway"), n)
                     pid = pids.get("gateway") or pids.get("peer")
                     for method, request in requests.items():
+                        if method not in args.methods.split(","):
+                            continue
                         rounds.setdefault((system.name, method), []).append(
                             wrk(system.name, seconds=args.seconds, connections=base_connections, pid=pid,
                                 **request))

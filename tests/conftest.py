@@ -21,7 +21,7 @@ DATA = Path(__file__).resolve().parent / "data"
 class ServerThread:
     """An ASGI app served by uvicorn on an ephemeral loopback port, in a background thread with its own loop."""
 
-    def __init__(self, app: Any, lifespan: str = "on") -> None:
+    def __init__(self, app: Any, lifespan: str = "on", timeout_keep_alive: float = 5) -> None:
         import uvicorn
 
         from sandboxes.base import bind
@@ -31,7 +31,7 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="uvloop",
                                 http="gateway.http.server:HttpProtocol", timeout_graceful_shutdown=2,
-                                proxy_headers=False)
+                                proxy_headers=False, timeout_keep_alive=timeout_keep_alive)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None

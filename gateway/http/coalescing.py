@@ -57,5 +57,15 @@ class CoalescingTransport:
         self.flush()  # what was written before close() is sent, as with a plain transport
         self.transport.close()
 
-    def __getattr__(self, name: str) -> Any:  # everything else (pause_reading, get_extra_info, abort...) as is
+    # Called on every request by the HTTP server: plain methods, not the slower __getattr__ below.
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
+
+    def __getattr__(self, name: str) -> Any:  # everything else (get_extra_info, abort, set_protocol...) as is
         return getattr(self.transport, name)

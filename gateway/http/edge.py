@@ -19,6 +19,7 @@ from typing import Any
 
 from gateway import pipeline
 from gateway.context import RequestContext
+from gateway.contracts.compile import Operation
 from gateway.dispatch import dispatch
 from gateway.http.admission import PRIORITY_NAMES, Waiter, client_key
 from gateway.http.body import ClientDisconnected
@@ -82,6 +83,14 @@ def correlation(headers: list[tuple[bytes, bytes]]) -> tuple[str, str, str | Non
     return request_id or ids[:32], f"00-{ids[:32]}-{ids[32:]}-00", None, False
 
 
+def _path_of(scope: dict[str, Any]) -> str:
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else scope["path"]
+    if "?" in path:  # some servers include the query in raw_path
+        path = path.split("?", 1)[0]
+    return path
+
+
 class Edge:
     """The gateway's ASGI application."""
 
@@ -98,14 +107,45 @@ class Edge:
                                      for h in getattr(p, "key_headers", ()))
         self._shed_counters: dict[tuple[str, str], Any] = {}
 
+    def admit_early(self, scope: dict[str, Any]) -> tuple[Operation, Waiter] | None:
+        """Admission at the socket, before the server starts a task for the request (gateway/http/server.py).
+
+        None: go on (admitted or queued; the decision travels in the scope and `__call__` does not route or
+        enter again). Else the request is refused: (operation, waiter), to be answered with `refusal` once the
+        waiter's future is done (at once, or after its hold). A path no contract declares, and every request
+        while tracing is on (a refusal is traced like any request), take the ordinary way through `__call__`.
+        """
+        admission = self.admission
+        if admission is None or self.runtime.tracing.tracer is not None:
+            return None
+        try:
+            op, path_params = self.router.match(scope["method"], _path_of(scope))
+        except GatewayError:
+            return None
+        waiter = admission.enter(client_key(scope, self.key_headers), op.priority, scope.get("gateway.arrived"))
+        if waiter is not None and waiter.reason:
+            return op, waiter
+        scope["gateway.admission"] = (op, path_params, waiter)
+        return None
+
+    def refusal(self, scope: dict[str, Any], op: Operation, reason: str) -> Response:
+        """The answer to a request refused at the socket: counted, logged (stage admission) and rendered as the
+        edge renders any shed request."""
+        started = scope.get("gateway.arrived") or time.perf_counter()
+        request_id, traceparent, _, _ = correlation(scope["headers"])
+        response = self._overloaded(op, reason, request_id)
+        self.observer.refused(op, response.status, request_id, traceparent, started)
+        response.headers.append((b"x-request-id", request_id.encode()))
+        return response
+
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.shell(scope, receive, send)
-        raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
-        if "?" in path:  # some servers include the query in raw_path
-            path = path.split("?", 1)[0]
+        early = scope.get("gateway.admission")
+        if early is not None:
+            return await self._admitted(scope, receive, send, *early)
         try:
+            path = _path_of(scope)
             try:
                 op, path_params = self.router.match(scope["method"], path)
             except NotFound:
@@ -120,6 +160,15 @@ class Edge:
             response.headers.append((b"x-request-id", request_id.encode()))
             self.observer.early_problem(scope["method"], err.status, request_id, traceparent, started)
             return await send_response(send, response)
+        admission = self.admission
+        waiter = None if admission is None else admission.enter(client_key(scope, self.key_headers), op.priority,
+                                                                scope.get("gateway.arrived"))
+        return await self._admitted(scope, receive, send, op, path_params, waiter)
+
+    async def _admitted(self, scope: dict[str, Any], receive: Receive, send: Send, op: Operation,
+                        path_params: dict[str, str], waiter: Waiter | None) -> None:
+        """A routed request past admission's entry: `waiter` None (admitted, or no admission control), else
+        queued: it waits for its turn, or is shed."""
         request_id, traceparent, tracestate, from_caller = correlation(scope["headers"])
         ctx = RequestContext(scope, receive, op, request_id, path_params)
         ctx.traceparent = traceparent
@@ -128,10 +177,8 @@ class Edge:
         if self.runtime.tracing.tracer is not None:
             ctx.span = self.runtime.tracing.start_request(ctx)
         admission = self.admission
-        if admission is not None:
-            waiter = admission.enter(client_key(scope, self.key_headers), op.priority, scope.get("gateway.arrived"))
-            if waiter is not None and not await admission.wait(waiter):
-                return await self._shed(ctx, waiter, send)
+        if waiter is not None and admission is not None and not await admission.wait(waiter):
+            return await self._shed(ctx, waiter, send)
         try:
             response = await self.run(ctx)
         except ClientDisconnected:
@@ -146,20 +193,23 @@ class Edge:
 
     async def _shed(self, ctx: RequestContext, waiter: Waiter, send: Send) -> None:
         """503 overloaded: nothing ran for this request (no policy, no body read, no vendor call)."""
-        assert self.admission is not None
         ctx.stage = "admission"
         ctx.notes["problem"] = "overloaded"
-        counter = self._shed_counters.get((ctx.op.key, waiter.reason))
-        if counter is None:
-            op = ctx.op
-            counter = self._shed_counters[(op.key, waiter.reason)] = metrics.admission_shed_total.labels(
-                op.api, op.version, op.operation_id, PRIORITY_NAMES[op.priority], waiter.reason)
-        counter.inc()
-        response = self.problem(Overloaded("the gateway is at capacity; retry after the time in Retry-After",
-                                           retry_after_s=self.admission.settings.retry_after_s), ctx.request_id)
+        response = self._overloaded(ctx.op, waiter.reason, ctx.request_id)
         self.observer.finish(ctx, response)
         response.headers.append((b"x-request-id", ctx.request_id.encode()))
         await send_response(send, response)
+
+    def _overloaded(self, op: Operation, reason: str, request_id: str) -> Response:
+        """Count a shed request and render its 503 overloaded with Retry-After."""
+        assert self.admission is not None
+        counter = self._shed_counters.get((op.key, reason))
+        if counter is None:
+            counter = self._shed_counters[(op.key, reason)] = metrics.admission_shed_total.labels(
+                op.api, op.version, op.operation_id, PRIORITY_NAMES[op.priority], reason)
+        counter.inc()
+        return self.problem(Overloaded("the gateway is at capacity; retry after the time in Retry-After",
+                                       retry_after_s=self.admission.settings.retry_after_s), request_id)
 
     async def _shell(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         """The FastAPI shell, its answers carrying the request id too."""

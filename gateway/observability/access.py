@@ -18,6 +18,7 @@ from gateway.stores.limiter import Decision
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
+    from gateway.contracts.compile import Operation
     from gateway.http.response import Response
     from gateway.runtime import Runtime
 
@@ -82,6 +83,30 @@ class Observer:
                 "idempotency": notes.get("idempotency"), "deprecated": notes.get("deprecated", False),
                 "stage": ctx.stage, "problem": notes.get("problem"), "policies": pair[2],
                 "vendor_request_id": ctx.vendor_request_id, "job_id": notes.get("job_id"),
+            })
+
+    def refused(self, op: Operation, status: int, request_id: str, traceparent: str, started: float) -> None:
+        """A request admission control refused at the socket (Edge.admit_early): the metrics and access line
+        `finish` gives a request shed in the edge, without a RequestContext (nothing ran for it)."""
+        elapsed = time.perf_counter() - started
+        key = (op.key, status // 100, None)
+        pair = self.children.get(key)
+        if pair is None:
+            labels = (op.api, op.version, op.operation_id, metrics.status_class(status), "anonymous")
+            pair = (metrics.requests_total.labels(*labels), metrics.request_seconds.labels(*labels),
+                    tuple(p.name for p in op.policies))
+            self.children[key] = pair
+        pair[0].inc()
+        pair[1].observe(elapsed)
+        if self.events.access:
+            self.events.emit(INFO, "access", {
+                "request_id": request_id, "trace_id": trace_id_of(traceparent),
+                "method": op.method, "route": op.path, "status": status,
+                "duration_ms": round(elapsed * 1000, 3), "client": None, "api": op.api,
+                "version": op.version, "operation": op.operation_id, "vendor": op.vendor,
+                "attempts": 0, "breaker": None, "ratelimit": None, "idempotency": None,
+                "deprecated": False, "stage": "admission", "problem": "overloaded", "policies": pair[2],
+                "vendor_request_id": None, "job_id": None,
             })
 
     def _vendor_call(self, ctx: RequestContext, status: int) -> None:

@@ -11,6 +11,7 @@ none is shed and the limit stays where it was.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -38,7 +39,14 @@ CONTRACT = {
         "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "x-gateway": {"route": "slow.forward", "upstream_path": "/things/{id}"},
         "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}},
-                      "503": {"description": "overloaded"}}}}},
+                      "503": {"description": "overloaded"}}}},
+              "/things": {"post": {
+                  "operationId": "createThing",
+                  "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+                  "x-gateway": {"route": "slow.forward", "upstream_path": "/things"},
+                  "responses": {"200": {"description": "ok",
+                                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                                "503": {"description": "overloaded"}}}}},
 }
 
 
@@ -91,6 +99,12 @@ def overloaded_gateway(tmp_path: Path):
 @pytest.fixture
 def slow_vendor_gateway(tmp_path: Path):
     yield from start_gateway(tmp_path, 0.3, {"max_limit": 50, "window_ms": 20})
+
+
+@pytest.fixture
+def one_slot_gateway(tmp_path: Path):
+    # One request at a time, each taking the vendor 0.5 s: everything else is queued or refused.
+    yield from start_gateway(tmp_path, 0.5, {"min_limit": 1, "max_limit": 1})
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -228,3 +242,65 @@ def test_a_slow_vendor_is_not_overload(slow_vendor_gateway):
     assert upstream()["steady"] == 120
     state = admission(base, tokens["admin"])
     assert state["limit"] == 50 and not state["shed"], state
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, bytes], bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    fields = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:] if b": " in line)
+    return int(head[9:12]), fields, await reader.readexactly(int(fields[b"content-length"]))
+
+
+def test_refusals_at_the_socket_keep_http_intact(one_slot_gateway):
+    """Requests refused before any task exists (Edge.admit_early) are still proper HTTP/1.1 answers on a kept-alive
+    connection: pipelined requests each get their own 503 in order, a refused POST's body is read and dropped (the
+    next request on the connection is parsed correctly), `Connection: close` is honoured, and every refusal is
+    counted, logged with stage admission, and echoes the caller's X-Request-ID."""
+    base, tokens, upstream, log = one_slot_gateway
+    host, port = base.removeprefix("http://").split(":")
+
+    async def scenario() -> tuple[list[tuple[int, dict[bytes, bytes], bytes]], bytes, int]:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            # The one slot: taken by another client for 0.5 s.
+            busy = asyncio.create_task(client.get("/v1/things/busy",
+                                                  headers={"authorization": f"Bearer {tokens['other']}"}))
+            deadline = time.monotonic() + 5
+            while admission(base, tokens["admin"])["in_flight"] < 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)  # polling: the slow request is on its way
+            auth = f"Authorization: Bearer {tokens['flood']}\r\n"
+            # The flooding client's first request queues (a client with nothing waiting always gets a place) ...
+            _, first = await asyncio.open_connection(host, int(port))
+            first.write(f"GET /v1/things/queued HTTP/1.1\r\nHost: gw\r\n{auth}\r\n".encode())
+            await first.drain()
+            # ... so that its next ones, pipelined on another connection, are refused at the socket.
+            reader, writer = await asyncio.open_connection(host, int(port))
+            body = b'{"name": "' + b"x" * 3000 + b'"}'
+            writer.write(f"POST /v1/things HTTP/1.1\r\nHost: gw\r\n{auth}X-Request-ID: refused-post\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+                         + f"GET /v1/things/2 HTTP/1.1\r\nHost: gw\r\n{auth}X-Request-ID: refused-get\r\n\r\n"
+                           f"GET /v1/things/3 HTTP/1.1\r\nHost: gw\r\n{auth}X-Request-ID: refused-last\r\n"
+                           f"Connection: close\r\n\r\n".encode())
+            answers = [await asyncio.wait_for(_read_answer(reader), 5) for _ in range(3)]
+            rest = await asyncio.wait_for(reader.read(), 5)  # the server closed the connection: EOF
+            writer.close()
+            first.close()
+            return answers, rest, (await busy).status_code
+
+    answers, rest, busy_status = asyncio.run(scenario())
+    assert busy_status == 200
+    assert [status for status, _, _ in answers] == [503, 503, 503]
+    assert [fields[b"x-request-id"] for _, fields, _ in answers] == [b"refused-post", b"refused-get", b"refused-last"]
+    for _, fields, body in answers:
+        assert fields[b"retry-after"] == b"1" and fields[b"content-type"] == b"application/problem+json"
+        problem = json.loads(body)
+        assert problem["status"] == 503 and problem["type"].endswith("/overloaded"), problem
+    assert answers[-1][1][b"connection"] == b"close" and rest == b""
+    assert upstream() == {"steady": 1}  # the vendor heard only the one admitted request
+    lines = [json.loads(line) for line in log.read_text().splitlines() if '"stage":"admission"' in line]
+    refused = {line["request_id"]: line for line in lines}
+    assert {"refused-post", "refused-get", "refused-last"} <= set(refused), lines
+    assert refused["refused-post"]["operation"] == "createThing" and refused["refused-post"]["status"] == 503
+    metrics = httpx.get(base + "/metrics").text
+    shed = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("gateway_admission_shed_total{"))
+    assert shed == len(lines) >= 3, metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 from gateway.http.coalescing import CoalescingTransport
 from tests.conftest import ServerThread
@@ -107,5 +108,27 @@ def test_answers_over_a_real_socket_arrive_whole_in_order_and_before_the_close()
         answer = _exchange(server.port, b"GET /whole HTTP/1.1\r\nhost: x\r\n\r\n"
                                         b"GET /whole HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         assert answer.count(b"HTTP/1.1 200 OK") == 2 and answer.endswith(b"whole")
+    finally:
+        server.stop()
+
+
+def test_a_kept_alive_connection_is_closed_once_idle_for_the_keep_alive_timeout_and_not_while_in_use():
+    server = ServerThread(streamed, lifespan="off", timeout_keep_alive=0.5).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            # In use for twice the timeout (a request every 0.2 s, the client's own pace): never closed meanwhile.
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:
+                sock.sendall(b"GET /whole HTTP/1.1\r\nhost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"whole"):
+                    chunk = sock.recv(65536)
+                    assert chunk, "closed while in use"
+                    answer += chunk
+                time.sleep(0.2)
+            # Then idle: closed after the timeout, not before it.
+            idle_from = time.monotonic()
+            assert sock.recv(65536) == b""
+            assert 0.2 <= time.monotonic() - idle_from < 3  # its last answer came 0.2 s before idle_from
     finally:
         server.stop()
