@@ -55,16 +55,7 @@ class Observer:
         op = ctx.op
         elapsed = time.perf_counter() - ctx.started
         status = response.status
-        key = (op.key, status // 100, ctx.client_id)
-        pair = self.children.get(key)
-        if pair is None:
-            labels = (op.api, op.version, op.operation_id, metrics.status_class(status),
-                      self.client_label(ctx.client_id))
-            pair = (metrics.requests_total.labels(*labels), metrics.request_seconds.labels(*labels),
-                     tuple(p.name for p in op.policies))
-            self.children[key] = pair
-        pair[0].inc()
-        pair[1].observe(elapsed)
+        pair = self._count(op, status, ctx.client_id, elapsed)
         breaker = None
         if ctx.stage == "dispatch" and op.vendor != "gateway":
             adapter = self.runtime.adapters.get(op.vendor)
@@ -85,19 +76,25 @@ class Observer:
                 "vendor_request_id": ctx.vendor_request_id, "job_id": notes.get("job_id"),
             })
 
-    def refused(self, op: Operation, status: int, request_id: str, traceparent: str, started: float) -> None:
-        """A request admission control refused at the socket (Edge.admit_early): the metrics and access line
-        `finish` gives a request shed in the edge, without a RequestContext (nothing ran for it)."""
-        elapsed = time.perf_counter() - started
-        key = (op.key, status // 100, None)
+    def _count(self, op: Operation, status: int, client_id: str | None,
+               elapsed: float) -> tuple[Any, Any, tuple[str, ...]]:
+        """Count one answer in the request metrics; the (counter, histogram, policy names) kept for its labels."""
+        key = (op.key, status // 100, client_id)
         pair = self.children.get(key)
         if pair is None:
-            labels = (op.api, op.version, op.operation_id, metrics.status_class(status), "anonymous")
+            labels = (op.api, op.version, op.operation_id, metrics.status_class(status), self.client_label(client_id))
             pair = (metrics.requests_total.labels(*labels), metrics.request_seconds.labels(*labels),
                     tuple(p.name for p in op.policies))
             self.children[key] = pair
         pair[0].inc()
         pair[1].observe(elapsed)
+        return pair
+
+    def refused(self, op: Operation, status: int, request_id: str, traceparent: str, started: float) -> None:
+        """A request admission control refused at the socket (Edge.admit_early): the metrics and access line
+        `finish` gives a request shed in the edge, without a RequestContext (nothing ran for it)."""
+        elapsed = time.perf_counter() - started
+        pair = self._count(op, status, None, elapsed)
         if self.events.access:
             self.events.emit(INFO, "access", {
                 "request_id": request_id, "trace_id": trace_id_of(traceparent),
