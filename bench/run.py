@@ -100,6 +100,8 @@ def gateway_config(tmp: Path, peers: Path, upstream: str, key_file: str, limiter
         "vendors": {"upstream": {"adapter": "http", "base_url": upstream}},
         # BENCH_LOG_OUTPUT=none measures the chain without access lines (what logging costs); default: as shipped
         "observability": {"logging": {"output": os.environ.get("BENCH_LOG_OUTPUT", "stdout")}},
+        # BENCH_ADMISSION='{"shed_hold_ms": 150}' (JSON): admission settings to try; default: as shipped
+        "request": {"admission": json.loads(os.environ.get("BENCH_ADMISSION", "{}"))},
     }, sort_keys=False))
     return config
 
@@ -388,8 +390,8 @@ def report_overload(rounds: dict[tuple[str, str], list[Result]], sweep: dict[tup
           "own send time (X-Request-ID stamped by wrk, echoed by the gateway; '-' for systems that do not echo it: "
           "wrk's all-answer figures are shown instead)\n")
     print(f"| system | method | connections | served req/s | vs -c{args.base_connections} | served p50 ms | "
-          "served p99 ms | shed /s | shed max ms | slowest answer ms | socket errors |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "served p99 ms | shed /s | shed max ms | slowest answer ms | socket errors | CPU % |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (name, method, c), results in sweep.items():
         med = _median_round(results)
         o = med.overload
@@ -404,7 +406,13 @@ def report_overload(rounds: dict[tuple[str, str], list[Result]], sweep: dict[tup
             cells = [f"{served_rps:,.0f}", f"{med.p50_ms:.2f}", f"{med.p99_ms:.2f}", "-", "-", "-"]
         ratio = f"{served_rps / _median_round(base).rps:.2f}" if base else ""
         print(f"| {name} | {method} | {c} | {cells[0]} | {ratio} | {cells[1]} | {cells[2]} | {cells[3]} | "
-              f"{cells[4]} | {cells[5]} | {sum(r.socket_errors for r in results)} |")
+              f"{cells[4]} | {cells[5]} | {sum(r.socket_errors for r in results)} | {_busy(med)} |")
+
+
+def _busy(r: Result) -> str:
+    """The share of its core the system under test used during the run (how much of the core served anyone)."""
+    cpu = r.cpu_us * r.requests / 1e6
+    return "" if cpu != cpu else f"{100 * cpu / r.seconds:.0f}"
 
 
 def report_single(single: dict[tuple[str, str], Result], args: argparse.Namespace) -> None:

@@ -167,7 +167,7 @@ class AdmissionSettings(Strict):
     max_limit: int = Field(10_000, ge=1)  # the limit while the loop keeps up (requests past admission at once)
     busy_ratio: float = Field(0.9, gt=0, le=1)  # the process using this share of its core means the CPU is full
     target_loop_delay_ms: float = Field(10.0, gt=0)  # so does the loop answering later than this
-    target_cpu_delay_ms: float = Field(6.0, gt=0)  # on a full CPU, an admitted request waits about this for it
+    target_cpu_delay_ms: float = Field(12.0, gt=0)  # on a full CPU, an admitted request waits about this for it
     probe_interval_ms: float = Field(5.0, gt=0)
     window_ms: float = Field(100.0, gt=0)  # the limit is adjusted once per window
     increase_ratio: float = Field(0.1, gt=0, le=1)
@@ -175,7 +175,7 @@ class AdmissionSettings(Strict):
     max_queue_delay_ms: float = Field(1.0, gt=0)
     max_queue_wait_ms: float = Field(20.0, gt=0)  # a queued request still waiting after this is shed
     # a client refused again before its Retry-After was up gets that refusal this long after its request was read
-    shed_hold_ms: float = Field(200.0, ge=0)
+    shed_hold_ms: float = Field(180.0, ge=0)
     retry_after_s: int = Field(1, ge=1)
 
     @model_validator(mode="after")

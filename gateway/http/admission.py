@@ -28,7 +28,7 @@ parsing and no vendor call. Three mechanisms:
 
 A shed request gets 503 `overloaded` with Retry-After, at once. A client that comes back before its Retry-After
 is up and is refused again (a retry storm, a load generator) gets that refusal `shed_hold_ms` after its request
-was read (default 200 ms): refusals, at ~55 µs of CPU each, cannot become a CPU flood of their own. Holding costs a
+was read (default 180 ms): refusals, at ~55 µs of CPU each, cannot become a CPU flood of their own. Holding costs a
 timer, no CPU. The gateway's own endpoints (health, readiness, metrics, docs) never pass here and are never shed.
 
 Who a "client" is must be known before authentication (verifying a token is one of the costs shedding avoids): the
