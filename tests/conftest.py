@@ -37,10 +37,10 @@ class ServerThread:
         self.error: BaseException | None = None
 
     def _run(self) -> None:
-        import uvloop
+        from gateway.http.listen import new_event_loop
 
-        try:  # uvloop, as `gateway serve` runs it
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        try:  # uvloop accepting by the batch, as `gateway serve` runs it
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 runner.run(self.server.serve(sockets=[self.sock]))
         except BaseException as exc:  # surfaced by start()
             self.error = exc

@@ -76,11 +76,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1; the gateway decides
     # which proxies to trust itself (limits.trusted_proxies).
     # http: uvicorn's httptools protocol, each answer sent with one write (gateway/http/server.py).
-    common = dict(host=host, port=port, loop="uvloop", http="gateway.http.server:HttpProtocol", access_log=False,
-                  lifespan="on", log_level="warning", timeout_graceful_shutdown=10, proxy_headers=False)
+    # loop: uvloop, new connections accepted by the batch on the socket bound here (gateway/http/listen.py).
+    common = dict(host=host, port=port, loop="gateway.http.listen:new_event_loop",
+                  http="gateway.http.server:HttpProtocol", access_log=False, lifespan="on", log_level="warning",
+                  timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
         freeze_startup()
-        uvicorn.run(app, **common)  # type: ignore[arg-type]
+        server_config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
+        server = uvicorn.Server(server_config)
+        sock = server_config.bind_socket()  # exits, saying why, when the address is taken
+        try:
+            server.run(sockets=[sock])  # what uvicorn.run does with one worker, on the socket bound here
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        if not server.started:
+            return 3  # uvicorn's STARTUP_FAILURE: the application's start-up failed (logged)
     else:
         config = config_path(args.config)
         if config is not None:
