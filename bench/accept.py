@@ -59,8 +59,8 @@ def main() -> None:
         with process(cmd, GATEWAY_PORT, env={"GATEWAY_LOG_LEVEL": "WARNING"}, log=tmp / "gateway.log"):
             url = f"http://127.0.0.1:{GATEWAY_PORT}{PATH}"
             auth = f"Authorization: Bearer {token}"
-            wrk = subprocess.Popen(pinned(LOAD_CPU, ["wrk", "-t1", "--latency", f"-c{args.kept}", f"-d{args.seconds + 7}s",
-                                                     "-H", auth, url]), stdout=subprocess.PIPE, text=True)
+            wrk_cmd = ["wrk", "-t1", "--latency", f"-c{args.kept}", f"-d{args.seconds + 7}s", "-H", auth, url]
+            wrk = subprocess.Popen(pinned(LOAD_CPU, wrk_cmd), stdout=subprocess.PIPE, text=True)
             time.sleep(3)
             ab = subprocess.Popen(pinned(LOAD_CPU, ["ab", "-q", "-c", str(args.new), "-t", str(args.seconds),
                                                     "-n", "10000000", "-H", auth, url]),

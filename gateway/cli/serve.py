@@ -82,17 +82,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   timeout_graceful_shutdown=10, proxy_headers=False)
     if workers == 1:
         freeze_startup()
-        server_config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
-        server = uvicorn.Server(server_config)
-        sock = server_config.bind_socket()  # exits, saying why, when the address is taken
+        sockets = _listen(host, port)
+        if sockets is None:
+            return 3  # as uvicorn's STARTUP_FAILURE
+        server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
         try:
-            server.run(sockets=[sock])  # what uvicorn.run does with one worker, on the socket bound here
+            server.run(sockets=sockets)  # what uvicorn.run does with one worker, on the sockets bound here
         except KeyboardInterrupt:
             pass
         finally:
-            sock.close()
-        if not server.started:
-            return 3  # uvicorn's STARTUP_FAILURE: the application's start-up failed (logged)
+            for sock in sockets:
+                sock.close()
     else:
         config = config_path(args.config)
         if config is not None:
@@ -127,11 +127,24 @@ def _supervise(config: Any) -> None:
                 log.error("worker process %s %s; a new one replaces it", old.pid, how)
                 metrics.process_deaths_total.labels(signal.Signals(-code).name if code < 0 else "exit").inc()
 
-    sock = config.bind_socket()
+    sockets = _listen(config.host, config.port)
+    if sockets is None:
+        raise SystemExit(3)
     try:
-        Supervisor(config, sockets=[sock]).run()
+        Supervisor(config, sockets=sockets).run()
     except KeyboardInterrupt:
         pass
+
+
+def _listen(host: str, port: int) -> list[Any] | None:
+    """The listening sockets (gateway/http/listen.py), or None when they cannot be had (said on stderr)."""
+    from gateway.http.listen import bind
+
+    try:
+        return bind(host, port)
+    except OSError as exc:
+        print(f"the gateway cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return None
 
 
 def _sandboxes_command(*extra: str) -> tuple[list[str], dict[str, str]]:

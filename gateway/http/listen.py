@@ -8,10 +8,11 @@ connection per request, the kernel's accept queue held ~400 connections and each
 gateway even saw its request (a 401 for a bad token took as long), while the kept-alive clients were served in
 5 ms. Admission control (gateway/http/admission.py) cannot shed or share what it has not read.
 
-Here, as asyncio's own event loop does, every turn takes up to `ACCEPT_BATCH` waiting connections. `Loop` is
+Here, as asyncio's own event loop does, every turn takes several (`ACCEPT_BATCH`) waiting connections. `Loop` is
 uvloop's loop with `create_server(sock=...)` served this way (plain TCP; TLS, Unix sockets and host/port servers
-are uvloop's own); `gateway serve` and the tests' server pass it the socket they bound. Each accepted socket
-becomes uvloop's own transport (`connect_accepted_socket`), so everything after the accept is unchanged.
+are uvloop's own); `gateway serve` binds its sockets with `bind` (as asyncio would from host and port) and the
+tests' server passes the one it bound. Each accepted socket becomes uvloop's own transport
+(`connect_accepted_socket`), so everything after the accept is unchanged.
 """
 
 from __future__ import annotations
@@ -27,12 +28,17 @@ import uvloop
 
 log = logging.getLogger("gateway.http")
 
-# At most this many connections accepted per turn of the loop (asyncio takes up to its backlog). Accepting one
-# costs ~0.1 ms here, so a turn never stalls long on a burst of new connections.
-ACCEPT_BATCH = 128
-# Out of file descriptors or socket memory: stop accepting for this long, then try again (asyncio: 1 s).
+# At most this many connections accepted per turn of the loop. On a full CPU a turn takes ~5 ms: 32 per turn is
+# ~6,000 new connections a second, more than a core sets up (~0.2 ms each), and several workers sharing one socket
+# still split a burst between them instead of the first awake taking it all (asyncio takes up to its backlog).
+ACCEPT_BATCH = 32
+# Out of file descriptors or socket memory, or an unexpected error: stop accepting this long, then try again
+# (asyncio: 1 s). Waiting callers stay in the kernel's queue meanwhile.
 RETRY_AFTER_S = 1.0
 _OUT_OF_RESOURCES = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+# Errors of one pending connection that Linux reports through accept() (accept(2)): that caller is gone, go on.
+_THAT_CONNECTION = frozenset((errno.ECONNABORTED, errno.EPROTO, errno.ENETDOWN, errno.ENOPROTOOPT, errno.EHOSTDOWN,
+                              errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH, errno.EPERM))
 
 
 class BatchAcceptServer:
@@ -45,10 +51,10 @@ class BatchAcceptServer:
         self.sock = sock
         self.sockets = (sock,)
         self.closed = False
-        self._pending: set[asyncio.Task[Any]] = set()  # connections whose transport is being set up
+        self._pending: set[asyncio.Task[None]] = set()  # connections whose transport is being set up
         sock.setblocking(False)
         sock.listen(backlog)
-        loop.add_reader(sock.fileno(), self._accept)
+        loop.add_reader(sock, self._accept)
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):
@@ -56,38 +62,80 @@ class BatchAcceptServer:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except ConnectionAbortedError:
-                continue  # the client gave up while waiting: nothing to serve
             except OSError as exc:
-                if exc.errno not in _OUT_OF_RESOURCES:
-                    raise  # the loop logs it and calls _accept again on the next turn
-                log.error("cannot accept connections (%s); accepting again in %.0f s", exc.strerror, RETRY_AFTER_S)
-                self.loop.remove_reader(self.sock.fileno())
+                if exc.errno in _THAT_CONNECTION:
+                    continue
+                log.error("cannot accept connections (%s); accepting again in %.0f s", exc.strerror or exc,
+                          RETRY_AFTER_S)
+                self.loop.remove_reader(self.sock)
                 self.loop.call_later(RETRY_AFTER_S, self._resume)
                 return
-            # The transport and protocol are made at once; the task only waits for connection_made.
-            task = self.loop.create_task(self.loop.connect_accepted_socket(self.protocol_factory, conn))
+            task = self.loop.create_task(self._adopt(conn))
             self._pending.add(task)
-            task.add_done_callback(self._set_up)
+            task.add_done_callback(self._pending.discard)
 
-    def _set_up(self, task: asyncio.Task[Any]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    async def _adopt(self, conn: socket.socket) -> None:
+        """uvloop's transport and uvicorn's protocol for an accepted connection (made on the loop's next turn)."""
+        try:
+            transport, protocol = await self.loop.connect_accepted_socket(self.protocol_factory, conn)
+        except Exception as exc:
+            conn.close()
             log.error("a new connection could not be set up: %r", exc)
+            return
+        if self.closed:
+            # Accepted just before the server was told to stop: uvicorn's shutdown went over the open connections
+            # before this one was among them. Ask it to stop the same way (closed once its answer is out).
+            shutdown = getattr(protocol, "shutdown", None)
+            if shutdown is not None:
+                shutdown()
+            else:
+                transport.close()
 
     def _resume(self) -> None:
-        if not self.closed:
-            self.loop.add_reader(self.sock.fileno(), self._accept)
+        if not self.closed and self.sock.fileno() != -1:
+            self.loop.add_reader(self.sock, self._accept)
 
     def close(self) -> None:
         """Stop accepting. The socket is its owner's to close (uvicorn closes the sockets it was given)."""
         if not self.closed:
             self.closed = True
             if self.sock.fileno() != -1:
-                self.loop.remove_reader(self.sock.fileno())
+                self.loop.remove_reader(self.sock)
 
     async def wait_closed(self) -> None:
-        return None
+        """Connections accepted but not yet set up are set up (and, the server being closed, told to stop)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def bind(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets for `host`:`port`, as asyncio's create_server binds them: one per address the host
+    resolves to (both ::1 and 127.0.0.1 for "localhost"; every interface, IPv4 and IPv6, for ""), an IPv6 socket
+    for IPv6 only. Inheritable, for worker processes. OSError when an address is taken or unknown."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(exc.errno, f"cannot listen on {host!r}: {(exc.strerror or str(exc)).lower()}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                ip = address[0] if isinstance(address[0], str) else host
+                where = f"{ip} port {port}"
+                raise OSError(exc.errno, f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}") from None
+            sock.set_inheritable(True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class Loop(uvloop.Loop):
