@@ -24,9 +24,9 @@ class ServerThread:
     def __init__(self, app: Any, lifespan: str = "on", timeout_keep_alive: float = 5) -> None:
         import uvicorn
 
-        from sandboxes.base import bind
+        from gateway.http.listen import bind
 
-        self.sock = bind("127.0.0.1", 0)  # an ephemeral port, Nagle off as the sandboxes have it
+        [self.sock] = bind("127.0.0.1", 0)  # an ephemeral port, bound as `gateway serve` binds
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan=lifespan, loop="uvloop",

@@ -83,8 +83,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers == 1:
         freeze_startup()
         sockets = _listen(host, port)
-        if sockets is None:
-            return 3  # as uvicorn's STARTUP_FAILURE
         server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
         try:
             server.run(sockets=sockets)  # what uvicorn.run does with one worker, on the sockets bound here
@@ -128,23 +126,22 @@ def _supervise(config: Any) -> None:
                 metrics.process_deaths_total.labels(signal.Signals(-code).name if code < 0 else "exit").inc()
 
     sockets = _listen(config.host, config.port)
-    if sockets is None:
-        raise SystemExit(3)
     try:
         Supervisor(config, sockets=sockets).run()
     except KeyboardInterrupt:
         pass
 
 
-def _listen(host: str, port: int) -> list[Any] | None:
-    """The listening sockets (gateway/http/listen.py), or None when they cannot be had (said on stderr)."""
+def _listen(host: str, port: int) -> list[Any]:
+    """The listening sockets (gateway/http/listen.py); when they cannot be had, says why and exits with status 3
+    (uvicorn's STARTUP_FAILURE)."""
     from gateway.http.listen import bind
 
     try:
         return bind(host, port)
     except OSError as exc:
         print(f"the gateway cannot start: {exc.strerror or exc}", file=sys.stderr)
-        return None
+        raise SystemExit(3) from None
 
 
 def _sandboxes_command(*extra: str) -> tuple[list[str], dict[str, str]]:

@@ -115,7 +115,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise OSError(exc.errno, f"cannot listen on {host!r}: {(exc.strerror or str(exc)).lower()}") from None
+        raise _cannot_listen(repr(host), exc) from None
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -127,15 +127,18 @@ def bind(host: str, port: int) -> list[socket.socket]:
             try:
                 sock.bind(address)
             except OSError as exc:
-                ip = address[0] if isinstance(address[0], str) else host
-                where = f"{ip} port {port}"
-                raise OSError(exc.errno, f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}") from None
+                raise _cannot_listen(f"{address[0] if isinstance(address[0], str) else host} port {port}",
+                                     exc) from None
             sock.set_inheritable(True)
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def _cannot_listen(where: str, exc: OSError) -> OSError:
+    return OSError(exc.errno, f"cannot listen on {where}: {(exc.strerror or str(exc)).lower()}")
 
 
 class Loop(uvloop.Loop):
