@@ -10,9 +10,10 @@ head until its body is written (and writing everything else at once) saved ~0.03
 ~8 µs of CPU per request under load: sending at the end of the step lets the loop take more requests per wake-up.
 
 Admission at the socket: once a request's head is parsed, and before uvicorn starts an ASGI task for it, the edge
-routes it and asks admission control (`Edge.admit_early`). A refused request never becomes a task: its 503 is
-written here, at once or when its hold ends (docs/overload.md). Under overload most answers are refusals, so what
-a refusal costs decides how much of the core is left for the requests served (measured in docs/performance.md).
+routes it and asks admission control (`Edge.admit_early`). A queued request becomes a task only when admitted; a
+refused one never does: its 503 is written here, at once or when its hold ends (docs/overload.md). Under overload
+most answers are refusals, so what a refusal costs decides how much of the core is left for the requests served
+(measured in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -88,19 +89,28 @@ class HttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         edge = self.edge
         if edge is not None and app is edge:
-            refused = edge.admit_early(cycle.scope)  # type: ignore[arg-type]
-            if refused is not None:
-                self._refuse(cycle, *refused)
+            waiting = edge.admit_early(cycle.scope)  # type: ignore[arg-type]
+            if waiting is not None:
+                op, waiter = waiting
+                if waiter.future.done():
+                    self._admission_said(cycle, op, waiter)
+                else:
+                    waiter.then = lambda _: self._admission_said(cycle, op, waiter)
                 return
         super()._start_asgi_task(cycle, app)
 
-    def _refuse(self, cycle: RequestResponseCycle, op: Operation, waiter: Waiter) -> None:
-        """Answer a refused request when its waiter's future is done (at once, or after its hold). Meanwhile the
-        cycle stands for the request: its body is read and dropped, a pipelined request waits behind it."""
-        if waiter.future.done():
+    def _admission_said(self, cycle: RequestResponseCycle, op: Operation, waiter: Waiter) -> None:
+        """A request that waited in admission's queue (no task yet: waiting costs it nothing but this callback)
+        or was refused. Meanwhile the cycle stands for the request: its body waits in the socket's buffer (or is
+        read and dropped when refused), a pipelined request waits behind it."""
+        assert self.edge is not None
+        if not waiter.future.result():
             self._write_refusal(cycle, op, waiter.reason)
+        elif cycle.disconnected:
+            self.edge.abandoned(cycle.scope, op)  # type: ignore[arg-type]
         else:
-            waiter.future.add_done_callback(lambda _: self._write_refusal(cycle, op, waiter.reason))
+            cycle.scope["gateway.queued_since"] = waiter.since  # type: ignore[typeddict-unknown-key]
+            super()._start_asgi_task(cycle, self.edge)  # type: ignore[arg-type]
 
     def _write_refusal(self, cycle: RequestResponseCycle, op: Operation, reason: str) -> None:
         assert self.edge is not None

@@ -80,7 +80,7 @@ def start_gateway(tmp_path: Path, upstream_delay_s: float, admission: dict[str, 
     try:
         wait_ready(base + "/readyz", proc)
         tokens = {"flood": token("flooder", "things:read"), "other": token("steady", "things:read"),
-                  "admin": token("operator", "gateway:admin")}
+                  "third": token("third", "things:read"), "admin": token("operator", "gateway:admin")}
         yield base, tokens, lambda: httpx.get(upstream_url + "/_seen").json(), tmp_path / "gateway.log"
     finally:
         stop_process(proc)
@@ -105,6 +105,12 @@ def slow_vendor_gateway(tmp_path: Path):
 def one_slot_gateway(tmp_path: Path):
     # One request at a time, each taking the vendor 0.5 s: everything else is queued or refused.
     yield from start_gateway(tmp_path, 0.5, {"min_limit": 1, "max_limit": 1})
+
+
+@pytest.fixture
+def patient_gateway(tmp_path: Path):
+    # One request at a time, each taking the vendor 0.5 s; a queued request may wait up to 3 s for its turn.
+    yield from start_gateway(tmp_path, 0.5, {"min_limit": 1, "max_limit": 1, "max_queue_wait_ms": 3000})
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -250,6 +256,16 @@ async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[bytes, b
     return int(head[9:12]), fields, await reader.readexactly(int(fields[b"content-length"]))
 
 
+async def _take_the_slot(client: httpx.AsyncClient, base: str, tokens: dict[str, str]) -> asyncio.Task[Any]:
+    """The one slot of a one-slot gateway, taken by the steady client for as long as the vendor takes (0.5 s)."""
+    busy = asyncio.create_task(client.get("/v1/things/busy", headers={"authorization": f"Bearer {tokens['other']}"}))
+    deadline = time.monotonic() + 5
+    while admission(base, tokens["admin"])["in_flight"] < 1:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)  # polling: the slow request is on its way
+    return busy
+
+
 def test_refusals_at_the_socket_keep_http_intact(one_slot_gateway):
     """Requests refused before any task exists (Edge.admit_early) are still proper HTTP/1.1 answers on a kept-alive
     connection: pipelined requests each get their own 503 in order, a refused POST's body is read and dropped (the
@@ -260,13 +276,7 @@ def test_refusals_at_the_socket_keep_http_intact(one_slot_gateway):
 
     async def scenario() -> tuple[list[tuple[int, dict[bytes, bytes], bytes]], bytes, int]:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            # The one slot: taken by another client for 0.5 s.
-            busy = asyncio.create_task(client.get("/v1/things/busy",
-                                                  headers={"authorization": f"Bearer {tokens['other']}"}))
-            deadline = time.monotonic() + 5
-            while admission(base, tokens["admin"])["in_flight"] < 1:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.01)  # polling: the slow request is on its way
+            busy = await _take_the_slot(client, base, tokens)
             auth = f"Authorization: Bearer {tokens['flood']}\r\n"
             # The flooding client's first request queues (a client with nothing waiting always gets a place) ...
             _, first = await asyncio.open_connection(host, int(port))
@@ -304,3 +314,36 @@ def test_refusals_at_the_socket_keep_http_intact(one_slot_gateway):
     shed = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith("gateway_admission_shed_total{"))
     assert shed == len(lines) >= 3, metrics
+
+
+def test_a_queued_request_whose_caller_left_never_reaches_the_vendor(patient_gateway):
+    """A request waiting in admission's queue has no task yet; when its turn comes and its caller has hung up, the
+    slot goes straight to the next request in the queue: the vendor never hears of it, and the access log says 499
+    at stage admission."""
+    base, tokens, upstream, log = patient_gateway
+    host, port = base.removeprefix("http://").split(":")
+
+    async def scenario() -> tuple[int, int]:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            busy = await _take_the_slot(client, base, tokens)
+            deadline = time.monotonic() + 5
+            _, gone = await asyncio.open_connection(host, int(port))
+            gone.write(f"GET /v1/things/gone HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {tokens['flood']}\r\n"
+                       f"X-Request-ID: caller-left\r\n\r\n".encode())
+            await gone.drain()
+            while admission(base, tokens["admin"])["queued"] < 1:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)  # polling: the request reaches the queue
+            gone.close()  # the caller gives up while its request waits
+            await gone.wait_closed()
+            after = await client.get("/v1/things/after", headers={"authorization": f"Bearer {tokens['third']}"})
+            return (await busy).status_code, after.status_code
+
+    assert asyncio.run(scenario()) == (200, 200)
+    assert upstream() == {"steady": 1, "third": 1}  # nothing of the request whose caller left
+    lines = [json.loads(line) for line in log.read_text().splitlines() if '"caller-left"' in line]
+    assert [(line["status"], line["stage"]) for line in lines] == [(499, "admission")], lines
+    deadline = time.monotonic() + 5
+    while (state := admission(base, tokens["admin"]))["in_flight"] or state["queued"]:  # no slot left taken
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)  # polling the gauges, which move once per window
