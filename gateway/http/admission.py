@@ -38,25 +38,21 @@ credential as presented (Authorization or API key header, never logged) or, with
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from gateway.observability import metrics
 from gateway.settings import AdmissionSettings
 
-log = logging.getLogger("gateway.admission")
 PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 PRIORITY_NAMES = tuple(PRIORITIES)
 
 
 class Waiter:
-    """A queued request: resolved True when admitted, False when shed. Awaited through its future, or told
-    through `then` (called at once, with the same answer: no extra turn of the loop before the request runs)."""
+    """A queued request: resolved True when admitted, False when shed."""
 
-    __slots__ = ("future", "client", "priority", "since", "queued_at", "reason", "then")
+    __slots__ = ("future", "client", "priority", "since", "queued_at", "reason")
 
     def __init__(self, future: asyncio.Future[bool], client: str, priority: int, since: float) -> None:
         self.future = future
@@ -65,7 +61,6 @@ class Waiter:
         self.since = since
         self.queued_at = 0.0  # perf_counter when it joined the queue (the probe sheds it after max_queue_wait_ms)
         self.reason = ""  # why it was shed
-        self.then: Callable[[bool], None] | None = None
 
 
 class Admission:
@@ -255,12 +250,6 @@ class Admission:
     def _resolve(waiter: Waiter, admitted: bool) -> None:
         if not waiter.future.done():
             waiter.future.set_result(admitted)
-            then, waiter.then = waiter.then, None  # (it refers to the waiter: no cycle left for the GC)
-            if then is not None:
-                try:
-                    then(admitted)
-                except Exception:  # pragma: no cover - a bug in the callback must not break the caller's request
-                    log.exception("admission callback failed")
 
     # -- the adaptive limit ---------------------------------------------------------------------------------------
 

@@ -114,11 +114,10 @@ class Edge:
     def admit_early(self, scope: dict[str, Any]) -> tuple[Operation, Waiter] | None:
         """Admission at the socket, before the server starts a task for the request (gateway/http/server.py).
 
-        None: go on at once (admitted; the decision travels in the scope and `__call__` does not route or enter
-        again). Else (operation, waiter): the request waits in admission's queue or is refused; the server starts
-        its task once the waiter's future says admitted (`admitted_late`), or answers it with `refusal`. A path no
-        contract declares, and every request while tracing is on (a queued or refused request is traced like any
-        request), take the ordinary way through `__call__`.
+        None: go on (admitted or queued; the decision travels in the scope and `__call__` does not route or
+        enter again). Else the request is refused: (operation, waiter), to be answered with `refusal` once the
+        waiter's future is done (at once, or after its hold). A path no contract declares, and every request
+        while tracing is on (a refusal is traced like any request), take the ordinary way through `__call__`.
         """
         admission = self.admission
         if admission is None or self.runtime.tracing.tracer is not None:
@@ -128,19 +127,10 @@ class Edge:
         except GatewayError:
             return None
         waiter = admission.enter(client_key(scope, self.key_headers), op.priority, scope.get("gateway.arrived"))
-        scope["gateway.admission"] = (op, path_params, None)
-        if waiter is None:
-            return None
-        return op, waiter
-
-    def abandoned(self, scope: dict[str, Any], op: Operation) -> None:
-        """A request admitted from the queue whose caller had hung up meanwhile: its slot goes to the next one
-        and it is logged as 499 (stage admission); nothing else ran for it."""
-        assert self.admission is not None
-        self.admission.give_back()
-        request_id, traceparent, _, _ = correlation(scope["headers"])
-        self.observer.refused(op, CLIENT_CLOSED, request_id, traceparent,
-                              scope.get("gateway.arrived") or time.perf_counter(), problem=None)
+        if waiter is not None and waiter.reason:
+            return op, waiter
+        scope["gateway.admission"] = (op, path_params, waiter)
+        return None
 
     def refusal(self, scope: dict[str, Any], op: Operation, reason: str) -> Response:
         """The answer to a request refused at the socket: counted, logged (stage admission) and rendered as the
@@ -185,17 +175,20 @@ class Edge:
         queued: it waits for its turn, or is shed."""
         request_id, traceparent, tracestate, from_caller = correlation(scope["headers"])
         ctx = RequestContext(scope, receive, op, request_id, path_params)
-        queued_since = scope.get("gateway.queued_since")
-        if queued_since is not None:  # it waited in admission's queue at the socket: its time counts from then
-            ctx.started = queued_since
         ctx.traceparent = traceparent
         ctx.tracestate = tracestate
         ctx.trace_from_caller = from_caller
         if self.runtime.tracing.tracer is not None:
             ctx.span = self.runtime.tracing.start_request(ctx)
         admission = self.admission
-        if waiter is not None and admission is not None and not await admission.wait(waiter):
-            return await self._shed(ctx, waiter, send)
+        if waiter is not None and admission is not None:
+            if not await admission.wait(waiter):
+                return await self._shed(ctx, waiter, send)
+            if scope.get("gateway.gone"):  # the caller hung up while it waited: nothing runs for nobody
+                admission.give_back()
+                ctx.stage = "admission"
+                self.observer.finish(ctx, Response(CLIENT_CLOSED))
+                return None
         try:
             response = await self.run(ctx)
         except ClientDisconnected:

@@ -10,10 +10,9 @@ head until its body is written (and writing everything else at once) saved ~0.03
 ~8 µs of CPU per request under load: sending at the end of the step lets the loop take more requests per wake-up.
 
 Admission at the socket: once a request's head is parsed, and before uvicorn starts an ASGI task for it, the edge
-routes it and asks admission control (`Edge.admit_early`). A queued request becomes a task only when admitted; a
-refused one never does: its 503 is written here, at once or when its hold ends (docs/overload.md). Under overload
-most answers are refusals, so what a refusal costs decides how much of the core is left for the requests served
-(measured in docs/performance.md).
+routes it and asks admission control (`Edge.admit_early`). A refused request never becomes a task: its 503 is
+written here, at once or when its hold ends (docs/overload.md). Under overload most answers are refusals, so what
+a refusal costs decides how much of the core is left for the requests served (measured in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -77,6 +76,10 @@ class HttpProtocol(HttpToolsProtocol):
             self.timeout_keep_alive_task = self.loop.call_later(remaining, self._keep_alive_check)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            # The caller is gone: a request of theirs still waiting for admission will not run (Edge._admitted).
+            cycle.scope["gateway.gone"] = True  # type: ignore[typeddict-unknown-key]
         super().connection_lost(exc)
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
@@ -89,28 +92,19 @@ class HttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         edge = self.edge
         if edge is not None and app is edge:
-            waiting = edge.admit_early(cycle.scope)  # type: ignore[arg-type]
-            if waiting is not None:
-                op, waiter = waiting
-                if waiter.future.done():
-                    self._admission_said(cycle, op, waiter)
-                else:
-                    waiter.then = lambda _: self._admission_said(cycle, op, waiter)
+            refused = edge.admit_early(cycle.scope)  # type: ignore[arg-type]
+            if refused is not None:
+                self._refuse(cycle, *refused)
                 return
         super()._start_asgi_task(cycle, app)
 
-    def _admission_said(self, cycle: RequestResponseCycle, op: Operation, waiter: Waiter) -> None:
-        """A request that waited in admission's queue (no task yet: waiting costs it nothing but this callback)
-        or was refused. Meanwhile the cycle stands for the request: its body waits in the socket's buffer (or is
-        read and dropped when refused), a pipelined request waits behind it."""
-        assert self.edge is not None
-        if not waiter.future.result():
+    def _refuse(self, cycle: RequestResponseCycle, op: Operation, waiter: Waiter) -> None:
+        """Answer a refused request when its waiter's future is done (at once, or after its hold). Meanwhile the
+        cycle stands for the request: its body is read and dropped, a pipelined request waits behind it."""
+        if waiter.future.done():
             self._write_refusal(cycle, op, waiter.reason)
-        elif cycle.disconnected:
-            self.edge.abandoned(cycle.scope, op)  # type: ignore[arg-type]
         else:
-            cycle.scope["gateway.queued_since"] = waiter.since  # type: ignore[typeddict-unknown-key]
-            super()._start_asgi_task(cycle, self.edge)  # type: ignore[arg-type]
+            waiter.future.add_done_callback(lambda _: self._write_refusal(cycle, op, waiter.reason))
 
     def _write_refusal(self, cycle: RequestResponseCycle, op: Operation, reason: str) -> None:
         assert self.edge is not None

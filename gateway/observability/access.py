@@ -90,11 +90,9 @@ class Observer:
         pair[1].observe(elapsed)
         return pair
 
-    def refused(self, op: Operation, status: int, request_id: str, traceparent: str, started: float,
-                problem: str | None = "overloaded") -> None:
-        """A request admission control refused at the socket (Edge.admit_early), or whose caller left while it
-        waited there: the metrics and access line `finish` gives a request shed in the edge, without a
-        RequestContext (nothing ran for it)."""
+    def refused(self, op: Operation, status: int, request_id: str, traceparent: str, started: float) -> None:
+        """A request admission control refused at the socket (Edge.admit_early): the metrics and access line
+        `finish` gives a request shed in the edge, without a RequestContext (nothing ran for it)."""
         elapsed = time.perf_counter() - started
         pair = self._count(op, status, None, elapsed)
         if self.events.access:
@@ -104,7 +102,7 @@ class Observer:
                 "duration_ms": round(elapsed * 1000, 3), "client": None, "api": op.api,
                 "version": op.version, "operation": op.operation_id, "vendor": op.vendor,
                 "attempts": 0, "breaker": None, "ratelimit": None, "idempotency": None,
-                "deprecated": False, "stage": "admission", "problem": problem, "policies": pair[2],
+                "deprecated": False, "stage": "admission", "problem": "overloaded", "policies": pair[2],
                 "vendor_request_id": None, "job_id": None,
             })
 
