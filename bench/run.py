@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -412,7 +413,7 @@ def report_overload(rounds: dict[tuple[str, str], list[Result]], sweep: dict[tup
 def _busy(r: Result) -> str:
     """The share of its core the system under test used during the run (how much of the core served anyone)."""
     cpu = r.cpu_us * r.requests / 1e6
-    return "" if cpu != cpu else f"{100 * cpu / r.seconds:.0f}"
+    return "" if math.isnan(cpu) else f"{100 * cpu / r.seconds:.0f}"  # NaN: a system whose CPU is not measured
 
 
 def report_single(single: dict[tuple[str, str], Result], args: argparse.Namespace) -> None:

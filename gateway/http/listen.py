@@ -127,8 +127,7 @@ def bind(host: str, port: int) -> list[socket.socket]:
             try:
                 sock.bind(address)
             except OSError as exc:
-                raise _cannot_listen(f"{address[0] if isinstance(address[0], str) else host} port {port}",
-                                     exc) from None
+                raise _cannot_listen(f"{address[0]} port {port}", exc) from None
             sock.set_inheritable(True)
     except BaseException:
         for sock in sockets:
